@@ -1,0 +1,68 @@
+"""The `numpy` backend: neutral semantics written directly, trained by the float64/float32 reference.
+
+It is the first adapter and goes through the same worker-process path as every framework, so the
+harness is exercised even where no framework is installed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from wdparity import reference
+from wdparity.backend import Backend
+from wdparity.spec import AdamSpec, DecayRule, Penalty, Positive, Semantics, SgdSpec, Strict, Task, Unit, fail
+
+
+class NumpyRun(Strict):
+    optimizer: Literal["sgd", "adam"]
+    lr: Positive
+    momentum: Optional[Unit] = None
+    dampening: Optional[Unit] = None
+    nesterov: Optional[bool] = None
+    momentum_form: Optional[Literal["buffer", "velocity"]] = None
+    betas: Optional[list[Unit]] = Field(None, min_length=2, max_length=2)
+    eps: Optional[Positive] = None
+    eps_placement: Optional[Literal["corrected", "uncorrected"]] = None
+    decay: list[DecayRule] = Field(default_factory=list)
+    penalty: Optional[Penalty] = None
+
+    @model_validator(mode="after")
+    def _keys_fit_optimizer(self):
+        own = {"sgd": ("momentum", "dampening", "nesterov", "momentum_form"),
+               "adam": ("betas", "eps", "eps_placement")}
+        for other, keys in own.items():
+            if other == self.optimizer:
+                continue
+            for key in keys:
+                if getattr(self, key) is not None:
+                    raise fail(key, getattr(self, key), f"belongs to optimizer = \"{other}\", not \"{self.optimizer}\"")
+        return self
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    modules = ("numpy",)
+    Config = NumpyRun
+
+    def describe(self, config: NumpyRun, task: Task) -> Semantics:
+        given = {k: v for k, v in config.model_dump().items()
+                 if v is not None and k not in ("optimizer", "decay", "penalty")}
+        optimizer = (SgdSpec if config.optimizer == "sgd" else AdamSpec)(name=config.optimizer, **given)
+        decay = list(config.decay) + (config.penalty.rules(l1_at_zero=0.0) if config.penalty else [])
+        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule)
+
+    def realize(self, semantics: Semantics, task: Task) -> dict:
+        opt = semantics.optimizer.model_dump()
+        run = {"backend": "numpy", "optimizer": opt.pop("name"), **opt}
+        if semantics.decay:
+            run["decay"] = [{k: v for k, v in r.neutral().items() if v is not None} for r in semantics.decay]
+        return run
+
+    def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return reference.run(job["semantics"], data, int(job["task"]["batch_size"]), job["dtype"])
+
+
+backend = NumpyBackend()

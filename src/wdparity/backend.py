@@ -1,0 +1,135 @@
+"""The Backend protocol and the lazy entry-point registry (group "wdparity.backends").
+
+The core never imports a framework. A backend module imports only numpy, pydantic and the core
+at module level; its framework is imported inside `train()`, in a worker process. Backends are
+found through entry points (plus `WDPARITY_EXTRA_BACKENDS="name=module:attr,..."`, used by the
+tests to register deliberately broken backends) and loaded only when a case names them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from importlib.metadata import entry_points
+from typing import Any, Optional
+
+import numpy as np
+
+from .errors import InputError
+from .spec import Semantics, Strict, Task
+
+GROUP = "wdparity.backends"
+# Used when the distribution's metadata is absent (running from a source tree without installing).
+BUILTIN = {
+    "numpy": "wdparity_backends.numpy_backend:backend",
+    "torch": "wdparity_backends.torch_backend:backend",
+    "keras": "wdparity_backends.keras_backend:backend",
+    "optax": "wdparity_backends.optax_backend:backend",
+    "mxnet": "wdparity_backends.mxnet_backend:backend",
+}
+GENERIC_KEYS = ("backend", "dtype", "loss", "schedule", "python")
+
+
+class Inexpressible(Exception):
+    """realize(): the framework cannot express these semantics. The message names the nearest
+    expressible setting and what would differ."""
+
+
+class Backend:
+    """What an adapter provides. Subclass it and register an instance under GROUP.
+
+    describe/realize are pure (no framework import); train runs inside the worker process.
+    """
+
+    name: str = ""
+    modules: tuple[str, ...] = ()          # import names whose presence and versions matter
+    install_hint: str = ""                 # how to get the framework, shown when it is missing
+    Config: type[Strict] = Strict          # validates the run's own keys (framework vocabulary)
+
+    def parse(self, run: dict) -> Strict:
+        return self.Config.model_validate(run)
+
+    def describe(self, config: Strict, task: Task) -> Semantics:
+        raise NotImplementedError
+
+    def realize(self, semantics: Semantics, task: Task) -> dict:
+        raise Inexpressible(f"{self.name} has no realize()")
+
+    def worker_env(self, config: Strict) -> dict[str, str]:
+        """Environment variables the worker needs for this run (runs differing here get separate workers)."""
+        return {}
+
+    def default_python(self) -> Optional[str]:
+        """The interpreter that runs this backend's worker when no override is given (None: this one)."""
+        return None
+
+    # ---- inside the worker
+    def versions(self) -> dict[str, str]:
+        out = {}
+        for mod in self.modules:
+            try:
+                out[mod] = str(getattr(importlib.import_module(mod), "__version__", "unknown"))
+            except Exception:  # a version we cannot read is reported, not fatal
+                out[mod] = "unavailable"
+        return out
+
+    def train(self, job: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Train natively; return {"weight": (steps+1, d), "bias": (steps+1,)} including the start.
+
+        job = {"task": effective task dict, "run": config dict, "semantics": neutral dict, "dtype": str}.
+        """
+        raise NotImplementedError
+
+
+def _extra() -> dict[str, str]:
+    extra = {}
+    for item in filter(None, os.environ.get("WDPARITY_EXTRA_BACKENDS", "").split(",")):
+        name, _, target = item.partition("=")
+        extra[name.strip()] = target.strip()
+    return extra
+
+
+def targets() -> dict[str, str]:
+    """name -> "module:attr" of every registered backend (entry points win over built-ins)."""
+    found = {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    out = {name: t for name, t in BUILTIN.items() if name in found or _module_exists(t.split(":")[0])}
+    out.update(found)
+    out.update(_extra())
+    return dict(sorted(out.items()))
+
+
+def _module_exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def load_target(target: str) -> Backend:
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    return getattr(obj, attr or "backend")
+
+
+_cache: dict[str, Backend] = {}
+
+
+def get(name: Any, where: str = "", key: str = "backend") -> Backend:
+    """The backend called `name`, or an InputError listing the valid names."""
+    known = targets()
+    if not isinstance(name, str) or name not in known:
+        raise InputError(where, key, f"must be one of {list(known)}", name)
+    if name not in _cache:
+        try:
+            _cache[name] = load_target(known[name])
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("wdparity_backends."):
+                raise InputError(where, key, f"names a backend whose adapter is not written yet ({exc.name})", name)
+            raise
+    return _cache[name]
+
+
+def missing_modules(backend: Backend) -> list[str]:
+    """Framework modules this interpreter lacks (checked with find_spec: nothing is imported)."""
+    return [m for m in backend.modules if importlib.util.find_spec(m) is None]

@@ -1,0 +1,90 @@
+"""Trajectory comparison and tolerance calibration.
+
+The metric, per tensor: |a_t - b_t| (max over elements) divided by the tensor's scale (the largest
+|value| either run reaches). A pair is equivalent when that relative error stays within the
+tolerance at every step. The float32 tolerance is calibrated per case, never guessed: it is
+`FLOOR_FACTOR` times the float32 noise floor, the largest difference between the reference run in
+float32 and in float64 over the case's runs. Runs that are both float64 use `TOL64`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from . import reference
+
+TOL64 = 1e-9            # float64 vs float64: the fidelity standard of every adapter
+FLOOR_FACTOR = 10.0     # float32 tolerance = this x the measured float32 noise floor
+MIN_TOL32 = 10 * float(np.finfo(np.float32).eps)
+TENSOR_ORDER = ("weight", "bias")
+
+
+def stable_length(traj: dict[str, np.ndarray]) -> int:
+    """How many leading recorded steps are finite and below the explosion limit."""
+    w = np.asarray(traj["weight"], dtype=np.float64).reshape(len(traj["weight"]), -1)
+    b = np.asarray(traj["bias"], dtype=np.float64).reshape(len(traj["bias"]), -1)
+    with np.errstate(all="ignore"):
+        big = np.maximum(np.abs(w).max(axis=1, initial=0.0), np.abs(b).max(axis=1, initial=0.0))
+    start = big[0] if np.isfinite(big[0]) else 0.0
+    limit = reference.EXPLOSION_FACTOR * max(1.0, float(start))
+    bad = ~np.isfinite(big) | (big > limit)
+    return int(np.argmax(bad)) if bad.any() else len(big)
+
+
+def errors(a: dict[str, np.ndarray], b: dict[str, np.ndarray], upto: Optional[int] = None) -> dict[str, dict]:
+    """Per tensor: abs error per step and the scale it is measured against."""
+    out = {}
+    for name in TENSOR_ORDER:
+        x = np.asarray(a[name], dtype=np.float64).reshape(len(a[name]), -1)[:upto]
+        y = np.asarray(b[name], dtype=np.float64).reshape(len(b[name]), -1)[:upto]
+        with np.errstate(all="ignore"):
+            diff = np.abs(x - y).max(axis=1, initial=0.0)
+            scale = max(float(np.abs(x).max(initial=0.0)), float(np.abs(y).max(initial=0.0)))
+        out[name] = {"abs": diff, "scale": scale, "rel": diff / scale if scale > 0 else np.zeros_like(diff)}
+    return out
+
+
+def summarize(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tol: float, upto: Optional[int] = None) -> dict:
+    """max_abs_err, max_rel_err, first divergent step and tensor, verdict, per-step curve."""
+    errs = errors(a, b, upto)
+    rel = np.stack([errs[n]["rel"] for n in TENSOR_ORDER])       # (tensors, steps)
+    over = rel > tol
+    first, tensor = None, None
+    if over.any():
+        first = int(np.argmax(over.any(axis=0)))
+        tensor = TENSOR_ORDER[int(np.argmax(rel[:, first]))]
+    return {
+        "verdict": "diverges" if first is not None else "equivalent",
+        "max_abs_err": float(max(errs[n]["abs"].max(initial=0.0) for n in TENSOR_ORDER)),
+        "max_rel_err": float(rel.max(initial=0.0)),
+        "first_divergent_step": first,
+        "tensor": tensor,
+        "curve": {n: errs[n]["rel"] for n in TENSOR_ORDER},
+    }
+
+
+def max_rel(a: dict[str, np.ndarray], b: dict[str, np.ndarray], upto: Optional[int] = None) -> float:
+    errs = errors(a, b, upto)
+    return float(max(errs[n]["rel"].max(initial=0.0) for n in TENSOR_ORDER))
+
+
+def noise_floor(semantics: list[dict], data: dict, batch_size: int) -> float:
+    """The float32 noise floor: max over runs of rel err(reference float32, reference float64)."""
+    floor = 0.0
+    for sem in semantics:
+        r64 = reference.run(sem, data, batch_size, "float64")
+        r32 = reference.run(sem, data, batch_size, "float32")
+        n = min(stable_length(r64), stable_length(r32))
+        if n > 1:
+            floor = max(floor, max_rel(r32, r64, n))
+    return floor
+
+
+def tolerance_for(dtypes: tuple[str, ...], tol32: float) -> float:
+    return TOL64 if all(d == "float64" for d in dtypes) else tol32
+
+
+def calibrate(floor: float) -> float:
+    return max(FLOOR_FACTOR * floor, MIN_TOL32)

@@ -1,0 +1,65 @@
+"""Deterministic task data, made once by the core and handed bit-identically to every backend.
+
+Features, labels, initial parameters and the batch order all come from one
+`numpy.random.Generator` seeded by the task, in a fixed order of draws, in float64. A backend
+casts to its run dtype itself (IEEE rounding makes that cast identical everywhere).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ARRAYS = ("X_train", "y_train", "X_test", "y_test", "w0", "b0", "order")
+
+
+def make_data(task: dict) -> dict[str, np.ndarray]:
+    """The task's arrays. `order[e]` is the permutation of training rows used in epoch e."""
+    rng = np.random.default_rng(int(task["seed"]))
+    d, n_train, n_test = int(task["num_inputs"]), int(task["n_train"]), int(task["n_test"])
+    true_w, true_b, noise = float(task["true_w"]), float(task["true_b"]), float(task["noise"])
+
+    def synthetic(n: int) -> tuple[np.ndarray, np.ndarray]:
+        X = rng.standard_normal((n, d))
+        y = X @ np.full(d, true_w) + true_b + noise * rng.standard_normal(n)
+        return X, y
+
+    X_train, y_train = synthetic(n_train)
+    X_test, y_test = synthetic(n_test)
+    init = task.get("init", "normal")
+    w0 = rng.standard_normal(d) if init in ("normal", "normal_all") else np.zeros(d)
+    b0 = np.array(rng.standard_normal() if init == "normal_all" else 0.0)
+    if task.get("shuffle", True):
+        order = np.stack([rng.permutation(n_train) for _ in range(int(task["epochs"]))])
+    else:
+        order = np.tile(np.arange(n_train), (int(task["epochs"]), 1))
+    return {"X_train": X_train, "y_train": y_train, "X_test": X_test, "y_test": y_test,
+            "w0": w0, "b0": b0, "order": order.astype(np.int64)}
+
+
+def batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Row indices of every optimizer step, in order: epoch by epoch, the last batch may be short."""
+    out = []
+    for perm in order:
+        for start in range(0, len(perm), batch_size):
+            out.append(perm[start:start + batch_size])
+    return out
+
+
+def loss_factor(loss: str) -> float:
+    """d(loss)/d(residual) per sample: half_mse = mean(r^2)/2 -> 1, mse = mean(r^2) -> 2."""
+    if loss == "half_mse":
+        return 1.0
+    if loss == "mse":
+        return 2.0
+    raise ValueError(f"`loss` must be one of ['half_mse', 'mse']. Received: loss={loss!r}")
+
+
+def losses(data: dict, weight: np.ndarray, bias: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test loss per recorded step, recomputed in float64 from the parameters."""
+    W = np.asarray(weight, dtype=np.float64)
+    B = np.asarray(bias, dtype=np.float64).reshape(-1)
+    half = loss_factor(loss) / 2.0
+    with np.errstate(all="ignore"):
+        tr = ((data["X_train"] @ W.T + B - data["y_train"][:, None]) ** 2).mean(axis=0) * half
+        te = ((data["X_test"] @ W.T + B - data["y_test"][:, None]) ** 2).mean(axis=0) * half
+    return tr, te

@@ -1,0 +1,122 @@
+"""The fidelity battery: named, generated cases that prove an adapter's model of its framework.
+
+In the style of scikit-learn's `estimator_checks`: a backend gets the whole battery by registering.
+The neutral battery crosses optimizers x decay forms x masks, cycling schedules and inits; each
+neutral case is realized in the backend's own vocabulary (skipped, with the reason, where the
+framework cannot express it), and the backend adds native extras for knobs realize() never emits
+(penalties, regularizers, exclusion lists, ...). Every native run is then trained in a worker and
+compared with the reference run of its own describe(): 1e-9 relative in float64, the calibrated
+tolerance in float32.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Optional
+
+from . import backend as registry
+from . import compare, harness, reference
+from .backend import Inexpressible
+from .case import load_run
+from .data import make_data
+from .spec import Semantics, Task
+
+BATTERY_TASK = {"num_inputs": 12, "n_train": 16, "n_test": 8, "batch_size": 4, "epochs": 3, "seed": 3}
+SCHEDULES = [{"kind": "constant"}, {"kind": "step", "every": 4, "factor": 0.5}, {"kind": "cosine", "total": 10, "floor": 0.1}]
+OPTIMIZERS = {
+    "sgd": {"name": "sgd", "lr": 0.05},
+    "momentum": {"name": "sgd", "lr": 0.03, "momentum": 0.9},
+    "dampened": {"name": "sgd", "lr": 0.03, "momentum": 0.8, "dampening": 0.3},
+    "nesterov": {"name": "sgd", "lr": 0.03, "momentum": 0.9, "nesterov": True},
+    "velocity": {"name": "sgd", "lr": 0.03, "momentum": 0.9, "momentum_form": "velocity"},
+    "adam": {"name": "adam", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8},
+    "adam_eps": {"name": "adam", "lr": 0.01, "betas": [0.8, 0.99], "eps": 1e-3},
+    "adam_uncorrected": {"name": "adam", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-3, "eps_placement": "uncorrected"},
+}
+DECAYS = {
+    "none": [],
+    "coupled": [{"coupling": "gradient", "coefficient": 0.3}],
+    "coupled_weight": [{"coupling": "gradient", "coefficient": 0.3, "params": ["weight"]}],
+    "coupled_groups": [{"coupling": "gradient", "coefficient": 0.3, "params": ["weight"]},
+                       {"coupling": "gradient", "coefficient": 0.05, "params": ["bias"]}],
+    "decoupled": [{"coupling": "decoupled", "coefficient": 0.4, "scale": "lr"}],
+    "decoupled_weight": [{"coupling": "decoupled", "coefficient": 0.4, "scale": "lr", "params": ["weight"]}],
+    "decoupled_schedule": [{"coupling": "decoupled", "coefficient": 0.01, "scale": "schedule"}],
+    "decoupled_none": [{"coupling": "decoupled", "coefficient": 0.004, "scale": "none"}],
+    "l1": [{"norm": "l1", "coupling": "gradient", "coefficient": 0.05, "params": ["weight"], "l1_at_zero": 0.0}],
+    "coupled_and_decoupled": [{"coupling": "gradient", "coefficient": 0.2, "params": ["weight"]},
+                              {"coupling": "decoupled", "coefficient": 0.3, "scale": "lr"}],
+}
+
+
+def neutral_battery() -> dict[str, tuple[dict, Semantics]]:
+    """name -> (task dict, semantics), every optimizer x decay form; schedules, inits and losses cycle."""
+    out = {}
+    cycle = itertools.count()
+    for (oname, opt), (dname, decay) in itertools.product(OPTIMIZERS.items(), DECAYS.items()):
+        i = next(cycle)
+        schedule = SCHEDULES[i % len(SCHEDULES)]
+        init = "zeros" if dname == "l1" or i % 2 else "normal"
+        loss = "mse" if i % 4 == 3 else "half_mse"
+        task = {**BATTERY_TASK, "init": init, "loss": loss, "schedule": schedule}
+        sem = Semantics.model_validate({"optimizer": opt, "decay": decay, "loss": loss, "schedule": schedule})
+        out[f"{oname}-{dname}-{schedule['kind']}-{init}-{loss}"] = (task, sem)
+    return out
+
+
+def native_battery(name: str) -> tuple[dict[str, tuple[dict, dict]], dict[str, str]]:
+    """(name -> (task, native run table), name -> why a neutral case is not expressible)."""
+    backend = registry.get(name)
+    cases, inexpressible = {}, {}
+    for case, (task, sem) in neutral_battery().items():
+        try:
+            run = backend.realize(sem, Task.model_validate(task))
+        except Inexpressible as exc:
+            inexpressible[case] = str(exc)
+            continue
+        cases[f"realized-{case}"] = (task, {"backend": name, **{k: v for k, v in run.items() if k != "backend"}})
+    extras = getattr(backend, "battery_extras", None)
+    for case, (task, run) in (extras() if extras else {}).items():
+        cases[f"native-{case}"] = ({**BATTERY_TASK, **task}, {"backend": name, **run})
+    return cases, inexpressible
+
+
+def run_battery(cases: dict[str, tuple[dict, dict]], dtype: str = "float64",
+                timeout: float = harness.DEFAULT_TIMEOUT) -> dict[str, dict]:
+    """Train every case natively (one worker per backend) and compare with its own describe()."""
+    loaded, items, data = {}, [], {}
+    for i, (name, (task_dict, run_dict)) in enumerate(sorted(cases.items())):
+        task = Task.model_validate({**task_dict, "dtype": dtype})
+        run = load_run("battery", dict(run_dict), task, f"battery:{name}", {})
+        key = f"t{i}"
+        data[key] = make_data(task.model_dump())
+        loaded[name] = (run, key)
+        job = {"task": run.task.model_dump(), "run": run.config.model_dump(), "semantics": run.semantics.neutral(),
+               "dtype": run.dtype}
+        target = registry.targets()[run.backend]
+        items.append(harness.WorkItem(name, run.backend, target, run.python, run.env, job, key))
+    results = harness.run_items(items, data, timeout=timeout)
+    report = {}
+    for name, (run, key) in loaded.items():
+        res = results[name]
+        entry = {"status": res.status, "reason": res.reason, "semantics": run.semantics.neutral(), "versions": res.versions}
+        if res.status == "ok":
+            entry.update(fidelity(run.semantics.neutral(), res.arrays, data[key], run.task.batch_size, run.dtype))
+        report[name] = entry
+    return report
+
+
+def fidelity(semantics: dict, native: dict, data: dict, batch_size: int, dtype: str,
+             tol32: Optional[float] = None) -> dict:
+    """A native trajectory against the float64 reference of its own semantics (on its stable prefix)."""
+    ref = reference.run(semantics, data, batch_size, "float64")
+    expected = len(ref["weight"])
+    if len(native.get("weight", ())) != expected or len(native.get("bias", ())) != expected:
+        return {"max_rel_err": None, "tol": None, "holds": False,
+                "reason": f"trajectory has {len(native.get('weight', ()))} steps, expected {expected}"}
+    n = min(compare.stable_length(native), compare.stable_length(ref))
+    if tol32 is None and dtype != "float64":
+        tol32 = compare.calibrate(compare.noise_floor([semantics], data, batch_size))
+    tol = compare.tolerance_for((dtype,), tol32 or 0.0)
+    err = compare.max_rel(native, ref, n)
+    return {"max_rel_err": err, "tol": tol, "holds": bool(err <= tol), "compared_steps": n}

@@ -1,0 +1,183 @@
+"""Runs every backend in its own worker process: one per (backend, interpreter, env) per invocation.
+
+Why processes: Keras reads KERAS_BACKEND once per process, TensorFlow and JAX grab threads and
+memory, MXNet needs numpy < 1.24 in a venv of its own. A worker that is missing, crashes, hangs
+past its timeout or prints garbage costs only its own runs (status "skipped"/"error" with the
+reason); every other worker completes. Arrays travel as .npz files in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+# Small regressions run fastest single-threaded, and fixed threads keep results deterministic.
+WORKER_ENV = {
+    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
+    "TF_ENABLE_ONEDNN_OPTS": "0", "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    "PYTHONHASHSEED": "0", "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1",
+}
+DEFAULT_TIMEOUT = 900.0
+
+
+@dataclass
+class WorkItem:
+    id: str
+    backend: str
+    target: str                      # "module:attr" of the backend object
+    python: Optional[str]            # interpreter; None = this one
+    env: dict[str, str]
+    job: dict                        # task, run, semantics, dtype
+    data_key: str                    # which shared data file
+
+
+@dataclass
+class Result:
+    status: str                      # ok | skipped | error
+    reason: Optional[str] = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _stage_packages(tmp: Path) -> Path:
+    """A directory holding only links to wdparity and wdparity_backends, for the worker's PYTHONPATH.
+
+    Putting site-packages itself on PYTHONPATH would leak this venv's numpy into another interpreter.
+    """
+    import wdparity
+    import wdparity_backends
+
+    stage = tmp / "pkgs"
+    stage.mkdir()
+    for mod in (wdparity, wdparity_backends):
+        src = Path(mod.__file__).resolve().parent
+        (stage / src.name).symlink_to(src, target_is_directory=True)
+    return stage
+
+
+def run_items(items: list[WorkItem], data: dict[str, dict[str, np.ndarray]], *,
+              timeout: float = DEFAULT_TIMEOUT, parallel: Optional[int] = None,
+              on_done: Optional[Callable[[WorkItem], None]] = None) -> dict[str, Result]:
+    """Run all items, grouped into one worker per (backend, interpreter, env); return id -> Result."""
+    results: dict[str, Result] = {}
+    if not items:
+        return results
+    groups: dict[tuple, list[WorkItem]] = {}
+    for item in items:
+        key = (item.backend, item.target, item.python or sys.executable, tuple(sorted(item.env.items())))
+        groups.setdefault(key, []).append(item)
+    by_id = {item.id: item for item in items}
+    parallel = parallel or max(1, min(len(groups), os.cpu_count() or 1))
+    with tempfile.TemporaryDirectory(prefix="wdparity-") as tmpname:
+        tmp = Path(tmpname)
+        stage = _stage_packages(tmp)
+        for key, arrays in data.items():
+            np.savez(tmp / f"data_{key}.npz", **arrays)
+        sem = threading.Semaphore(parallel)
+        lock = threading.Lock()
+
+        def run_group(index: int, key: tuple, group: list[WorkItem]) -> None:
+            with sem:
+                out = _run_worker(tmp / f"w{index}", key, group, stage, timeout, by_id, on_done, lock)
+            with lock:
+                results.update(out)
+
+        threads = [threading.Thread(target=run_group, args=(i, k, g), daemon=True) for i, (k, g) in enumerate(groups.items())]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    return results
+
+
+def _run_worker(jobdir: Path, key: tuple, group: list[WorkItem], stage: Path, timeout: float,
+                by_id: dict[str, WorkItem], on_done, lock) -> dict[str, Result]:
+    backend, target, python, env_items = key
+    jobdir.mkdir()
+    job = {"backend": backend, "target": target,
+           "items": [{"id": it.id, "data": f"data_{it.data_key}.npz", "job": it.job} for it in group]}
+    (jobdir / "job.json").write_text(json.dumps(job))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KERAS_", "PYTHONPATH", "VIRTUAL_ENV"))}
+    env.update(WORKER_ENV)
+    env.update(dict(env_items))
+    env["PYTHONPATH"] = str(stage)
+    start = time.monotonic()
+    if python != sys.executable and shutil.which(python) is None and not Path(python).exists():
+        return {it.id: Result("skipped", f"interpreter {python} for backend {backend} does not exist") for it in group}
+    try:
+        proc = subprocess.Popen([python, "-m", "wdparity.worker", str(jobdir)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, text=True, errors="replace")
+    except OSError as exc:
+        return {it.id: Result("error", f"cannot start worker {python}: {exc}") for it in group}
+
+    stderr_tail: list[str] = []
+
+    def drain_stderr():
+        for line in proc.stderr:
+            stderr_tail.append(line)
+            del stderr_tail[:-20]
+
+    def follow_stdout():
+        for line in proc.stdout:
+            ident = line.strip()[5:] if line.startswith("done ") else None
+            if ident in by_id and on_done is not None:
+                with lock:
+                    on_done(by_id[ident])
+
+    readers = [threading.Thread(target=drain_stderr, daemon=True), threading.Thread(target=follow_stdout, daemon=True)]
+    for th in readers:
+        th.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()
+        proc.wait()
+    for th in readers:
+        th.join(timeout=5)
+    elapsed = time.monotonic() - start
+    versions = _read_json(jobdir / "versions.json") or {}
+    out = {}
+    for it in group:
+        status = _read_json(jobdir / f"{it.id}.json")
+        if status is None:
+            if timed_out:
+                reason = f"worker for {backend} timed out after {timeout:.0f} s"
+            else:
+                last = "".join(stderr_tail).strip().splitlines()[-1:] or ["no output"]
+                reason = f"worker for {backend} exited with code {proc.returncode} before this run: {last[0][:300]}"
+            out[it.id] = Result("error", reason, versions=versions, seconds=elapsed)
+            continue
+        res = Result(status.get("status", "error"), status.get("reason"), versions=versions,
+                     seconds=float(status.get("seconds", 0.0)))
+        if res.status == "ok":
+            try:
+                with np.load(jobdir / f"{it.id}.npz") as npz:
+                    res.arrays = {k: npz[k] for k in npz.files}
+            except Exception as exc:
+                res = Result("error", f"unreadable trajectory from {backend}: {exc}", versions=versions)
+        out[it.id] = res
+    return out
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        obj = json.loads(path.read_text())
+        return obj if isinstance(obj, dict) else None
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,199 @@
+"""The NumPy reference: neutral semantics executed as a chain of small init/update transforms.
+
+Built the optax way: a transform is an `(init, update)` pair acting on a dict of updates, and an
+optimizer is a `chain` of them. "Coupled vs decoupled" is literally where the decay transform sits:
+before the optimizer's moments (it edits the gradient) or after them (it edits the step).
+
+    gradient -> [coupled decay] -> sgd_buffer | sgd_velocity | scale_by_adam -> [scale_by_lr]
+             -> [decoupled decay] -> w <- w + update
+
+Runs in float64, or float32 when asked (hyperparameters cast too). NumPy + stdlib only: the
+numpy backend's worker, which may run under another interpreter, imports this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from .data import batches, loss_factor
+from .schedules import multiplier
+
+Params = dict[str, np.ndarray]
+State = Any
+# A run that grows past this factor of its initial scale is stopped: it is diverging (seed 000).
+EXPLOSION_FACTOR = 1e6
+
+
+class Transform(NamedTuple):
+    init: Callable[[Params], State]
+    update: Callable[[Params, State, Params, int], tuple[Params, State]]
+
+
+def chain(*transforms: Transform) -> Transform:
+    def init(params):
+        return tuple(t.init(params) for t in transforms)
+
+    def update(updates, state, params, t):
+        new_state = []
+        for transform, s in zip(transforms, state):
+            updates, s = transform.update(updates, s, params, t)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return Transform(init, update)
+
+
+def _stateless(fn: Callable[[Params, Params, int], Params]) -> Transform:
+    return Transform(lambda params: None, lambda u, s, p, t: (fn(u, p, t), None))
+
+
+def decay_direction(w: np.ndarray, norm: str, l1_at_zero: float) -> np.ndarray:
+    """d/dw of the penalty shape: w for l2, sign(w) for l1 with sign(0) = l1_at_zero."""
+    if norm == "l2":
+        return w
+    one = np.ones_like(w)
+    return np.where(w > 0, one, np.where(w < 0, -one, one * w.dtype.type(l1_at_zero)))
+
+
+def add_gradient_decay(rule: dict, dtype) -> Transform:
+    """Coupled decay: g <- g + lambda * dir(w) on the masked tensors (L2 penalty, torch weight_decay)."""
+    lam = dtype(rule["coefficient"])
+
+    def fn(u, p, t):
+        return {k: (u[k] + lam * decay_direction(p[k], rule["norm"], rule["l1_at_zero"]) if k in rule["params"] else u[k])
+                for k in u}
+
+    return _stateless(fn)
+
+
+def sgd_buffer(momentum: float, dampening: float, nesterov: bool, dtype) -> Transform:
+    """torch.optim.SGD's buffer: buf_0 = g, buf = m*buf + (1-d)*g; nesterov uses g + m*buf."""
+    m, keep = dtype(momentum), dtype(1.0 - dampening)
+    if momentum == 0:
+        return _stateless(lambda u, p, t: u)
+
+    def update(u, buf, p, t):
+        buf = {k: u[k].copy() for k in u} if buf is None else {k: m * buf[k] + keep * u[k] for k in u}
+        out = {k: u[k] + m * buf[k] for k in u} if nesterov else buf
+        return out, buf
+
+    return Transform(lambda params: None, update)
+
+
+def sgd_velocity(lr: float, momentum: float, nesterov: bool, schedule: dict, dtype) -> Transform:
+    """Keras/MXNet momentum: v = m*v - lr_t*g; step = v (nesterov: m*v - lr_t*g). Emits the final step."""
+    m = dtype(momentum)
+
+    def update(u, v, p, t):
+        lr_t = dtype(lr * multiplier(schedule, t))
+        v = {k: m * v[k] - lr_t * u[k] for k in u}
+        out = {k: m * v[k] - lr_t * u[k] for k in u} if nesterov else v
+        return out, v
+
+    return Transform(lambda params: {k: np.zeros_like(x) for k, x in params.items()}, update)
+
+
+def scale_by_adam(b1: float, b2: float, eps: float, placement: str, dtype) -> Transform:
+    """Adam's direction. corrected: m_hat/(sqrt(v_hat)+eps); uncorrected: c_t*m/(sqrt(v)+eps), c_t = sqrt(1-b2^t)/(1-b1^t)."""
+    b1_, b2_, eps_ = dtype(b1), dtype(b2), dtype(eps)
+    one = dtype(1.0)
+
+    def init(params):
+        return ({k: np.zeros_like(x) for k, x in params.items()}, {k: np.zeros_like(x) for k, x in params.items()})
+
+    def update(u, state, p, t):
+        mu, nu = state
+        mu = {k: b1_ * mu[k] + (one - b1_) * u[k] for k in u}
+        nu = {k: b2_ * nu[k] + (one - b2_) * u[k] * u[k] for k in u}
+        bc1, bc2 = 1.0 - b1 ** (t + 1), 1.0 - b2 ** (t + 1)
+        if placement == "corrected":
+            out = {k: (mu[k] / dtype(bc1)) / (np.sqrt(nu[k] / dtype(bc2)) + eps_) for k in u}
+        else:
+            c = dtype(np.sqrt(bc2) / bc1)
+            out = {k: c * mu[k] / (np.sqrt(nu[k]) + eps_) for k in u}
+        return out, (mu, nu)
+
+    return Transform(init, update)
+
+
+def scale_by_lr(lr: float, schedule: dict, dtype) -> Transform:
+    """step = -lr * eta_t * direction."""
+    return _stateless(lambda u, p, t: {k: dtype(-lr * multiplier(schedule, t)) * u[k] for k in u})
+
+
+def decay_scale(scale: str, lr: float, schedule: dict, t: int) -> float:
+    """s in w <- w - s*lambda*w: lr_t ("lr", every framework), eta_t ("schedule", the AdamW paper), 1 ("none")."""
+    if scale == "lr":
+        return lr * multiplier(schedule, t)
+    if scale == "schedule":
+        return multiplier(schedule, t)
+    if scale == "none":
+        return 1.0
+    raise ValueError(f"`scale` must be one of ['lr', 'schedule', 'none']. Received: scale={scale!r}")
+
+
+def add_decoupled_decay(rule: dict, lr: float, schedule: dict, dtype) -> Transform:
+    """Decoupled decay (AdamW): step <- step - s_t*lambda*dir(w), outside the optimizer's moments."""
+
+    def fn(u, p, t):
+        c = dtype(decay_scale(rule["scale"], lr, schedule, t) * rule["coefficient"])
+        return {k: (u[k] - c * decay_direction(p[k], rule["norm"], rule["l1_at_zero"]) if k in rule["params"] else u[k])
+                for k in u}
+
+    return _stateless(fn)
+
+
+def build(semantics: dict, dtype=np.float64) -> Transform:
+    """The chain for neutral semantics (a `Semantics.neutral()` dict)."""
+    opt, schedule = semantics["optimizer"], semantics.get("schedule", {"kind": "constant"})
+    rules = semantics.get("decay", [])
+    parts = [add_gradient_decay(r, dtype) for r in rules if r["coupling"] == "gradient"]
+    if opt["name"] == "sgd" and opt.get("momentum_form", "buffer") == "velocity":
+        parts.append(sgd_velocity(opt["lr"], opt["momentum"], opt["nesterov"], schedule, dtype))
+    elif opt["name"] == "sgd":
+        parts.append(sgd_buffer(opt["momentum"], opt["dampening"], opt["nesterov"], dtype))
+        parts.append(scale_by_lr(opt["lr"], schedule, dtype))
+    elif opt["name"] == "adam":
+        parts.append(scale_by_adam(opt["betas"][0], opt["betas"][1], opt["eps"], opt["eps_placement"], dtype))
+        parts.append(scale_by_lr(opt["lr"], schedule, dtype))
+    else:
+        raise ValueError(f"`optimizer.name` must be one of ['sgd', 'adam']. Received: name={opt['name']!r}")
+    parts += [add_decoupled_decay(r, opt["lr"], schedule, dtype) for r in rules if r["coupling"] == "decoupled"]
+    return chain(*parts)
+
+
+def gradients(params: Params, X: np.ndarray, y: np.ndarray, factor) -> Params:
+    """Gradient of the batch loss: factor * mean(r^2)/2 with r = Xw + b - y."""
+    r = X @ params["weight"] + params["bias"] - y
+    n = r.dtype.type(len(r))
+    return {"weight": factor * (X.T @ r) / n, "bias": factor * r.sum() / n}
+
+
+def run(semantics: dict, data: dict, batch_size: int, dtype: str = "float64") -> dict[str, np.ndarray]:
+    """Train with the reference; returns {"weight": (S+1, d), "bias": (S+1,)} including the start.
+
+    A run that becomes non-finite or explodes is stopped there; its remaining steps are NaN.
+    """
+    dt = np.dtype(dtype).type
+    X, y = data["X_train"].astype(dt), data["y_train"].astype(dt)
+    params = {"weight": data["w0"].astype(dt), "bias": np.asarray(data["b0"], dtype=dt)}
+    factor = dt(loss_factor(semantics.get("loss", "half_mse")))
+    steps = batches(data["order"], batch_size)
+    opt = build(semantics, dt)
+    state = opt.init(params)
+    W = np.full((len(steps) + 1, params["weight"].size), np.nan, dtype=dt)
+    B = np.full(len(steps) + 1, np.nan, dtype=dt)
+    W[0], B[0] = params["weight"], params["bias"]
+    limit = EXPLOSION_FACTOR * max(1.0, float(np.max(np.abs(W[0]), initial=0.0)), abs(float(B[0])))
+    with np.errstate(all="ignore"):
+        for t, rows in enumerate(steps):
+            grads = gradients(params, X[rows], y[rows], factor)
+            updates, state = opt.update(grads, state, params, t)
+            params = {k: params[k] + updates[k] for k in params}
+            W[t + 1], B[t + 1] = params["weight"], params["bias"]
+            big = max(float(np.max(np.abs(params["weight"]), initial=0.0)), abs(float(params["bias"])))
+            if not np.isfinite(big) or big > limit:
+                break
+    return {"weight": W, "bias": B}

@@ -1,0 +1,240 @@
+"""The neutral spec: what a task, an optimizer and a decay rule *mean*, framework-free.
+
+Everything here is pure, validated data (pydantic v2, strict: no silent coercion, no NaN/inf,
+unknown keys are errors). Adapters translate their framework's knobs into `Semantics`
+(`describe`) and back (`realize`); the reference executes `Semantics` in NumPy.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from .errors import CUSTOM
+
+TENSORS = ("weight", "bias")
+Tensor = Literal["weight", "bias"]
+CAUSES = (
+    "coupling", "coefficient", "mask", "norm", "l1-at-zero", "lr-scaling", "epsilon",
+    "momentum", "optimizer", "loss-scale", "schedule", "unstable", "unexplained",
+)
+Cause = Literal[
+    "coupling", "coefficient", "mask", "norm", "l1-at-zero", "lr-scaling", "epsilon",
+    "momentum", "optimizer", "loss-scale", "schedule", "unstable", "unexplained",
+]
+Loss = Literal["half_mse", "mse"]
+DType = Literal["float32", "float64"]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Unit = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+
+
+def fail(key: str, value: Any, expected: str) -> PydanticCustomError:
+    """A validation error naming `key` (relative to the model raising it), its value and the rule."""
+    return PydanticCustomError(CUSTOM, "{expected}", {"key": key, "value": value, "expected": expected})
+
+
+class Strict(BaseModel):
+    """Base of every spec model: frozen, strict types, NaN/inf rejected, unknown keys named."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _no_unknown_keys(self):
+        extra = self.model_extra or {}
+        if extra:
+            key = sorted(extra)[0]
+            valid = sorted(self.__class__.model_fields)
+            raise fail(key, extra[key], f"is not a known key; valid keys: {valid}")
+        return self
+
+
+def check_tensors(key: str, names: list[str]) -> None:
+    """A mask/param list must name at least one real tensor and nothing else (never a silent no-op)."""
+    if not names:
+        raise fail(key, names, f"must name at least one tensor of {list(TENSORS)}")
+    for name in names:
+        if name not in TENSORS:
+            raise fail(key, names, f"must name tensors among {list(TENSORS)} (\"{name}\" names no tensor)")
+    if len(set(names)) != len(names):
+        raise fail(key, names, "must not name a tensor twice")
+
+
+# ---------------------------------------------------------------- schedules
+class ConstantSchedule(Strict):
+    kind: Literal["constant"] = "constant"
+
+
+class StepSchedule(Strict):
+    """eta_t = factor ** (t // every)."""
+
+    kind: Literal["step"]
+    every: int = Field(ge=1)
+    factor: Positive
+
+
+class CosineSchedule(Strict):
+    """eta_t = floor + (1 - floor) * (1 + cos(pi * min(t, total) / total)) / 2."""
+
+    kind: Literal["cosine"]
+    total: int = Field(ge=1)
+    floor: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
+
+
+Schedule = Annotated[Union[ConstantSchedule, StepSchedule, CosineSchedule], Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- task
+class Task(Strict):
+    """The regression task; defaults are the high-dimensional experiment of seed 002 (d2l 3.7)."""
+
+    num_inputs: int = Field(200, ge=1, le=10_000_000)
+    n_train: int = Field(20, ge=1)
+    n_test: int = Field(100, ge=1)
+    true_w: Finite = 0.01
+    true_b: Finite = 0.05
+    noise: NonNeg = 0.01
+    init: Literal["normal", "zeros", "normal_all"] = "normal"
+    batch_size: int = Field(1, ge=1)
+    epochs: int = Field(10, ge=1)
+    shuffle: bool = True
+    loss: Loss = "half_mse"
+    seed: int = Field(0, ge=0)
+    dtype: DType = "float32"
+    schedule: Schedule = ConstantSchedule()
+
+    @model_validator(mode="after")
+    def _batch_fits(self):
+        if self.batch_size > self.n_train:
+            raise fail("batch_size", self.batch_size, f"must be <= n_train ({self.n_train})")
+        return self
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.n_train // self.batch_size)
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+# ---------------------------------------------------------------- neutral semantics
+class SgdSpec(Strict):
+    """SGD. momentum_form "buffer" (torch, optax): buf = m*buf + (1-d)*g, step = -lr*buf;
+    "velocity" (Keras, MXNet): v = m*v - lr*g, step = v (differs only when lr changes)."""
+
+    name: Literal["sgd"]
+    lr: Positive
+    momentum: Unit = 0.0
+    dampening: Unit = 0.0
+    nesterov: bool = False
+    momentum_form: Literal["buffer", "velocity"] = "buffer"
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.nesterov and self.momentum == 0:
+            raise fail("nesterov", self.nesterov, "needs momentum > 0")
+        if self.nesterov and self.dampening != 0:
+            raise fail("dampening", self.dampening, "must be 0 with nesterov (as in torch.optim.SGD)")
+        if self.momentum_form == "velocity" and self.dampening != 0:
+            raise fail("dampening", self.dampening, "must be 0 with momentum_form = \"velocity\"")
+        return self
+
+
+class AdamSpec(Strict):
+    """Adam. eps_placement "corrected": m_hat / (sqrt(v_hat) + eps) (torch, optax);
+    "uncorrected": lr*sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps) (Keras, MXNet, TF)."""
+
+    name: Literal["adam"]
+    lr: Positive
+    betas: list[Unit] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2)
+    eps: Positive = 1e-8
+    eps_placement: Literal["corrected", "uncorrected"] = "corrected"
+
+
+OptimizerSpec = Annotated[Union[SgdSpec, AdamSpec], Field(discriminator="name")]
+
+
+class DecayRule(Strict):
+    """One decay term. gradient coupling adds lambda*w (l2) or lambda*sign(w) (l1) to the gradient;
+    decoupled applies w <- w - s*lambda*w outside the optimizer's moments, s per `scale`."""
+
+    norm: Literal["l2", "l1"] = "l2"
+    coupling: Literal["gradient", "decoupled"] = "gradient"
+    coefficient: NonNeg
+    scale: Optional[Literal["lr", "schedule", "none"]] = None
+    params: list[str] = Field(default_factory=lambda: list(TENSORS))
+    l1_at_zero: Optional[Finite] = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        check_tensors("params", self.params)
+        if self.coupling == "gradient" and self.scale is not None:
+            raise fail("scale", self.scale, "belongs to coupling = \"decoupled\" only")
+        if self.norm == "l2" and self.l1_at_zero is not None:
+            raise fail("l1_at_zero", self.l1_at_zero, "belongs to norm = \"l1\" only")
+        return self
+
+    @property
+    def effective_scale(self) -> Optional[str]:
+        return (self.scale or "lr") if self.coupling == "decoupled" else None
+
+    @property
+    def effective_l1_at_zero(self) -> Optional[float]:
+        return (self.l1_at_zero if self.l1_at_zero is not None else 0.0) if self.norm == "l1" else None
+
+    def neutral(self) -> dict:
+        """The rule with every default made explicit (what reports and the reference use)."""
+        return {
+            "norm": self.norm, "coupling": self.coupling, "coefficient": self.coefficient,
+            "scale": self.effective_scale, "params": list(self.params), "l1_at_zero": self.effective_l1_at_zero,
+        }
+
+
+class Penalty(Strict):
+    """A loss penalty c2*sum(w^2) + c1*sum(|w|), as in d2l's from-scratch code (l2 = lambda/2)."""
+
+    l2: NonNeg = 0.0
+    l1: NonNeg = 0.0
+    params: list[str] = Field(default_factory=lambda: ["weight"])
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        check_tensors("params", self.params)
+        return self
+
+    def rules(self, l1_at_zero: float) -> list[DecayRule]:
+        """Its gradient as coupled rules: d/dw c2*w^2 = 2*c2*w; d/dw c1*|w| = c1*sign(w)."""
+        out = []
+        if self.l2:
+            out.append(DecayRule(norm="l2", coupling="gradient", coefficient=2.0 * self.l2, params=list(self.params)))
+        if self.l1:
+            out.append(DecayRule(norm="l1", coupling="gradient", coefficient=self.l1, params=list(self.params),
+                                 l1_at_zero=l1_at_zero))
+        return out
+
+
+class Semantics(Strict):
+    """What a run does, in neutral terms: the output of describe(), the input of the reference."""
+
+    optimizer: OptimizerSpec
+    decay: list[DecayRule] = Field(default_factory=list)
+    loss: Loss = "half_mse"
+    schedule: Schedule = ConstantSchedule()
+
+    def neutral(self) -> dict:
+        return {
+            "optimizer": self.optimizer.model_dump(),
+            "decay": [rule.neutral() for rule in self.decay],
+            "loss": self.loss,
+            "schedule": self.schedule.model_dump(),
+        }
+
+
+def semantics_from_dict(data: dict) -> Semantics:
+    """Rebuild Semantics from its `neutral()` dict (e.g. after a JSON round trip)."""
+    return Semantics.model_validate(
+        {**data, "decay": [{k: v for k, v in r.items() if v is not None} for r in data.get("decay", [])]})

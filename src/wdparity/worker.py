@@ -1,0 +1,86 @@
+"""The worker process: one per backend (and interpreter) per invocation, all its runs batched.
+
+    python -m wdparity.worker JOBDIR
+
+JOBDIR/job.json names the backend ("module:attr") and its items; the shared task data lie in
+JOBDIR/../data_*.npz. For each item the worker writes ITEM.npz (the trajectory) and ITEM.json
+(status, reason, seconds), then prints "done ITEM" for the progress display. It imports only the
+standard library, numpy and the backend module, so it also runs under a separate interpreter
+(MXNet's own venv) that has neither pydantic nor the core's numpy 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def main(jobdir: str) -> int:
+    import numpy as np
+
+    root = Path(jobdir)
+    job = json.loads((root / "job.json").read_text())
+    info = {"python": sys.version.split()[0], "executable": sys.executable, "numpy": np.__version__}
+    try:
+        module, _, attr = job["target"].partition(":")
+        import importlib
+
+        backend = getattr(importlib.import_module(module), attr or "backend")
+        backend_ok, backend_reason = True, None
+    except Exception as exc:  # a broken adapter costs only its own runs
+        backend, backend_ok = None, False
+        backend_reason = f"cannot load adapter {job['target']}: {type(exc).__name__}: {exc}"
+    if backend is not None:
+        missing = []
+        for mod in getattr(backend, "modules", ()):
+            try:
+                importlib.import_module(mod)
+            except ImportError as exc:
+                missing.append(f"{mod} ({exc})")
+        if missing:
+            backend_ok = False
+            hint = getattr(backend, "install_hint", "")
+            backend_reason = f"missing in {sys.executable}: {', '.join(missing)}" + (f"; {hint}" if hint else "")
+            info["skipped"] = True
+        else:
+            info.update(backend.versions())
+    _write_json(root / "versions.json", info)
+
+    data_cache: dict[str, dict] = {}
+    for item in job["items"]:
+        ident = item["id"]
+        start = time.perf_counter()
+        if not backend_ok:
+            status = {"status": "skipped" if info.get("skipped") else "error", "reason": backend_reason}
+        else:
+            try:
+                path = item["data"]
+                if path not in data_cache:
+                    with np.load(root.parent / path) as npz:
+                        data_cache[path] = {k: npz[k] for k in npz.files}
+                out = backend.train(item["job"], data_cache[path])
+                arrays = {k: np.asarray(v) for k, v in out.items()}
+                np.savez(root / f"{ident}.npz", **arrays)
+                status = {"status": "ok", "reason": None}
+            except Exception as exc:
+                tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+                status = {"status": "error", "reason": f"{type(exc).__name__}: {exc}".strip(),
+                          "traceback": "".join(tb[-6:])}
+        status["seconds"] = round(time.perf_counter() - start, 4)
+        _write_json(root / f"{ident}.json", status)
+        print(f"done {ident}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
