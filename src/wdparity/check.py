@@ -1,0 +1,203 @@
+"""Checking cases: run every run of every case in the workers, then judge each case.
+
+`check_cases` is the single pipeline behind `wdparity check` and `wdparity run`: load and validate
+all cases first (bad input fails before anything runs), start one worker per backend for all
+cases together, then per case: stability, fidelity of each run against the reference of its own
+semantics, every pair compared under the calibrated tolerance, causes diagnosed, claim verified.
+"""
+
+from __future__ import annotations
+
+import itertools
+import platform
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import __version__, compare, diagnose, fidelity, harness, stability
+from . import backend as registry
+from .case import Case, Run, load_case
+from .data import losses, make_data
+
+TIMING_FIELDS = ("seconds",)  # the only fields of the JSON that vary between identical invocations
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    json: dict
+    trajectories: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    curves: dict[tuple[str, str], dict] = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+
+
+def core_versions() -> dict[str, str]:
+    return {"wdparity": __version__, "python": platform.python_version(), "numpy": np.__version__}
+
+
+def finite(x) -> Optional[float]:
+    """A float for JSON: NaN and inf become null."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def check_cases(paths: list[str], *, overrides: Optional[dict[str, str]] = None, timeout: float = harness.DEFAULT_TIMEOUT,
+                on_loaded: Optional[Callable[[int], None]] = None,
+                on_done: Optional[Callable[[str], None]] = None) -> list[CaseResult]:
+    cases = [load_case(p, overrides) for p in paths]      # every InputError surfaces before any run
+    items, data = [], {}
+    for ci, case in enumerate(cases):
+        data[f"c{ci}"] = make_data(case.task.model_dump())
+        for name in sorted(case.runs):
+            run = case.runs[name]
+            job = {"task": run.task.model_dump(), "run": run.config.model_dump(),
+                   "semantics": run.semantics.neutral(), "dtype": run.dtype}
+            target = registry.targets()[run.backend]
+            items.append(harness.WorkItem(f"c{ci}-{name}", run.backend, target, run.python, run.env, job, f"c{ci}"))
+    if on_loaded:
+        on_loaded(len(items))
+    skipped = {}
+    for item in items:
+        if item.python is None:
+            backend = registry.get(item.backend)
+            missing = registry.missing_modules(backend)
+            if missing:
+                hint = f"; {backend.install_hint}" if backend.install_hint else ""
+                skipped[item.id] = harness.Result("skipped", f"{', '.join(missing)} not installed in {sys.executable}{hint}")
+    results = harness.run_items([it for it in items if it.id not in skipped], data, timeout=timeout,
+                                on_done=(lambda it: on_done(it.id)) if on_done else None)
+    results.update(skipped)
+    if on_done:
+        for ident in skipped:
+            on_done(ident)
+    return [judge(case, data[f"c{ci}"], {n: results[f"c{ci}-{n}"] for n in case.runs}) for ci, case in enumerate(cases)]
+
+
+def _trajectory_problem(arrays: dict, run: Run) -> Optional[str]:
+    steps = run.task.steps + 1
+    d = run.task.num_inputs
+    if set(arrays) < {"weight", "bias"}:
+        return f"trajectory lacks {sorted({'weight', 'bias'} - set(arrays))}"
+    w, b = np.asarray(arrays["weight"]), np.asarray(arrays["bias"])
+    if w.reshape(len(w), -1).shape != (steps, d) or b.reshape(len(b), -1).shape != (steps, 1):
+        return f"trajectory shapes weight {w.shape}, bias {b.shape}; expected ({steps}, {d}) and ({steps},)"
+    if not (np.issubdtype(w.dtype, np.floating) and np.issubdtype(b.dtype, np.floating)):
+        return f"trajectory dtype {w.dtype} is not floating point"
+    return None
+
+
+def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseResult:
+    names = sorted(case.runs)
+    floor = compare.noise_floor([case.runs[n].semantics.neutral() for n in names], data, case.task.batch_size)
+    tol32 = compare.calibrate(floor)
+    runs_json, trajs, versions = {}, {}, core_versions()
+    for name in names:
+        run, res = case.runs[name], results[name]
+        sem = run.semantics.neutral()
+        status, reason = res.status, res.reason
+        entry = {"backend": run.backend, "status": status, "reason": reason, "semantics": sem,
+                 "fidelity": None, "final": None, "dtype": run.dtype}
+        if status == "ok" and (problem := _trajectory_problem(res.arrays, run)):
+            status, reason = "error", f"{run.backend} returned a bad trajectory: {problem}"
+        if status == "ok":
+            traj = {"weight": np.asarray(res.arrays["weight"]).reshape(run.task.steps + 1, -1),
+                    "bias": np.asarray(res.arrays["bias"]).reshape(-1)}
+            trajs[name] = traj
+            n = compare.stable_length(traj)
+            bound = stability.sgd_bound(sem, data, run.task.batch_size)
+            unstable = stability.describe_instability(bound, n if n < len(traj["bias"]) else None)
+            if unstable:
+                status, reason = "unstable", unstable
+            if bound is not None:
+                entry["stability"] = {k: finite(v) if k != "formula" and k != "exceeds" else v for k, v in bound.items()}
+            fid = fidelity.fidelity(sem, traj, data, run.task.batch_size, run.dtype, tol32)
+            entry["fidelity"] = {"max_rel_err": finite(fid["max_rel_err"]), "holds": fid["holds"], "tol": fid["tol"]}
+            if status == "ok":
+                tr, te = losses(data, traj["weight"][-1:], traj["bias"][-1:], run.task.loss)
+                entry["final"] = {"train_loss": finite(tr[0]), "test_loss": finite(te[0]),
+                                  "weight_l2": finite(np.linalg.norm(traj["weight"][-1].astype(np.float64))),
+                                  "bias": finite(traj["bias"][-1])}
+        entry["status"], entry["reason"] = status, reason
+        entry["versions"] = {k: v for k, v in res.versions.items() if k != "executable"}
+        entry["seconds"] = round(res.seconds, 3)
+        for mod in registry.get(run.backend).modules if res.status == "ok" else ():
+            if mod in res.versions:
+                key = mod if versions.get(mod, res.versions[mod]) == res.versions[mod] else f"{mod} ({name})"
+                versions[key] = res.versions[mod]
+        runs_json[name] = entry
+    pairs, curves = [], {}
+    for a, b in itertools.combinations(names, 2):
+        pair, curve = judge_pair(case, data, runs_json, trajs, a, b, tol32)
+        pairs.append(pair)
+        if curve is not None:
+            curves[(a, b)] = curve
+    out = {"case": case.path, "title": case.title, "versions": dict(sorted(versions.items())), "runs": runs_json,
+           "pairs": pairs, "claim": judge_claim(case, runs_json, pairs),
+           "tolerance": {"float32_noise_floor": floor, "float32": tol32, "float64": compare.TOL64,
+                         "rule": f"float32 pairs: {compare.FLOOR_FACTOR:g} x the largest difference between the "
+                                 "reference in float32 and float64 over this case's runs (at least "
+                                 f"{compare.MIN_TOL32:.3g}); float64 pairs: {compare.TOL64:g}; relative to each "
+                                 "tensor's largest magnitude, at every step"}}
+    return CaseResult(case, out, trajs, curves, data)
+
+
+def judge_pair(case: Case, data: dict, runs_json: dict, trajs: dict, a: str, b: str, tol32: float):
+    ra, rb = case.runs[a], case.runs[b]
+    sem_a, sem_b = ra.semantics.neutral(), rb.semantics.neutral()
+    differences = sorted({label for label, _ in diagnose.semantic_edits(sem_a, sem_b)})
+    pair = {"a": a, "b": b, "verdict": "unknown", "max_abs_err": None, "max_rel_err": None,
+            "first_divergent_step": None, "tensor": None, "causes": [], "semantic_differences": differences}
+    status = (runs_json[a]["status"], runs_json[b]["status"])
+    if status != ("ok", "ok"):
+        if "unstable" in status:
+            pair["causes"] = ["unstable"]
+        pair["reason"] = "; ".join(f"{n} is {s}" for n, s in zip((a, b), status) if s != "ok")
+        return pair, None
+    tol = compare.tolerance_for((ra.dtype, rb.dtype), tol32)
+    summary = compare.summarize(trajs[a], trajs[b], tol)
+    curve = summary.pop("curve")
+    pair.update(summary)
+    pair["tol"] = tol
+    if summary["verdict"] == "diverges":
+        found = diagnose.diagnose(sem_a, trajs[b], sem_b, data, case.task.batch_size, tol)
+        pair["causes"] = found["causes"]
+        pair["diagnosis"] = {"checks": found["checks"], "residual_after_all": finite(found["residual_after_all"])}
+    return pair, {"curve": curve, "tol": tol, "first": summary["first_divergent_step"]}
+
+
+def judge_claim(case: Case, runs_json: dict, pairs: list[dict]) -> dict:
+    claim = {"expected": case.claim, "causes": list(case.causes), "holds": None, "found_causes": [], "reason": None}
+    found = sorted({c for p in pairs if p["verdict"] != "equivalent" for c in p["causes"]})
+    claim["found_causes"] = found
+    statuses = {r["status"] for r in runs_json.values()}
+    if case.claim is None:
+        claim["reason"] = "the case makes no claim"
+    elif "error" in statuses:
+        claim["holds"] = False
+        claim["reason"] = "a run errored: " + "; ".join(f"{n}: {r['reason']}" for n, r in runs_json.items() if r["status"] == "error")
+    elif "skipped" in statuses:
+        claim["reason"] = "not verified: " + "; ".join(f"{n}: {r['reason']}" for n, r in runs_json.items() if r["status"] == "skipped")
+    elif case.claim == "equivalent":
+        claim["holds"] = all(p["verdict"] == "equivalent" for p in pairs)
+    else:
+        diverging = any(p["verdict"] == "diverges" or "unstable" in p["causes"] for p in pairs)
+        claim["holds"] = bool(diverging and set(found) == set(case.causes))
+    if claim["holds"] is False and claim["reason"] is None:
+        claim["reason"] = (f"expected {case.claim}" + (f" with causes {case.causes}" if case.causes else "")
+                           + f"; measured " + ("equivalent" if not found and all(p["verdict"] == "equivalent" for p in pairs)
+                                              else f"causes {found}"))
+    return claim
+
+
+def exit_code(results: list[CaseResult]) -> int:
+    """0 all good; 1 a claim failed or a run errored."""
+    for res in results:
+        if res.json["claim"]["holds"] is False:
+            return 1
+        if any(r["status"] == "error" for r in res.json["runs"].values()):
+            return 1
+    return 0

@@ -1,0 +1,162 @@
+"""The `wdparity` command (contract): run, check, setup. Exit 0 all good, 1 a claim failed or a run
+errored, 2 bad input or usage — one line on stderr naming the file, the key and the value.
+
+Imports are lazy so `wdparity --help` stays fast: nothing heavy loads before a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+from .errors import InputError
+
+DEFAULT_CATALOGUE = "comparisons"
+DEFAULT_OUT = "wdparity-report"
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line (exit 2), never the multi-line usage dump."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UsageError(message)
+
+
+def _python_overrides(values: list[str]) -> dict[str, str]:
+    out = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise InputError("", "--python", "must be BACKEND=PATH (e.g. mxnet=/path/to/venv/bin/python)", value)
+        out[name] = path
+    return out
+
+
+def _timeout(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise InputError("", "--timeout", "must be a number of seconds > 0", value)
+    if not (seconds > 0 and seconds != float("inf")):
+        raise InputError("", "--timeout", "must be a number of seconds > 0", value)
+    return seconds
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="wdparity", description="What does 'weight decay = lambda' do in each framework? Measured.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", parser_class=Parser)
+
+    common = Parser(add_help=False)
+    common.add_argument("--python", action="append", metavar="BACKEND=PATH",
+                        help="run BACKEND's worker with this interpreter (e.g. another venv or release)")
+    common.add_argument("--timeout", default="900", help="seconds each backend's worker may take (default 900)")
+
+    run = sub.add_parser("run", parents=[common], help="run the catalogue, verify every claim, write reports")
+    run.add_argument("paths", nargs="*", help=f"case files or folders (default {DEFAULT_CATALOGUE}/)")
+    run.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT}/)")
+    run.add_argument("--no-plots", action="store_true", help="skip the HTML plots (faster)")
+
+    check = sub.add_parser("check", parents=[common], help="check one case file")
+    check.add_argument("case", help="the case file (TOML)")
+    check.add_argument("--json", action="store_true", help="print the contract JSON instead of a table")
+
+    setup = sub.add_parser("setup", help="create the separate environment a backend needs (mxnet)")
+    setup.add_argument("target", help="what to set up: mxnet")
+    setup.add_argument("--path", help="where to create the venv (default: $WDPARITY_MXNET_VENV or ~/.cache/wdparity/mxnet-venv)")
+    return p
+
+
+def case_files(paths: list[str]) -> list[str]:
+    """Expand folders into their *.toml files (sorted); every path must exist."""
+    out = []
+    for raw in paths or [DEFAULT_CATALOGUE]:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.glob("*.toml"))
+            if not found:
+                raise InputError("", "PATH", "must be a case file or a folder holding *.toml case files", raw)
+            out += found
+        elif path.is_file():
+            out.append(str(path))
+        else:
+            raise InputError("", "PATH", "must be an existing case file or folder", raw)
+    return out
+
+
+def cmd_check(args) -> int:
+    from .check import check_cases, exit_code
+
+    results = check_cases([args.case], overrides=_python_overrides(args.python), timeout=_timeout(args.timeout))
+    if args.json:
+        print(json.dumps(results[0].json, indent=2, sort_keys=False))
+    else:
+        from .report.console import print_case
+
+        print_case(results[0].json)
+    return exit_code(results)
+
+
+def cmd_run(args) -> int:
+    from .check import check_cases, exit_code
+    from .report.console import progress
+    from .report.writer import write_reports
+
+    files = case_files(args.paths)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError("", "--out", "must be a folder (a file of that name exists)", args.out)
+    with progress(len(files)) as bar:
+        results = check_cases(files, overrides=_python_overrides(args.python), timeout=_timeout(args.timeout),
+                              on_loaded=bar.start, on_done=bar.advance)
+    written = write_reports(results, out, plots=not args.no_plots)
+    from .report.console import print_summary
+
+    print_summary(results, written)
+    return exit_code(results)
+
+
+def cmd_setup(args) -> int:
+    if args.target != "mxnet":
+        raise InputError("", "setup TARGET", "must be one of ['mxnet']", args.target)
+    from wdparity_backends import mxnet_setup
+
+    path = Path(args.path) if args.path else mxnet_setup.default_venv()
+    python = mxnet_setup.create_venv(path)
+    print(f"mxnet venv ready: {python}")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.version:
+            from . import __version__
+
+            print(f"wdparity {__version__}")
+            return 0
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return {"check": cmd_check, "run": cmd_run, "setup": cmd_setup}[args.command](args)
+    except UsageError as exc:
+        print(f"wdparity: error: {exc}", file=sys.stderr)
+        return 2
+    except InputError as exc:
+        print(f"wdparity: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wdparity: interrupted; reports already written are intact", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

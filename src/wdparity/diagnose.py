@@ -1,0 +1,145 @@
+"""Why two runs diverge: causes from the difference of their semantics, each confirmed numerically.
+
+Each run's decay is put in a canonical per-tensor form (tensor, norm, coupling) -> term; the
+difference between two runs' semantics is a list of labelled edits. A label is a cause when the
+reference of run A with that one edit applied moves toward run B; with every edit applied the
+reference must match B, or the residual is labelled `unexplained` — a finding, never hidden.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import numpy as np
+
+from . import compare, reference
+
+Edit = tuple[str, Callable[[dict], None]]   # (cause label, in-place edit of a semantics dict)
+MOVES_TOWARD = 0.99                         # after <= this x before counts as moving toward
+
+
+def canonical_decay(semantics: dict) -> dict[tuple, dict]:
+    """(tensor, norm, coupling) -> {coefficient, scale, l1_at_zero}; equal terms merged, zeros dropped."""
+    out: dict[tuple, dict] = {}
+    for rule in semantics.get("decay", []):
+        if rule["coefficient"] == 0:
+            continue
+        for name in rule["params"]:
+            key = (name, rule["norm"], rule["coupling"])
+            if key in out and (out[key]["scale"], out[key]["l1_at_zero"]) == (rule["scale"], rule["l1_at_zero"]):
+                out[key]["coefficient"] += rule["coefficient"]
+            else:
+                out[key] = {"coefficient": rule["coefficient"], "scale": rule["scale"], "l1_at_zero": rule["l1_at_zero"]}
+    return out
+
+
+def decay_rules(canon: dict[tuple, dict]) -> list[dict]:
+    return [{"norm": norm, "coupling": coupling, "params": [name], **term}
+            for (name, norm, coupling), term in sorted(canon.items())]
+
+
+def _decay_edits(a: dict, b: dict) -> list[Edit]:
+    ca, cb = canonical_decay(a), canonical_decay(b)
+    edits: list[Edit] = []
+
+    def set_term(key, term):
+        def edit(sem):
+            canon = canonical_decay(sem)
+            if term is None:
+                canon.pop(key, None)
+            else:
+                canon[key] = dict(term)
+            sem["decay"] = decay_rules(canon)
+        return edit
+
+    def set_attr(key, attr, value):
+        def edit(sem):
+            canon = canonical_decay(sem)
+            if key in canon:
+                canon[key][attr] = value
+            sem["decay"] = decay_rules(canon)
+        return edit
+
+    tensors_a = {k[0] for k in ca}
+    tensors_b = {k[0] for k in cb}
+    for key in sorted(set(ca) | set(cb)):
+        name, norm, coupling = key
+        if key in ca and key in cb:
+            for attr, label in (("coefficient", "coefficient"), ("scale", "lr-scaling"), ("l1_at_zero", "l1-at-zero")):
+                if ca[key][attr] != cb[key][attr]:
+                    edits.append((label, set_attr(key, attr, cb[key][attr])))
+            continue
+        other = tensors_b if key in ca else tensors_a
+        others = cb if key in ca else ca
+        if name not in other:
+            label = "mask"
+        elif any(k[0] == name and k[1] == norm for k in others):
+            label = "coupling"
+        else:
+            label = "norm"
+        edits.append((label, set_term(key, cb.get(key))))
+    return edits
+
+
+def semantic_edits(a: dict, b: dict) -> list[Edit]:
+    """Every labelled difference between two neutral semantics dicts, as edits turning a into b."""
+    edits: list[Edit] = []
+    oa, ob = a["optimizer"], b["optimizer"]
+
+    def set_field(path: tuple, value):
+        def edit(sem):
+            node = sem
+            for part in path[:-1]:
+                node = node[part]
+            node[path[-1]] = copy.deepcopy(value)
+        return edit
+
+    if oa["name"] != ob["name"]:
+        edits.append(("optimizer", set_field(("optimizer",), ob)))
+    else:
+        groups = {"momentum": ("momentum", "dampening", "nesterov", "momentum_form"),
+                  "epsilon": ("eps", "eps_placement"), "optimizer": ("lr", "betas")}
+        for label, fields in groups.items():
+            for f in fields:
+                if f in oa and oa.get(f) != ob.get(f):
+                    edits.append((label, set_field(("optimizer", f), ob.get(f))))
+    if a.get("loss") != b.get("loss"):
+        edits.append(("loss-scale", set_field(("loss",), b.get("loss"))))
+    if a.get("schedule") != b.get("schedule"):
+        edits.append(("schedule", set_field(("schedule",), b.get("schedule"))))
+    return edits + _decay_edits(a, b)
+
+
+def apply(sem: dict, edits: list[Edit]) -> dict:
+    out = copy.deepcopy(sem)
+    for _, edit in edits:
+        edit(out)
+    return out
+
+
+def diagnose(sem_a: dict, traj_b: dict, sem_b: dict, data: dict, batch_size: int, tol: float,
+             dtype: str = "float64") -> dict:
+    """Causes of A diverging from B's native trajectory, A replayed by the reference.
+
+    Returns {"causes": [...], "checks": [per-label evidence], "residual_after_all": err}.
+    """
+    edits = semantic_edits(sem_a, sem_b)
+    n = compare.stable_length(traj_b)
+    base_traj = reference.run(sem_a, data, batch_size, dtype)
+    n = min(n, compare.stable_length(base_traj))
+    before = compare.max_rel(base_traj, traj_b, n)
+    labels = sorted({label for label, _ in edits})
+    checks, causes = [], []
+    for label in labels:
+        moved = reference.run(apply(sem_a, [e for e in edits if e[0] == label]), data, batch_size, dtype)
+        after = compare.max_rel(moved, traj_b, min(n, compare.stable_length(moved)))
+        confirmed = bool(after <= MOVES_TOWARD * before or after <= tol)
+        checks.append({"cause": label, "err_before": before, "err_after": float(after), "confirmed": confirmed})
+        if confirmed:
+            causes.append(label)
+    everything = reference.run(apply(sem_a, edits), data, batch_size, dtype)
+    residual = compare.max_rel(everything, traj_b, min(n, compare.stable_length(everything)))
+    if not np.isfinite(residual) or residual > tol:
+        causes.append("unexplained")
+    return {"causes": causes, "checks": checks, "residual_after_all": float(residual)}

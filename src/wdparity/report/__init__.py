@@ -1,0 +1,1 @@
+"""Report writers: console (rich), JSON, Markdown and HTML (with plots)."""
