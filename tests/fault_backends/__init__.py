@@ -1,0 +1,1 @@
+"""Deliberately broken backends, registered only for the tests through WDPARITY_EXTRA_BACKENDS."""

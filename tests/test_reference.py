@@ -1,0 +1,135 @@
+"""The float64 reference against closed forms and the identities the design relies on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wdparity import reference
+from wdparity.data import make_data
+from wdparity.spec import Semantics, Task
+
+
+def sem(optimizer: dict, decay=(), loss="half_mse", schedule=None) -> dict:
+    s = Semantics.model_validate({"optimizer": optimizer, "decay": list(decay), "loss": loss,
+                                  "schedule": schedule or {"kind": "constant"}})
+    return s.neutral()
+
+
+SMALL = {"num_inputs": 8, "n_train": 30, "n_test": 10, "batch_size": 30, "epochs": 1, "seed": 1}
+
+
+def data_for(**task):
+    t = Task.model_validate({**SMALL, **task})
+    return t, make_data(t.model_dump())
+
+
+def test_full_batch_gd_with_coupled_l2_converges_to_ridge():
+    lam = 0.3
+    task, data = data_for(epochs=4000)
+    s = sem({"name": "sgd", "lr": 0.2}, [{"coefficient": lam, "params": ["weight"]}])
+    out = reference.run(s, data, task.batch_size, "float64")
+    X, y = data["X_train"], data["y_train"]
+    Xt = np.hstack([X, np.ones((len(X), 1))])
+    A = Xt.T @ Xt / len(X) + np.diag([lam] * X.shape[1] + [0.0])
+    ridge = np.linalg.solve(A, Xt.T @ y / len(X))
+    got = np.append(out["weight"][-1], out["bias"][-1])
+    assert np.max(np.abs(got - ridge)) < 1e-10
+
+
+def test_penalty_gradient_matches_finite_differences_of_the_penalized_loss():
+    """penalty l2=c is coupled 2c: checked against d/dw [loss + c*|w|^2] by central differences."""
+    c = 0.7
+    task, data = data_for()
+    from wdparity.spec import Penalty
+
+    rules = [r.neutral() for r in Penalty(l2=c).rules(l1_at_zero=0.0)]
+    assert rules[0]["coefficient"] == pytest.approx(2 * c)
+    w, b = data["w0"], 0.1
+    X, y = data["X_train"], data["y_train"]
+    grads = reference.gradients({"weight": w, "bias": np.float64(b)}, X, y, 1.0)
+    chain = reference.add_gradient_decay(rules[0], np.float64)
+    g, _ = chain.update(grads, None, {"weight": w, "bias": np.float64(b)}, 0)
+
+    def total(wv):
+        return 0.5 * np.mean((X @ wv + b - y) ** 2) + c * np.sum(wv ** 2)
+
+    h = 1e-6
+    numeric = np.array([(total(w + h * e) - total(w - h * e)) / (2 * h) for e in np.eye(len(w))])
+    assert np.max(np.abs(g["weight"] - numeric)) < 1e-7
+
+
+def test_plain_sgd_coupled_equals_decoupled_with_lr_scale():
+    task, data = data_for(batch_size=5, epochs=20, schedule={"kind": "step", "every": 7, "factor": 0.5})
+    opt = {"name": "sgd", "lr": 0.05}
+    sch = task.schedule.model_dump()
+    a = reference.run(sem(opt, [{"coefficient": 0.4}], schedule=sch), data, 5)
+    b = reference.run(sem(opt, [{"coupling": "decoupled", "coefficient": 0.4, "scale": "lr"}], schedule=sch), data, 5)
+    assert np.max(np.abs(a["weight"] - b["weight"])) < 1e-12
+    assert np.max(np.abs(a["bias"] - b["bias"])) < 1e-12
+
+
+@pytest.mark.parametrize("opt", [{"name": "sgd", "lr": 0.05, "momentum": 0.9}, {"name": "adam", "lr": 0.01}])
+def test_zero_coefficient_equals_no_decay(opt):
+    task, data = data_for(batch_size=5, epochs=5)
+    a = reference.run(sem(opt, [{"coefficient": 0.0}, {"coupling": "decoupled", "coefficient": 0.0}]), data, 5)
+    b = reference.run(sem(opt), data, 5)
+    assert np.array_equal(a["weight"], b["weight"]) and np.array_equal(a["bias"], b["bias"])
+
+
+def test_adam_coupled_and_decoupled_differ():
+    task, data = data_for(batch_size=5, epochs=5)
+    opt = {"name": "adam", "lr": 0.01}
+    a = reference.run(sem(opt, [{"coefficient": 0.1}]), data, 5)
+    b = reference.run(sem(opt, [{"coupling": "decoupled", "coefficient": 0.1}]), data, 5)
+    assert np.max(np.abs(a["weight"] - b["weight"])) > 1e-3
+
+
+def test_sgd_momentum_coupled_and_decoupled_differ():
+    task, data = data_for(batch_size=5, epochs=5)
+    opt = {"name": "sgd", "lr": 0.05, "momentum": 0.9}
+    a = reference.run(sem(opt, [{"coefficient": 0.3}]), data, 5)
+    b = reference.run(sem(opt, [{"coupling": "decoupled", "coefficient": 0.3}]), data, 5)
+    assert np.max(np.abs(a["weight"] - b["weight"])) > 1e-3
+
+
+def test_adam_first_step_is_lr_times_sign_of_gradient():
+    """Closed form: with zero moments, step 1 of Adam is -lr*g/(|g|+eps') per coordinate."""
+    task, data = data_for(batch_size=30, epochs=1)
+    out = reference.run(sem({"name": "adam", "lr": 0.01, "eps": 1e-8}), data, 30)
+    g = reference.gradients({"weight": data["w0"], "bias": np.float64(0.0)}, data["X_train"], data["y_train"], 1.0)
+    expected = data["w0"] - 0.01 * g["weight"] / (np.abs(g["weight"]) + 1e-8)
+    assert np.max(np.abs(out["weight"][1] - expected)) < 1e-14
+
+
+def test_epsilon_placements_differ_by_the_bias_correction_of_eps():
+    """uncorrected eps equals corrected eps' = eps/sqrt(1-b2^t); with a large eps they differ measurably."""
+    task, data = data_for(batch_size=5, epochs=4)
+    base = {"name": "adam", "lr": 0.01, "eps": 1e-2}
+    a = reference.run(sem({**base, "eps_placement": "corrected"}), data, 5)
+    b = reference.run(sem({**base, "eps_placement": "uncorrected"}), data, 5)
+    assert np.max(np.abs(a["weight"] - b["weight"])) > 1e-4
+
+
+def test_l1_at_zero_value_is_used_for_weights_exactly_at_zero():
+    task, data = data_for(init="zeros", batch_size=30, epochs=1)
+    opt = {"name": "sgd", "lr": 0.1}
+    l1 = {"norm": "l1", "coefficient": 0.5, "params": ["weight"]}
+    a = reference.run(sem(opt, [{**l1, "l1_at_zero": 0.0}]), data, 30)
+    b = reference.run(sem(opt, [{**l1, "l1_at_zero": 1.0}]), data, 30)
+    assert np.allclose(a["weight"][1] - b["weight"][1], 0.1 * 0.5)
+
+
+def test_float32_run_stays_in_float32():
+    task, data = data_for(batch_size=5, epochs=2)
+    out = reference.run(sem({"name": "adam", "lr": 0.01}, [{"coefficient": 0.1}]), data, 5, "float32")
+    assert out["weight"].dtype == np.float32 and out["bias"].dtype == np.float32
+
+
+def test_explosion_stops_the_run_before_overflow():
+    task, data = data_for(batch_size=1, epochs=50)
+    out = reference.run(sem({"name": "sgd", "lr": 5.0}), data, 1)
+    finite = np.isfinite(out["weight"]).all(axis=1)
+    assert not finite.all()
+    last = int(np.argmin(finite)) - 1
+    assert np.abs(out["weight"][last]).max() < 1e300  # stopped while still representable
