@@ -1,4 +1,4 @@
-"""The `wdparity` command (contract): run, check, setup. Exit 0 all good, 1 a claim failed or a run
+"""The `wdparity` command (contract): run, check, explain, translate, setup. Exit 0 all good, 1 a claim failed or a run
 errored, 2 bad input or usage — one line on stderr naming the file, the key and the value.
 
 Imports are lazy so `wdparity --help` stays fast: nothing heavy loads before a command runs.
@@ -68,6 +68,16 @@ def build_parser() -> Parser:
     check.add_argument("case", help="the case file (TOML)")
     check.add_argument("--json", action="store_true", help="print the contract JSON instead of a table")
 
+    explain = sub.add_parser("explain", help="what a framework setting means, in words and as neutral semantics")
+    explain.add_argument("backend", help="numpy, torch, keras, optax or mxnet")
+    explain.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="values are TOML literals, e.g. weight_decay=0.01")
+    explain.add_argument("--json", action="store_true", help="print the neutral semantics as JSON")
+
+    translate = sub.add_parser("translate", help="the run table that realizes a run's semantics in another framework")
+    translate.add_argument("case", help="the case file (TOML)")
+    translate.add_argument("--run", required=True, help="the run to translate")
+    translate.add_argument("--to", required=True, help="the target backend")
+
     setup = sub.add_parser("setup", help="create the separate environment a backend needs (mxnet)")
     setup.add_argument("target", help="what to set up: mxnet")
     setup.add_argument("--path", help="where to create the venv (default: $WDPARITY_MXNET_VENV or ~/.cache/wdparity/mxnet-venv)")
@@ -123,6 +133,35 @@ def cmd_run(args) -> int:
     return exit_code(results)
 
 
+def cmd_explain(args) -> int:
+    from .translate import explain
+
+    semantics, text = explain(args.backend, args.settings)
+    if args.json:
+        print(json.dumps(semantics.neutral(), indent=2))
+    else:
+        print(text)
+    return 0
+
+
+def cmd_translate(args) -> int:
+    from .backend import Inexpressible
+    from .translate import to_toml, translate
+
+    try:
+        result = translate(args.case, args.run, args.to)
+    except Inexpressible as exc:
+        print(f"wdparity: {exc}", file=sys.stderr)
+        return 1
+    print(to_toml(result), end="")
+    if not result.exact and result.residual is not None and result.residual > result.tolerance:
+        print(f"wdparity: {args.to} cannot express run {args.run!r} exactly; the nearest setting above differs in "
+              f"{', '.join(result.differences)} (max rel err {result.residual:.3e} > tolerance {result.tolerance:.3e})",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_setup(args) -> int:
     if args.target != "mxnet":
         raise InputError("", "setup TARGET", "must be one of ['mxnet']", args.target)
@@ -146,7 +185,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        return {"check": cmd_check, "run": cmd_run, "setup": cmd_setup}[args.command](args)
+        commands = {"check": cmd_check, "run": cmd_run, "explain": cmd_explain, "translate": cmd_translate,
+                    "setup": cmd_setup}
+        return commands[args.command](args)
     except UsageError as exc:
         print(f"wdparity: error: {exc}", file=sys.stderr)
         return 2

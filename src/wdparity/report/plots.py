@@ -1,0 +1,71 @@
+"""Per-case figures as inline SVG (matplotlib, Agg): what a person reads before the numbers.
+
+Left: ||w|| over steps for every run. Middle: the bias. Right: |a - b| relative to the tensor's
+scale for every compared pair, on a log axis, with the tolerance line and the first divergent
+step marked. Unstable runs are drawn up to where they left the plot.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+_READY = False
+
+
+def _plt():
+    global _READY
+    import matplotlib
+
+    if not _READY:
+        matplotlib.use("Agg")
+        matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 8, "axes.titlesize": 9,
+                                    "figure.dpi": 100, "svg.hashsalt": "wdparity"})
+        _READY = True
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    _plt().close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def case_figure(result) -> str:
+    """One SVG with the three panels for a CaseResult."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(11, 2.8))
+    ax_w, ax_b, ax_e = axes
+    for name, traj in sorted(result.trajectories.items()):
+        w = np.asarray(traj["weight"], dtype=np.float64)
+        with np.errstate(all="ignore"):
+            norm = np.linalg.norm(w, axis=1)
+        ax_w.plot(norm, label=name, lw=1.2)
+        ax_b.plot(np.asarray(traj["bias"], dtype=np.float64), label=name, lw=1.2)
+    ax_w.set_title("‖w‖ over steps")
+    ax_b.set_title("bias over steps")
+    ax_w.legend(fontsize=7, loc="best")
+    for ax in (ax_w, ax_b, ax_e):
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    drew = False
+    for (a, b), c in sorted(result.curves.items()):
+        rel = np.maximum.reduce([np.asarray(v, dtype=np.float64) for v in c["curve"].values()])
+        rel = np.where(rel > 0, rel, np.nan)
+        line, = ax_e.semilogy(rel, lw=1.2, label=f"{a} vs {b}")
+        if c["first"] is not None:
+            ax_e.axvline(c["first"], color=line.get_color(), ls=":", lw=1)
+        ax_e.axhline(c["tol"], color="red", ls="--", lw=0.8)
+        drew = True
+    ax_e.set_title("relative |a − b| (red: tolerance, dotted: first divergence)")
+    if drew:
+        ax_e.legend(fontsize=7, loc="best")
+    else:
+        ax_e.text(0.5, 0.5, "no pair compared", ha="center", va="center", transform=ax_e.transAxes)
+    fig.tight_layout()
+    return svg(fig)

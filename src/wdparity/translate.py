@@ -1,0 +1,257 @@
+"""explain and translate: a framework setting in plain words, and the same semantics in another framework.
+
+`explain` parses KEY=VALUE pairs as TOML literals (never evaluated), lets the backend describe
+them, and puts the neutral semantics into words. `translate` realizes a run's semantics in a
+target backend; where the target cannot express them exactly it searches the nearest expressible
+semantics (exact rewrites first, e.g. decoupled scale "schedule" = scale "lr" with lambda/lr; then
+single and paired approximations such as flipping the epsilon placement) and measures the
+residual with the reference on the case's own task.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from . import backend as registry
+from . import compare, reference
+from .backend import Inexpressible
+from .case import load_case, load_run
+from .data import make_data
+from .diagnose import semantic_edits
+from .errors import InputError
+from .spec import Semantics, Task, semantics_from_dict
+
+BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs; VALUE is a TOML literal (0.01, true, [0.9, 0.999], {l2 = 0.1}) or a bare word."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", key):
+            raise InputError("", "KEY=VALUE", "must look like weight_decay=0.01", pair)
+        text = text.strip()
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            if not BARE.match(text):
+                raise InputError("", key, "must be a TOML value (number, true/false, \"text\", [list], {table})", text)
+            value = text
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError("", key, "conflicts with an earlier assignment", text)
+        node[parts[-1]] = value
+    return out
+
+
+def explain(backend: str, pairs: list[str]) -> tuple[Semantics, str]:
+    raw = {"backend": backend, **parse_assignments(pairs)}
+    run = load_run("setting", raw, Task(), "explain", {})
+    return run.semantics, words(run.semantics.neutral(), backend)
+
+
+def words(sem: dict, backend: str = "") -> str:
+    """The neutral semantics as sentences a person can check against the framework's docs."""
+    opt, lines = sem["optimizer"], []
+    if opt["name"] == "sgd":
+        mom = ""
+        if opt["momentum"]:
+            form = ("buffer form: buf = m*buf + (1-d)*g, step = -lr_t*buf" if opt["momentum_form"] == "buffer"
+                    else "velocity form: v = m*v - lr_t*g, step = v (lr inside the momentum)")
+            mom = f", momentum {opt['momentum']:g}{' (Nesterov)' if opt['nesterov'] else ''}, {form}"
+            if opt["dampening"]:
+                mom += f", dampening {opt['dampening']:g}"
+        lines.append(f"Optimizer: SGD, lr {opt['lr']:g}{mom}.")
+    else:
+        place = ("m_hat/(sqrt(v_hat) + eps): epsilon after bias correction" if opt["eps_placement"] == "corrected"
+                 else "lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v) + eps): epsilon before bias correction "
+                      "(effective eps_hat = eps/sqrt(1-b2^t))")
+        lines.append(f"Optimizer: Adam, lr {opt['lr']:g}, betas ({opt['betas'][0]:g}, {opt['betas'][1]:g}), "
+                     f"eps {opt['eps']:g} placed as {place}.")
+    if not sem["decay"]:
+        lines.append("Weight decay: none.")
+    for r in sem["decay"]:
+        where = " and ".join(r["params"])
+        lam = r["coefficient"]
+        shape = "w" if r["norm"] == "l2" else f"sign(w) (sign(0) taken as {r['l1_at_zero']:g})"
+        if r["coupling"] == "gradient":
+            text = (f"{r['norm'].upper()} decay coupled to the gradient: adds {lam:g}*{shape} to the gradient of {where} "
+                    "before the optimizer sees it")
+            text += (f"; the same as a loss penalty {lam / 2:g}*||w||^2 (lambda/2 convention)" if r["norm"] == "l2"
+                     else f"; the same as a loss penalty {lam:g}*|w|_1")
+            if opt["name"] == "adam":
+                text += "; Adam then rescales it per coordinate, so it is NOT decoupled decay"
+        else:
+            s = {"lr": "lr_t (the scheduled learning rate)", "schedule": "eta_t (the schedule multiplier, as in the AdamW paper)",
+                 "none": "1 (not scaled)"}[r["scale"]]
+            text = (f"{r['norm'].upper()} decay decoupled from the gradient: w <- w - s*{lam:g}*{shape} on {where} every "
+                    f"step, outside the optimizer's moments, with s = {s}")
+            if r["scale"] == "lr" and r["norm"] == "l2":
+                text += f"; per step the weights shrink by the factor 1 - {opt['lr'] * lam:.3g} at the base lr"
+        lines.append(text + ".")
+    lines.append(f"Loss: {'mean((yhat-y)^2)/2' if sem['loss'] == 'half_mse' else 'mean((yhat-y)^2)'}; "
+                 f"schedule: {sem['schedule']['kind']}.")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ translate
+@dataclass
+class Translation:
+    table: dict                        # the [runs.NAME_as_BACKEND] table (with backend)
+    name: str
+    exact: bool
+    residual: Optional[float] = None   # max rel err of the reference, source vs realized semantics
+    tolerance: Optional[float] = None
+    differences: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _variants(sem: dict) -> list[tuple[list[str], dict, bool]]:
+    """(what changed, semantics, exact?) alternatives to try when the target cannot express `sem`."""
+    out = []
+    opt = sem["optimizer"]
+    lr = opt["lr"]
+    constant = sem["schedule"]["kind"] == "constant"
+    # exact rewrites of decoupled scales: s*lambda with s = eta_t equals lr_t * (lambda/lr), and 1 equals lr_t/lr when constant
+    for i, r in enumerate(sem["decay"]):
+        if r["coupling"] == "decoupled" and (r["scale"] == "schedule" or (r["scale"] == "none" and constant)):
+            v = copy.deepcopy(sem)
+            v["decay"][i].update(scale="lr", coefficient=r["coefficient"] / lr)
+            out.append(([f"decoupled scale {r['scale']} rewritten as scale lr with lambda/lr"], v, True))
+        if r["coupling"] == "decoupled" and r["scale"] == "lr" and constant:
+            v = copy.deepcopy(sem)
+            v["decay"][i].update(scale="none", coefficient=r["coefficient"] * lr)
+            out.append(([f"decoupled scale lr rewritten as unscaled lambda*lr"], v, True))
+    # approximations: each changes the math; the residual is measured
+    if opt["name"] == "adam":
+        v = copy.deepcopy(sem)
+        v["optimizer"]["eps_placement"] = "uncorrected" if opt["eps_placement"] == "corrected" else "corrected"
+        out.append((["epsilon placement"], v, False))
+    if opt["name"] == "sgd" and opt["momentum"]:
+        v = copy.deepcopy(sem)
+        v["optimizer"]["momentum_form"] = "velocity" if opt["momentum_form"] == "buffer" else "buffer"
+        out.append((["momentum form (lr inside/outside the momentum)"], v, constant))
+        if opt["dampening"]:
+            v = copy.deepcopy(sem)
+            v["optimizer"]["dampening"] = 0.0
+            out.append((["dampening dropped"], v, False))
+    for i, r in enumerate(sem["decay"]):
+        v = copy.deepcopy(sem)
+        if r["coupling"] == "decoupled" and r["scale"] == "lr":
+            v["decay"][i].update(coupling="gradient", scale=None)
+            exact = opt["name"] == "sgd" and not opt["momentum"] and r["norm"] == "l2"
+            out.append(([f"decoupled decay as coupled (exact only for plain SGD)"], v, exact))
+        elif r["coupling"] == "gradient":
+            v["decay"][i].update(coupling="decoupled", scale="lr")
+            exact = opt["name"] == "sgd" and not opt["momentum"]
+            out.append(([f"coupled decay as decoupled (exact only for plain SGD)"], v, exact))
+        if r["norm"] == "l1":
+            for at_zero in (0.0, 1.0, -1.0):
+                if at_zero != r["l1_at_zero"]:
+                    v = copy.deepcopy(sem)
+                    v["decay"][i]["l1_at_zero"] = at_zero
+                    out.append(([f"sign(0) = {at_zero:g} instead of {r['l1_at_zero']:g}"], v, False))
+    return out
+
+
+def _try_realize(target, sem: dict, task: Task) -> Optional[dict]:
+    try:
+        return target.realize(semantics_from_dict(sem), task)
+    except Inexpressible:
+        return None
+
+
+def translate(case_path: str, run_name: str, to: str) -> Translation:
+    case = load_case(case_path)
+    if run_name not in case.runs:
+        raise InputError(case_path, "--run", f"must be one of {sorted(case.runs)}", run_name)
+    target = registry.get(to, "", "--to")
+    run = case.runs[run_name]
+    sem = run.semantics.neutral()
+    name = f"{run_name}_as_{to}"
+    exact = _try_realize(target, sem, run.task)
+    if exact is not None:
+        return Translation({"backend": to, **exact}, name, True, 0.0)
+    data = make_data(case.task.model_dump())
+    batch = run.task.batch_size
+    source_traj = reference.run(sem, data, batch, "float64")
+    tol = compare.calibrate(compare.noise_floor([sem], data, batch))
+    candidates = _variants(sem)
+    candidates += [(a[0] + b[0], _compose(sem, a[1], b[1]), a[2] and b[2])
+                   for a, b in itertools.combinations(_variants(sem), 2)]
+    best = None
+    for changed, variant, is_exact in candidates:
+        table = _try_realize(target, variant, run.task)
+        if table is None:
+            continue
+        traj = reference.run(variant, data, batch, "float64")
+        n = min(compare.stable_length(traj), compare.stable_length(source_traj))
+        err = compare.max_rel(traj, source_traj, n)
+        if best is None or err < best[0]:
+            best = (err, changed, variant, table, is_exact)
+    if best is None:
+        raise Inexpressible(f"{to} cannot express run {run_name!r} of {case_path}, nor any nearby setting "
+                            f"(tried {len(candidates)} variants)")
+    err, changed, variant, table, is_exact = best
+    labels = sorted({label for label, _ in semantic_edits(sem, variant)})
+    return Translation({"backend": to, **table}, name, bool(is_exact or err <= compare.TOL64), err, tol, labels, changed)
+
+
+def _compose(base: dict, a: dict, b: dict) -> dict:
+    """Apply the changes of two variants of `base` together."""
+    out = copy.deepcopy(a)
+    if b["optimizer"] != base["optimizer"]:
+        out["optimizer"] = {**out["optimizer"], **{k: v for k, v in b["optimizer"].items() if base["optimizer"].get(k) != v}}
+    for i, (rb, r0) in enumerate(zip(b["decay"], base["decay"])):
+        if rb != r0:
+            out["decay"][i] = {**out["decay"][i], **{k: v for k, v in rb.items() if r0.get(k) != v}}
+    return out
+
+
+def to_toml(t: Translation) -> str:
+    """The table as TOML, with the residual as comments."""
+    lines = []
+    if t.exact and not t.notes:
+        lines.append("# exact: the target expresses the same neutral semantics")
+    elif t.exact:
+        lines.append(f"# exact after rewriting: {'; '.join(t.notes)} (reference residual {t.residual:.2e})")
+    else:
+        lines.append(f"# approximate: {'; '.join(t.notes)}")
+        lines.append(f"# residual (reference, float64, this case's task): max rel err {t.residual:.3e} "
+                     f"vs float32 tolerance {t.tolerance:.3e}; differs in: {', '.join(t.differences) or '-'}")
+    lines.append(f"[runs.{t.name}]")
+    nested = {}
+    for key, value in t.table.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            nested[key] = value
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, rows in nested.items():
+        for row in rows:
+            lines.append(f"[[runs.{t.name}.{key}]]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in row.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
