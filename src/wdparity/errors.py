@@ -125,6 +125,12 @@ def from_validation_error(exc: Any, where: str, data: Any, prefix: str = "") -> 
     err = exc.errors(include_url=False)[0]
     keys = _strip_loc(tuple(err["loc"]), data)
     ctx = err.get("ctx") or {}
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        keys.append(str(ctx.get("discriminator", "kind")).strip("'"))
+        received = ctx.get("tag") if err["type"] == "union_tag_invalid" else None
+        expected = _expected(err) if err["type"] == "union_tag_invalid" else "is required"
+        key = ".".join(k for k in [prefix, *keys] if k).replace(".[", "[")
+        return InputError(where, key, expected, received, has_value=err["type"] == "union_tag_invalid")
     if err["type"] == CUSTOM:
         if ctx.get("key"):
             keys.append(str(ctx["key"]))
