@@ -20,17 +20,29 @@ MOVES_TOWARD = 0.99                         # after <= this x before counts as m
 
 
 def canonical_decay(semantics: dict) -> dict[tuple, dict]:
-    """(tensor, norm, coupling) -> {coefficient, scale, l1_at_zero}; equal terms merged, zeros dropped."""
+    """(tensor, norm, coupling) -> {coefficient, scale, l1_at_zero}; equal terms merged, zeros dropped.
+
+    Decoupled terms are put in amplitude form, so that exact rewrites are not differences: the
+    per-step decay is s_t*lambda, and "lr" (lr*eta_t*lambda) is "schedule" with amplitude lr*lambda;
+    with a constant schedule "none" is "schedule" too. The coefficient of a canonical decoupled term
+    is that amplitude, and its scale is "schedule" (follows eta_t) or "none" (constant).
+    """
+    lr = semantics["optimizer"]["lr"]
+    constant = semantics.get("schedule", {"kind": "constant"}).get("kind") == "constant"
     out: dict[tuple, dict] = {}
     for rule in semantics.get("decay", []):
         if rule["coefficient"] == 0:
             continue
+        coefficient, scale = rule["coefficient"], rule["scale"]
+        if rule["coupling"] == "decoupled":
+            coefficient = coefficient * lr if scale == "lr" else coefficient
+            scale = "none" if scale == "none" and not constant else "schedule"
         for name in rule["params"]:
             key = (name, rule["norm"], rule["coupling"])
-            if key in out and (out[key]["scale"], out[key]["l1_at_zero"]) == (rule["scale"], rule["l1_at_zero"]):
-                out[key]["coefficient"] += rule["coefficient"]
+            if key in out and (out[key]["scale"], out[key]["l1_at_zero"]) == (scale, rule["l1_at_zero"]):
+                out[key]["coefficient"] += coefficient
             else:
-                out[key] = {"coefficient": rule["coefficient"], "scale": rule["scale"], "l1_at_zero": rule["l1_at_zero"]}
+                out[key] = {"coefficient": coefficient, "scale": scale, "l1_at_zero": rule["l1_at_zero"]}
     return out
 
 
@@ -131,11 +143,18 @@ def diagnose(sem_a: dict, traj_b: dict, sem_b: dict, data: dict, batch_size: int
     before = compare.max_rel(base_traj, traj_b, n)
     labels = sorted({label for label, _ in edits})
     checks, causes = [], []
+
+    def err_with(selected: list[Edit]) -> float:
+        moved = reference.run(apply(sem_a, selected), data, batch_size, dtype)
+        return compare.max_rel(moved, traj_b, min(n, compare.stable_length(moved)))
+
     for label in labels:
-        moved = reference.run(apply(sem_a, [e for e in edits if e[0] == label]), data, batch_size, dtype)
-        after = compare.max_rel(moved, traj_b, min(n, compare.stable_length(moved)))
-        confirmed = bool(after <= MOVES_TOWARD * before or after <= tol)
-        checks.append({"cause": label, "err_before": before, "err_after": float(after), "confirmed": confirmed})
+        # leave-one-in: this difference alone moves A toward B; leave-one-out: without it, A does not reach B
+        after = err_with([e for e in edits if e[0] == label])
+        without = err_with([e for e in edits if e[0] != label]) if len(labels) > 1 else before
+        confirmed = bool(after <= MOVES_TOWARD * before or after <= tol or without > tol)
+        checks.append({"cause": label, "err_before": before, "err_with_only_this_removed": float(after),
+                       "err_with_all_but_this_removed": float(without), "confirmed": confirmed})
         if confirmed:
             causes.append(label)
     everything = reference.run(apply(sem_a, edits), data, batch_size, dtype)
