@@ -37,20 +37,31 @@ def svg(fig) -> str:
 
 
 def case_figure(result) -> str:
-    """One SVG with the three panels for a CaseResult."""
+    """One SVG for a CaseResult: ||w||, bias, pair errors; train and test loss (per recorded step)."""
+    from ..data import losses
+
     plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(11, 2.8))
-    ax_w, ax_b, ax_e = axes
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.4))
+    (ax_w, ax_b, ax_e), (ax_tr, ax_te, ax_leg) = axes
     for name, traj in sorted(result.trajectories.items()):
         w = np.asarray(traj["weight"], dtype=np.float64)
         with np.errstate(all="ignore"):
             norm = np.linalg.norm(w, axis=1)
         ax_w.plot(norm, label=name, lw=1.2)
         ax_b.plot(np.asarray(traj["bias"], dtype=np.float64), label=name, lw=1.2)
+        tr, te = losses(result.data, w, traj["bias"], result.case.task.loss)
+        ax_tr.semilogy(tr, lw=1.2, label=name)
+        ax_te.semilogy(te, lw=1.2, label=name)
     ax_w.set_title("‖w‖ over steps")
     ax_b.set_title("bias over steps")
-    ax_w.legend(fontsize=7, loc="best")
-    for ax in (ax_w, ax_b, ax_e):
+    common = result.case.task.loss
+    ax_tr.set_title(f"train loss ({common} for every run, float64)")
+    ax_te.set_title(f"test loss ({common} for every run)")
+    handles, labels = ax_w.get_legend_handles_labels()
+    ax_leg.axis("off")
+    if handles:
+        ax_leg.legend(handles, labels, loc="center", fontsize=8, title="runs")
+    for ax in (ax_w, ax_b, ax_e, ax_tr, ax_te):
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
     drew = False
