@@ -89,23 +89,31 @@ def run_items(items: list[WorkItem], data: dict[str, dict[str, np.ndarray]], *,
             np.savez(tmp / f"data_{key}.npz", **arrays)
         sem = threading.Semaphore(parallel)
         lock = threading.Lock()
+        live: list[subprocess.Popen] = []
 
         def run_group(index: int, key: tuple, group: list[WorkItem]) -> None:
             with sem:
-                out = _run_worker(tmp / f"w{index}", key, group, stage, timeout, by_id, on_done, lock)
+                out = _run_worker(tmp / f"w{index}", key, group, stage, timeout, by_id, on_done, lock, live)
             with lock:
                 results.update(out)
 
         threads = [threading.Thread(target=run_group, args=(i, k, g), daemon=True) for i, (k, g) in enumerate(groups.items())]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        try:
+            for th in threads:
+                th.start()
+            for th in threads:
+                while th.is_alive():
+                    th.join(timeout=0.2)
+        except BaseException:  # Ctrl-C: no worker outlives the invocation
+            for proc in list(live):
+                if proc.poll() is None:
+                    proc.kill()
+            raise
     return results
 
 
 def _run_worker(jobdir: Path, key: tuple, group: list[WorkItem], stage: Path, timeout: float,
-                by_id: dict[str, WorkItem], on_done, lock) -> dict[str, Result]:
+                by_id: dict[str, WorkItem], on_done, lock, live: list) -> dict[str, Result]:
     backend, target, python, env_items = key
     jobdir.mkdir()
     job = {"backend": backend, "target": target,
@@ -123,6 +131,7 @@ def _run_worker(jobdir: Path, key: tuple, group: list[WorkItem], stage: Path, ti
                                 stderr=subprocess.PIPE, env=env, text=True, errors="replace")
     except OSError as exc:
         return {it.id: Result("error", f"cannot start worker {python}: {exc}") for it in group}
+    live.append(proc)
 
     stderr_tail: list[str] = []
 
