@@ -46,6 +46,7 @@ class Backend:
     modules: tuple[str, ...] = ()          # import names whose presence and versions matter
     install_hint: str = ""                 # how to get the framework, shown when it is missing
     Config: type[Strict] = Strict          # validates the run's own keys (framework vocabulary)
+    hyper_dtype: str = "float64"           # the precision its update receives hyperparameters in
 
     def parse(self, run: dict) -> Strict:
         return self.Config.model_validate(run)

@@ -164,8 +164,15 @@ def judge_pair(case: Case, data: dict, runs_json: dict, trajs: dict, a: str, b: 
     pair["tol"] = tol
     if summary["verdict"] == "diverges":
         found = diagnose.diagnose(sem_a, trajs[b], sem_b, data, case.task.batch_size, tol)
-        pair["causes"] = found["causes"]
-        pair["diagnosis"] = {"checks": found["checks"], "residual_after_all": finite(found["residual_after_all"])}
+        causes = found["causes"]
+        # A is replayed by the reference above, so A's own infidelity would be invisible there
+        infidel = [n for n in (a, b) if (runs_json[n]["fidelity"] or {}).get("max_rel_err") is not None
+                   and runs_json[n]["fidelity"]["max_rel_err"] > tol]
+        if infidel and "unexplained" not in causes:
+            causes = causes + ["unexplained"]
+        pair["causes"] = causes
+        pair["diagnosis"] = {"checks": found["checks"], "residual_after_all": finite(found["residual_after_all"]),
+                             "runs_off_their_own_semantics": infidel}
     return pair, {"curve": curve, "tol": tol, "first": summary["first_divergent_step"]}
 
 

@@ -167,9 +167,18 @@ def cmd_setup(args) -> int:
         raise InputError("", "setup TARGET", "must be one of ['mxnet']", args.target)
     from wdparity_backends import mxnet_setup
 
+    import subprocess
+
     path = Path(args.path) if args.path else mxnet_setup.default_venv()
-    python = mxnet_setup.create_venv(path)
+    try:
+        python = mxnet_setup.create_venv(path)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        print(f"wdparity: creating the mxnet venv at {path} failed: {exc}", file=sys.stderr)
+        return 1
     print(f"mxnet venv ready: {python}")
+    if path != mxnet_setup.default_venv():
+        print(f"the mxnet backend looks in {mxnet_setup.default_venv()}: export {mxnet_setup.ENV_VAR}={path} "
+              f"or pass --python mxnet={python}")
     return 0
 
 

@@ -85,7 +85,8 @@ def _decay_edits(a: dict, b: dict) -> list[Edit]:
         other = tensors_b if key in ca else tensors_a
         others = cb if key in ca else ca
         if name not in other:
-            label = "mask"
+            # decayed here, not there: a mask if the other run decays some tensor this way, else 0 vs lambda
+            label = "mask" if any(k[1:] == (norm, coupling) for k in others) else "coefficient"
         elif any(k[0] == name and k[1] == norm for k in others):
             label = "coupling"
         else:
@@ -120,6 +121,8 @@ def semantic_edits(a: dict, b: dict) -> list[Edit]:
         edits.append(("loss-scale", set_field(("loss",), b.get("loss"))))
     if a.get("schedule") != b.get("schedule"):
         edits.append(("schedule", set_field(("schedule",), b.get("schedule"))))
+    if a.get("hyper_dtype", "float64") != b.get("hyper_dtype", "float64"):
+        edits.append(("precision", set_field(("hyper_dtype",), b.get("hyper_dtype", "float64"))))
     return edits + _decay_edits(a, b)
 
 

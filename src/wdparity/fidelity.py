@@ -43,14 +43,17 @@ DECAYS = {
     "decoupled_weight": [{"coupling": "decoupled", "coefficient": 0.4, "scale": "lr", "params": ["weight"]}],
     "decoupled_schedule": [{"coupling": "decoupled", "coefficient": 0.01, "scale": "schedule"}],
     "decoupled_none": [{"coupling": "decoupled", "coefficient": 0.004, "scale": "none"}],
-    "l1": [{"norm": "l1", "coupling": "gradient", "coefficient": 0.05, "params": ["weight"], "l1_at_zero": 0.0}],
+    "l1": [{"norm": "l1", "coupling": "gradient", "coefficient": 0.05, "params": ["weight"], "l1_at_zero": 0.0,
+            "via_loss": True}],  # L1 is a loss penalty in every framework
     "coupled_and_decoupled": [{"coupling": "gradient", "coefficient": 0.2, "params": ["weight"]},
                               {"coupling": "decoupled", "coefficient": 0.3, "scale": "lr"}],
 }
 
 
-def neutral_battery() -> dict[str, tuple[dict, Semantics]]:
-    """name -> (task dict, semantics), every optimizer x decay form; schedules, inits and losses cycle."""
+def neutral_battery(hyper_dtype: str = "float64") -> dict[str, tuple[dict, Semantics]]:
+    """name -> (task dict, semantics), every optimizer x decay form; schedules, inits and losses cycle.
+
+    `hyper_dtype`: the precision of hyperparameters a backend's update works in (MXNet: float32)."""
     out = {}
     cycle = itertools.count()
     for (oname, opt), (dname, decay) in itertools.product(OPTIMIZERS.items(), DECAYS.items()):
@@ -59,7 +62,8 @@ def neutral_battery() -> dict[str, tuple[dict, Semantics]]:
         init = "zeros" if dname == "l1" or i % 2 else "normal"
         loss = "mse" if i % 4 == 3 else "half_mse"
         task = {**BATTERY_TASK, "init": init, "loss": loss, "schedule": schedule}
-        sem = Semantics.model_validate({"optimizer": opt, "decay": decay, "loss": loss, "schedule": schedule})
+        sem = Semantics.model_validate({"optimizer": opt, "decay": decay, "loss": loss, "schedule": schedule,
+                                        "hyper_dtype": hyper_dtype})
         out[f"{oname}-{dname}-{schedule['kind']}-{init}-{loss}"] = (task, sem)
     return out
 
@@ -68,7 +72,7 @@ def native_battery(name: str) -> tuple[dict[str, tuple[dict, dict]], dict[str, s
     """(name -> (task, native run table), name -> why a neutral case is not expressible)."""
     backend = registry.get(name)
     cases, inexpressible = {}, {}
-    for case, (task, sem) in neutral_battery().items():
+    for case, (task, sem) in neutral_battery(backend.hyper_dtype).items():
         try:
             run = backend.realize(sem, Task.model_validate(task))
         except Inexpressible as exc:

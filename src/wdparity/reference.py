@@ -57,9 +57,16 @@ def decay_direction(w: np.ndarray, norm: str, l1_at_zero: float) -> np.ndarray:
     return np.where(w > 0, one, np.where(w < 0, -one, one * w.dtype.type(l1_at_zero)))
 
 
-def add_gradient_decay(rule: dict, dtype) -> Transform:
+def rounder(hyper_dtype: str) -> Callable[[float], float]:
+    """How a scalar hyperparameter reaches the update: as is, or rounded to a C float (MXNet)."""
+    if hyper_dtype == "float32":
+        return lambda x: float(np.float32(x))
+    return float
+
+
+def add_gradient_decay(rule: dict, dtype, h=float) -> Transform:
     """Coupled decay: g <- g + lambda * dir(w) on the masked tensors (L2 penalty, torch weight_decay)."""
-    lam = dtype(rule["coefficient"])
+    lam = dtype(rule["coefficient"] if rule.get("via_loss") else h(rule["coefficient"]))
 
     def fn(u, p, t):
         return {k: (u[k] + lam * decay_direction(p[k], rule["norm"], rule["l1_at_zero"]) if k in rule["params"] else u[k])
@@ -68,9 +75,9 @@ def add_gradient_decay(rule: dict, dtype) -> Transform:
     return _stateless(fn)
 
 
-def sgd_buffer(momentum: float, dampening: float, nesterov: bool, dtype) -> Transform:
+def sgd_buffer(momentum: float, dampening: float, nesterov: bool, dtype, h=float) -> Transform:
     """torch.optim.SGD's buffer: buf_0 = g, buf = m*buf + (1-d)*g; nesterov uses g + m*buf."""
-    m, keep = dtype(momentum), dtype(1.0 - dampening)
+    m, keep = dtype(h(momentum)), dtype(1.0 - h(dampening))
     if momentum == 0:
         return _stateless(lambda u, p, t: u)
 
@@ -82,12 +89,12 @@ def sgd_buffer(momentum: float, dampening: float, nesterov: bool, dtype) -> Tran
     return Transform(lambda params: None, update)
 
 
-def sgd_velocity(lr: float, momentum: float, nesterov: bool, schedule: dict, dtype) -> Transform:
+def sgd_velocity(lr: float, momentum: float, nesterov: bool, schedule: dict, dtype, h=float) -> Transform:
     """Keras/MXNet momentum: v = m*v - lr_t*g; step = v (nesterov: m*v - lr_t*g). Emits the final step."""
-    m = dtype(momentum)
+    m = dtype(h(momentum))
 
     def update(u, v, p, t):
-        lr_t = dtype(lr * multiplier(schedule, t))
+        lr_t = dtype(h(lr * multiplier(schedule, t)))
         v = {k: m * v[k] - lr_t * u[k] for k in u}
         out = {k: m * v[k] - lr_t * u[k] for k in u} if nesterov else v
         return out, v
@@ -95,32 +102,37 @@ def sgd_velocity(lr: float, momentum: float, nesterov: bool, schedule: dict, dty
     return Transform(lambda params: {k: np.zeros_like(x) for k, x in params.items()}, update)
 
 
-def scale_by_adam(b1: float, b2: float, eps: float, placement: str, dtype) -> Transform:
-    """Adam's direction. corrected: m_hat/(sqrt(v_hat)+eps); uncorrected: c_t*m/(sqrt(v)+eps), c_t = sqrt(1-b2^t)/(1-b1^t)."""
-    b1_, b2_, eps_ = dtype(b1), dtype(b2), dtype(eps)
-    one = dtype(1.0)
+def scale_by_adam(b1: float, b2: float, eps: float, placement: str, dtype, h=float) -> Transform:
+    """Adam's direction. corrected: m_hat/(sqrt(v_hat)+eps); uncorrected: m/(sqrt(v)+eps), its bias
+    correction c_t = sqrt(1-b2^t)/(1-b1^t) folded into the step size (see adam_step_factor)."""
+    b1_, b2_, eps_ = dtype(h(b1)), dtype(h(b2)), dtype(h(eps))
+    c1, c2 = dtype(1.0 - h(b1)), dtype(1.0 - h(b2))
 
     def init(params):
         return ({k: np.zeros_like(x) for k, x in params.items()}, {k: np.zeros_like(x) for k, x in params.items()})
 
     def update(u, state, p, t):
         mu, nu = state
-        mu = {k: b1_ * mu[k] + (one - b1_) * u[k] for k in u}
-        nu = {k: b2_ * nu[k] + (one - b2_) * u[k] * u[k] for k in u}
-        bc1, bc2 = 1.0 - b1 ** (t + 1), 1.0 - b2 ** (t + 1)
+        mu = {k: b1_ * mu[k] + c1 * u[k] for k in u}
+        nu = {k: b2_ * nu[k] + c2 * u[k] * u[k] for k in u}
         if placement == "corrected":
+            bc1, bc2 = 1.0 - b1 ** (t + 1), 1.0 - b2 ** (t + 1)
             out = {k: (mu[k] / dtype(bc1)) / (np.sqrt(nu[k] / dtype(bc2)) + eps_) for k in u}
         else:
-            c = dtype(np.sqrt(bc2) / bc1)
-            out = {k: c * mu[k] / (np.sqrt(nu[k]) + eps_) for k in u}
+            out = {k: mu[k] / (np.sqrt(nu[k]) + eps_) for k in u}
         return out, (mu, nu)
 
     return Transform(init, update)
 
 
-def scale_by_lr(lr: float, schedule: dict, dtype) -> Transform:
-    """step = -lr * eta_t * direction."""
-    return _stateless(lambda u, p, t: {k: dtype(-lr * multiplier(schedule, t)) * u[k] for k in u})
+def adam_step_factor(b1: float, b2: float) -> Callable[[int], float]:
+    """c_t = sqrt(1-b2^t)/(1-b1^t): the uncorrected placement's lr_t = lr * c_t (Keras, MXNet, TF)."""
+    return lambda t: float(np.sqrt(1.0 - b2 ** (t + 1)) / (1.0 - b1 ** (t + 1)))
+
+
+def scale_by_lr(lr: float, schedule: dict, dtype, h=float, factor: Callable[[int], float] = lambda t: 1.0) -> Transform:
+    """step = -lr_t * direction, lr_t = lr * eta_t * factor(t), handed to the update as one number."""
+    return _stateless(lambda u, p, t: {k: dtype(-h(lr * multiplier(schedule, t) * factor(t))) * u[k] for k in u})
 
 
 def decay_scale(scale: str, lr: float, schedule: dict, t: int) -> float:
@@ -134,11 +146,11 @@ def decay_scale(scale: str, lr: float, schedule: dict, t: int) -> float:
     raise ValueError(f"`scale` must be one of ['lr', 'schedule', 'none']. Received: scale={scale!r}")
 
 
-def add_decoupled_decay(rule: dict, lr: float, schedule: dict, dtype) -> Transform:
+def add_decoupled_decay(rule: dict, lr: float, schedule: dict, dtype, h=float) -> Transform:
     """Decoupled decay (AdamW): step <- step - s_t*lambda*dir(w), outside the optimizer's moments."""
 
     def fn(u, p, t):
-        c = dtype(decay_scale(rule["scale"], lr, schedule, t) * rule["coefficient"])
+        c = dtype(h(decay_scale(rule["scale"], lr, schedule, t)) * h(rule["coefficient"]))
         return {k: (u[k] - c * decay_direction(p[k], rule["norm"], rule["l1_at_zero"]) if k in rule["params"] else u[k])
                 for k in u}
 
@@ -149,24 +161,32 @@ def build(semantics: dict, dtype=np.float64) -> Transform:
     """The chain for neutral semantics (a `Semantics.neutral()` dict)."""
     opt, schedule = semantics["optimizer"], semantics.get("schedule", {"kind": "constant"})
     rules = semantics.get("decay", [])
-    parts = [add_gradient_decay(r, dtype) for r in rules if r["coupling"] == "gradient"]
+    h = rounder(semantics.get("hyper_dtype", "float64"))
+    parts = [add_gradient_decay(r, dtype, h) for r in rules if r["coupling"] == "gradient"]
     if opt["name"] == "sgd" and opt.get("momentum_form", "buffer") == "velocity":
-        parts.append(sgd_velocity(opt["lr"], opt["momentum"], opt["nesterov"], schedule, dtype))
+        parts.append(sgd_velocity(opt["lr"], opt["momentum"], opt["nesterov"], schedule, dtype, h))
     elif opt["name"] == "sgd":
-        parts.append(sgd_buffer(opt["momentum"], opt["dampening"], opt["nesterov"], dtype))
-        parts.append(scale_by_lr(opt["lr"], schedule, dtype))
+        parts.append(sgd_buffer(opt["momentum"], opt["dampening"], opt["nesterov"], dtype, h))
+        parts.append(scale_by_lr(opt["lr"], schedule, dtype, h))
     elif opt["name"] == "adam":
-        parts.append(scale_by_adam(opt["betas"][0], opt["betas"][1], opt["eps"], opt["eps_placement"], dtype))
-        parts.append(scale_by_lr(opt["lr"], schedule, dtype))
+        b1, b2 = opt["betas"]
+        parts.append(scale_by_adam(b1, b2, opt["eps"], opt["eps_placement"], dtype, h))
+        factor = adam_step_factor(b1, b2) if opt["eps_placement"] == "uncorrected" else (lambda t: 1.0)
+        parts.append(scale_by_lr(opt["lr"], schedule, dtype, h, factor))
     else:
         raise ValueError(f"`optimizer.name` must be one of ['sgd', 'adam']. Received: name={opt['name']!r}")
-    parts += [add_decoupled_decay(r, opt["lr"], schedule, dtype) for r in rules if r["coupling"] == "decoupled"]
+    parts += [add_decoupled_decay(r, opt["lr"], schedule, dtype, h) for r in rules if r["coupling"] == "decoupled"]
     return chain(*parts)
 
 
-def gradients(params: Params, X: np.ndarray, y: np.ndarray, factor) -> Params:
-    """Gradient of the batch loss: factor * mean(r^2)/2 with r = Xw + b - y."""
+def gradients(params: Params, X: np.ndarray, y: np.ndarray, factor, hyper_dtype: str = "float64") -> Params:
+    """Gradient of the batch loss: factor * mean(r^2)/2 with r = Xw + b - y.
+
+    With hyper_dtype "float32" the mean's 1/n is a float32 hyperparameter (MXNet's rescale_grad)."""
     r = X @ params["weight"] + params["bias"] - y
+    if hyper_dtype == "float32":
+        scale = r.dtype.type(np.float32(1.0 / len(r)))
+        return {"weight": scale * (factor * (X.T @ r)), "bias": scale * (factor * r.sum())}
     n = r.dtype.type(len(r))
     return {"weight": factor * (X.T @ r) / n, "bias": factor * r.sum() / n}
 
@@ -189,7 +209,7 @@ def run(semantics: dict, data: dict, batch_size: int, dtype: str = "float64") ->
     limit = EXPLOSION_FACTOR * max(1.0, float(np.max(np.abs(W[0]), initial=0.0)), abs(float(B[0])))
     with np.errstate(all="ignore"):
         for t, rows in enumerate(steps):
-            grads = gradients(params, X[rows], y[rows], factor)
+            grads = gradients(params, X[rows], y[rows], factor, semantics.get("hyper_dtype", "float64"))
             updates, state = opt.update(grads, state, params, t)
             params = {k: params[k] + updates[k] for k in params}
             W[t + 1], B[t + 1] = params["weight"], params["bias"]

@@ -18,11 +18,11 @@ TENSORS = ("weight", "bias")
 Tensor = Literal["weight", "bias"]
 CAUSES = (
     "coupling", "coefficient", "mask", "norm", "l1-at-zero", "lr-scaling", "epsilon",
-    "momentum", "optimizer", "loss-scale", "schedule", "unstable", "unexplained",
+    "momentum", "optimizer", "loss-scale", "schedule", "precision", "unstable", "unexplained",
 )
 Cause = Literal[
     "coupling", "coefficient", "mask", "norm", "l1-at-zero", "lr-scaling", "epsilon",
-    "momentum", "optimizer", "loss-scale", "schedule", "unstable", "unexplained",
+    "momentum", "optimizer", "loss-scale", "schedule", "precision", "unstable", "unexplained",
 ]
 Loss = Literal["half_mse", "mse"]
 DType = Literal["float32", "float64"]
@@ -168,6 +168,9 @@ class DecayRule(Strict):
     scale: Optional[Literal["lr", "schedule", "none"]] = None
     params: list[str] = Field(default_factory=lambda: list(TENSORS))
     l1_at_zero: Optional[Finite] = None
+    # A loss penalty's term is computed by autograd in the weights' dtype, never rounded as an
+    # optimizer hyperparameter (matters only with hyper_dtype = "float32").
+    via_loss: bool = False
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -188,10 +191,13 @@ class DecayRule(Strict):
 
     def neutral(self) -> dict:
         """The rule with every default made explicit (what reports and the reference use)."""
-        return {
+        out = {
             "norm": self.norm, "coupling": self.coupling, "coefficient": self.coefficient,
             "scale": self.effective_scale, "params": list(self.params), "l1_at_zero": self.effective_l1_at_zero,
         }
+        if self.via_loss:
+            out["via_loss"] = True
+        return out
 
 
 class Penalty(Strict):
@@ -210,10 +216,11 @@ class Penalty(Strict):
         """Its gradient as coupled rules: d/dw c2*w^2 = 2*c2*w; d/dw c1*|w| = c1*sign(w)."""
         out = []
         if self.l2:
-            out.append(DecayRule(norm="l2", coupling="gradient", coefficient=2.0 * self.l2, params=list(self.params)))
+            out.append(DecayRule(norm="l2", coupling="gradient", coefficient=2.0 * self.l2, params=list(self.params),
+                                 via_loss=True))
         if self.l1:
             out.append(DecayRule(norm="l1", coupling="gradient", coefficient=self.l1, params=list(self.params),
-                                 l1_at_zero=l1_at_zero))
+                                 l1_at_zero=l1_at_zero, via_loss=True))
         return out
 
 
@@ -224,14 +231,24 @@ class Semantics(Strict):
     decay: list[DecayRule] = Field(default_factory=list)
     loss: Loss = "half_mse"
     schedule: Schedule = ConstantSchedule()
+    # The precision in which the framework hands scalar hyperparameters to its update (MXNet's C++
+    # kernels take C floats even for float64 weights): each step's lr, lambda, momentum, betas, eps.
+    hyper_dtype: Literal["float64", "float32"] = "float64"
 
     def neutral(self) -> dict:
-        return {
+        rules = [rule.neutral() for rule in self.decay]
+        if self.hyper_dtype == "float64":  # where a term comes from makes no difference then
+            for rule in rules:
+                rule.pop("via_loss", None)
+        out = {
             "optimizer": self.optimizer.model_dump(),
-            "decay": [rule.neutral() for rule in self.decay],
+            "decay": rules,
             "loss": self.loss,
             "schedule": self.schedule.model_dump(),
         }
+        if self.hyper_dtype != "float64":  # only when it matters, so existing outputs keep their shape
+            out["hyper_dtype"] = self.hyper_dtype
+        return out
 
 
 def semantics_from_dict(data: dict) -> Semantics:

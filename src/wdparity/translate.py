@@ -133,6 +133,9 @@ def _variants(sem: dict) -> list[tuple[list[str], dict, bool]]:
             v["decay"][i].update(scale="none", coefficient=r["coefficient"] * lr)
             out.append(([f"decoupled scale lr rewritten as unscaled lambda*lr"], v, True))
     # approximations: each changes the math; the residual is measured
+    v = copy.deepcopy(sem)
+    v["hyper_dtype"] = "float32" if sem.get("hyper_dtype", "float64") == "float64" else "float64"
+    out.append((["hyperparameters in " + v["hyper_dtype"]], v, False))
     if opt["name"] == "adam":
         v = copy.deepcopy(sem)
         v["optimizer"]["eps_placement"] = "uncorrected" if opt["eps_placement"] == "corrected" else "corrected"
