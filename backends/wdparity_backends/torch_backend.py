@@ -1,0 +1,388 @@
+"""The `torch` backend: torch.optim.SGD / Adam / AdamW, param groups and loss penalties, as a user writes them.
+
+PyTorch is where most "weight decay" questions start (seed 000: a weight-only param group and an lr
+ten times too large). This adapter states what each torch knob means in neutral terms (describe),
+writes the torch setting for given semantics (realize), and trains nn.Linear with the real optimizer
+and lr_scheduler objects (train). Every claim below was read in the installed torch 2.13.0 (paths under
+site-packages/torch/optim/) and is measured by the battery and tests/test_torch_backend.py:
+
+- SGD, `_single_tensor_sgd` (sgd.py:322-379): grad += weight_decay*param (:353-355, gradient coupling,
+  before the buffer); first step buf = grad, no dampening (:361); then buf = m*buf + (1-dampening)*grad
+  (:364); nesterov uses grad + m*buf (:367); param -= lr*step (:377-379). nesterov needs momentum > 0 and
+  dampening 0 (:63-64). `maximize` negates the gradient (:344): ascent, rejected here.
+- Adam, `_single_tensor_adam` (adam.py): decoupled_weight_decay (a constructor keyword, :49) does
+  param *= 1 - lr*weight_decay before the moments (:419), else grad += weight_decay*param (:426-428);
+  m.lerp_(g, 1-b1) (:456), v = b2*v + (1-b2)*g^2 (:475), param -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
+  (:544-546): corrected epsilon. amsgrad normalises by max(v) (:539): outside the neutral model, rejected.
+- AdamW = Adam(decoupled_weight_decay=True) (adamw.py:48) with default weight_decay = 1e-2 (adamw.py:27);
+  Adam's default is 0 (adam.py:41). The decay uses group["lr"], i.e. lr_t under a scheduler: scale "lr".
+- A param group without `weight_decay` inherits the constructor's (optimizer.py:1163, add_param_group:
+  `param_group.setdefault(name, default)`); a tensor in two groups is a ValueError (optimizer.py:1187).
+  DECISION: tensors named in no group form one implicit group `{"params": [...]}` (the seed's
+  `{"params": net[0].bias}`), so they get the top-level weight_decay, or the optimizer's default (AdamW:
+  1e-2, a trap). A group naming no tensor, or a tensor twice, is an error.
+- Penalties are added to the loss: d|w|/dw at w = 0 is 0 in torch (abs backward is grad * self.sgn(),
+  tools/autograd/derivatives.yaml): l1_at_zero = 0.0, measured in the tests.
+- foreach / fused (same math, other kernels; both run on CPU in 2.13) are passed through and verified by
+  the battery; capturable / differentiable must be false (not modelled).
+- Schedules: StepLR(step_size=every, gamma=factor) is recursive, lr*gamma per multiple (lr_scheduler.py:658);
+  CosineAnnealingLR(T_max=total, eta_min=floor*lr) is recursive too (:1449) and equals the closed form to
+  ~1e-15 for t <= total, but rises again after total (:1440); past `total` train() uses
+  SequentialLR([CosineAnnealingLR, ConstantLR(factor=floor)], milestones=[total]), exact as well.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from wdparity.backend import Backend, Inexpressible
+from wdparity.data import batches
+from wdparity.spec import (TENSORS, AdamSpec, DecayRule, NonNeg, Penalty, Positive, Semantics, SgdSpec, Strict,
+                           Task, Unit, check_tensors, fail)
+
+TORCH_L1_AT_ZERO = 0.0   # torch.autograd.grad(torch.abs(x), x) at x = 0 is 0 (abs' = sgn); measured in the tests
+DEFAULT_LR = 1e-3        # sgd.py:32, adam.py:38, adamw.py:24
+DEFAULT_WD = {"SGD": 0.0, "Adam": 0.0, "AdamW": 1e-2}   # sgd.py:35, adam.py:41, adamw.py:27
+KEYWORDS = {
+    "SGD": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach", "differentiable",
+            "fused"),
+    "Adam": ("lr", "betas", "eps", "weight_decay", "amsgrad", "foreach", "maximize", "capturable", "differentiable",
+             "fused", "decoupled_weight_decay"),
+    "AdamW": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable",
+              "differentiable", "fused"),
+}
+MUST_BE_FALSE = {
+    "amsgrad": "AMSGrad normalises by the running max of v (torch/optim/adam.py:539), outside the neutral model",
+    "maximize": "maximize negates the gradient (torch/optim/sgd.py:344): gradient ascent is outside the neutral model",
+    "capturable": "capturable (CUDA graphs) is not modelled by this adapter",
+    "differentiable": "differentiable (autograd through the step) is not modelled by this adapter",
+}
+GROUP_ONLY = ("params", "weight_decay")
+
+
+class ParamGroup(Strict):
+    """One torch param group, tensors by neutral name; a missing weight_decay inherits the constructor's."""
+
+    params: list[str]
+    weight_decay: Optional[NonNeg] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_group_hyperparameters(cls, data: Any) -> Any:
+        for key in sorted(data) if isinstance(data, dict) else []:
+            if key not in GROUP_ONLY and key in {k for keys in KEYWORDS.values() for k in keys}:
+                raise fail(key, data[key], "cannot be set per group here: only `params` and `weight_decay` are "
+                           "(a per-tensor lr or optimizer setting is outside the neutral model)")
+        return data
+
+    @model_validator(mode="after")
+    def _names(self):
+        check_tensors("params", self.params)
+        return self
+
+
+class TorchRun(Strict):
+    optimizer: Literal["SGD", "Adam", "AdamW"]
+    lr: Optional[Positive] = None
+    momentum: Optional[Unit] = None
+    dampening: Optional[Unit] = None
+    nesterov: Optional[bool] = None
+    betas: Optional[list[Unit]] = Field(None, min_length=2, max_length=2)
+    eps: Optional[Positive] = None
+    weight_decay: Optional[NonNeg] = None
+    amsgrad: Optional[bool] = None
+    maximize: Optional[bool] = None
+    foreach: Optional[bool] = None
+    fused: Optional[bool] = None
+    capturable: Optional[bool] = None
+    differentiable: Optional[bool] = None
+    decoupled_weight_decay: Optional[bool] = None
+    param_groups: Optional[list[ParamGroup]] = None
+    penalty: Optional[Penalty] = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        own = KEYWORDS[self.optimizer]
+        for key in sorted({k for keys in KEYWORDS.values() for k in keys}):
+            if getattr(self, key) is not None and key not in own:
+                raise fail(key, getattr(self, key), f"is not a keyword of torch.optim.{self.optimizer}")
+        for key, why in MUST_BE_FALSE.items():
+            if getattr(self, key):
+                raise fail(key, True, f"must be false: {why}")
+        if self.foreach and self.fused:
+            raise fail("fused", True, "cannot be true together with foreach (torch raises RuntimeError)")
+        if self.nesterov and (not self.momentum or self.dampening):
+            raise fail("nesterov", True, "requires momentum > 0 and dampening = 0 (torch/optim/sgd.py:63)")
+        if self.param_groups is not None:
+            if not self.param_groups:
+                raise fail("param_groups", [], "must hold at least one group")
+            seen: set[str] = set()
+            for i, group in enumerate(self.param_groups):
+                twice = seen.intersection(group.params)
+                if twice:
+                    raise fail(f"param_groups[{i}].params", group.params, f"names {sorted(twice)} again: "
+                               "some parameters appear in more than one parameter group (torch/optim/optimizer.py:1187)")
+                seen.update(group.params)
+        return self
+
+    def per_tensor_weight_decay(self) -> dict[str, float]:
+        """weight_decay of each tensor: its group's, else the constructor's, else the optimizer's default."""
+        top = DEFAULT_WD[self.optimizer] if self.weight_decay is None else self.weight_decay
+        out = {name: top for name in TENSORS}
+        for group in self.param_groups or []:
+            for name in group.params:
+                out[name] = top if group.weight_decay is None else group.weight_decay
+        return out
+
+    @property
+    def decoupled(self) -> bool:
+        return self.optimizer == "AdamW" or bool(self.decoupled_weight_decay)
+
+
+def _rules_from_map(per: dict[str, float], coupling: str) -> list[DecayRule]:
+    """One rule per distinct nonzero coefficient, tensors in TENSORS order (the canonical form)."""
+    rules: list[DecayRule] = []
+    for coef in dict.fromkeys(per[name] for name in TENSORS):
+        names = [name for name in TENSORS if per[name] == coef]
+        if coef:
+            rules.append(DecayRule(norm="l2", coupling=coupling, coefficient=coef,
+                                   scale="lr" if coupling == "decoupled" else None, params=names))
+    return rules
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    modules = ("torch",)
+    install_hint = "pip install 'wdparity[torch]'"
+    Config = TorchRun
+
+    def describe(self, config: TorchRun, task: Task) -> Semantics:
+        """Neutral semantics of a torch run. Rule order: gradient-coupled (weight_decay, then the penalty's
+        L2 and L1), then decoupled (AdamW's weight_decay)."""
+        lr = DEFAULT_LR if config.lr is None else config.lr
+        if config.optimizer == "SGD":
+            optimizer = SgdSpec(name="sgd", lr=lr, momentum=config.momentum or 0.0,
+                                dampening=config.dampening or 0.0, nesterov=bool(config.nesterov))
+        else:
+            optimizer = AdamSpec(name="adam", lr=lr, betas=list(config.betas or [0.9, 0.999]),
+                                 eps=1e-8 if config.eps is None else config.eps)
+        wd = _rules_from_map(config.per_tensor_weight_decay(), "decoupled" if config.decoupled else "gradient")
+        pen = config.penalty.rules(l1_at_zero=TORCH_L1_AT_ZERO) if config.penalty else []
+        decay = wd + pen if not config.decoupled else pen + wd
+        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule)
+
+    def realize(self, semantics: Semantics, task: Task) -> dict:
+        opt, rules = semantics.optimizer, list(semantics.decay)
+        if opt.name == "sgd" and opt.momentum_form == "velocity":
+            raise Inexpressible("torch.optim.SGD keeps the buffer form, buf = m*buf + g, step = -lr_t*buf "
+                                "(torch/optim/sgd.py:364-379); nearest: momentum_form = \"buffer\", identical under a "
+                                "constant lr, different once the schedule changes lr (velocity keeps old steps' lr)")
+        if opt.name == "adam" and opt.eps_placement != "corrected":
+            raise Inexpressible("torch.optim.Adam adds eps to sqrt(v)/sqrt(1-b2^t) (torch/optim/adam.py:544); nearest: "
+                                "eps_placement = \"corrected\", whose effective epsilon is smaller by sqrt(1-b2^t)")
+        for r in rules:
+            if r.norm == "l1" and r.coupling != "gradient":
+                raise Inexpressible("torch.optim has no decoupled L1 decay; nearest: an L1 `penalty` (gradient "
+                                    "coupling), which passes through the optimizer's moments")
+            if r.norm == "l1" and r.effective_l1_at_zero != TORCH_L1_AT_ZERO:
+                raise Inexpressible(f"an L1 penalty through torch autograd takes d|w|/dw = 0 at w = 0 (abs' = sgn); "
+                                    f"nearest: l1_at_zero = 0.0, which differs wherever a weight is exactly 0 "
+                                    f"(l1_at_zero = {r.effective_l1_at_zero} moves it by lr*lambda)")
+            if r.coupling == "decoupled" and opt.name == "sgd":
+                coef = r.coefficient if r.effective_scale == "lr" else r.coefficient / opt.lr
+                raise Inexpressible(f"torch.optim.SGD has only gradient-coupled weight_decay (torch/optim/sgd.py:353); "
+                                    f"nearest: SGD(weight_decay={coef:.6g}), identical for momentum = 0"
+                                    + ("" if r.effective_scale == "lr" else " and a constant schedule")
+                                    + ", different with momentum (the decay then enters the buffer)")
+            if r.coupling == "decoupled" and r.effective_scale != "lr":
+                what = ("the same decay lr_t*lambda/lr = eta_t*lambda, up to rounding" if r.effective_scale == "schedule"
+                        else "the same decay under a constant schedule; under a schedule it follows eta_t")
+                raise Inexpressible(f"torch AdamW decays w *= 1 - lr_t*weight_decay (torch/optim/adam.py:419), scaled "
+                                    f"by the scheduled lr; nearest: AdamW(weight_decay={r.coefficient}/lr = "
+                                    f"{r.coefficient / opt.lr:.6g}), {what}")
+        decoupled = [r for r in rules if r.coupling == "decoupled"]
+        wd_rules = decoupled or [r for r in rules if r.norm == "l2" and r.coupling == "gradient"]
+        per: dict[str, float] = {}
+        rest = [r for r in rules if not any(r is w for w in wd_rules)]
+        for r in wd_rules:
+            if per.keys() & set(r.params):
+                if decoupled:
+                    raise Inexpressible("AdamW takes one weight_decay per tensor (torch/optim/adam.py:419); nearest: "
+                                        "one decoupled rule per tensor with the summed coefficient (same to first order)")
+                rest.append(r)
+                continue
+            per.update({name: r.coefficient for name in r.params})
+        l2 = [r for r in rest if r.norm == "l2"]
+        l1 = [r for r in rest if r.norm == "l1"]
+        if len(l2) > 1 or len(l1) > 1 or (l2 and l1 and l2[0].params != l1[0].params):
+            raise Inexpressible("one `penalty` table holds one L2 and one L1 term on one list of tensors; nearest: "
+                                "merge the rules (sum the coefficients on each tensor)")
+        run: dict[str, Any] = {"optimizer": "SGD" if opt.name == "sgd" else ("AdamW" if decoupled else "Adam"),
+                               "lr": opt.lr}
+        if opt.name == "sgd":
+            run.update({"momentum": opt.momentum} if opt.momentum else {})
+            run.update({"dampening": opt.dampening} if opt.dampening else {})
+            run.update({"nesterov": True} if opt.nesterov else {})
+        else:
+            run.update({"betas": list(opt.betas), "eps": opt.eps})
+        if per and len(per) == len(TENSORS) and len(set(per.values())) == 1:
+            run["weight_decay"] = per[TENSORS[0]]
+        elif per:
+            run["weight_decay"] = 0.0
+            run["param_groups"] = [{"params": [name], "weight_decay": per.get(name, 0.0)} for name in TENSORS]
+        elif decoupled or run["optimizer"] == "AdamW":
+            run["weight_decay"] = 0.0
+        penalty = {}
+        if l2:
+            penalty.update({"l2": l2[0].coefficient / 2.0, "params": list(l2[0].params)})
+        if l1:
+            penalty.update({"l1": l1[0].coefficient, "params": list(l1[0].params)})
+        return {**run, **({"penalty": penalty} if penalty else {})}
+
+    # ---------------------------------------------------------------- inside the worker
+    def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+        from torch import nn
+
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True)
+        task, run = job["task"], TorchRun.model_validate(job["run"])
+        np_dtype = np.dtype(job["dtype"])
+        dtype = {"float32": torch.float32, "float64": torch.float64}[job["dtype"]]
+        X = torch.as_tensor(data["X_train"], dtype=dtype)
+        y = torch.as_tensor(data["y_train"], dtype=dtype).reshape(-1, 1)   # (n, 1): no (n, n) broadcast in MSELoss
+        d = X.shape[1]
+
+        net = nn.Linear(d, 1, dtype=dtype)
+        with torch.no_grad():
+            net.weight.copy_(torch.as_tensor(data["w0"], dtype=dtype).reshape(1, d))
+            net.bias.copy_(torch.as_tensor(data["b0"], dtype=dtype).reshape(1))
+        tensors = {"weight": net.weight, "bias": net.bias}
+
+        if run.param_groups is not None:
+            params: Any = [{"params": [tensors[n] for n in g.params],
+                            **({} if g.weight_decay is None else {"weight_decay": g.weight_decay})}
+                           for g in run.param_groups]
+            named = {n for g in run.param_groups for n in g.params}
+            rest = [tensors[n] for n in TENSORS if n not in named]
+            if rest:   # the implicit group: inherits the constructor's keywords, like {"params": net[0].bias}
+                params.append({"params": rest})
+        else:
+            params = net.parameters()
+        kwargs = {k: getattr(run, k) for k in KEYWORDS[run.optimizer] if getattr(run, k) is not None}
+        if "betas" in kwargs:
+            kwargs["betas"] = tuple(kwargs["betas"])
+        optimizer = getattr(torch.optim, run.optimizer)(params, **kwargs)
+
+        rows = batches(data["order"], int(task["batch_size"]))
+        scheduler = _scheduler(torch, optimizer, task.get("schedule") or {"kind": "constant"},
+                               DEFAULT_LR if run.lr is None else run.lr, len(rows))
+        mse = nn.MSELoss()
+        half = task["loss"] == "half_mse"
+        pen = run.penalty
+
+        W = np.full((len(rows) + 1, d), np.nan, dtype=np_dtype)
+        B = np.full(len(rows) + 1, np.nan, dtype=np_dtype)
+        W[0], B[0] = net.weight.detach().numpy().ravel(), net.bias.detach().numpy()[0]
+        for t, idx in enumerate(rows):
+            index = torch.as_tensor(idx)
+            optimizer.zero_grad()
+            loss = mse(net(X[index]), y[index])
+            if half:
+                loss = loss / 2
+            if pen is not None:
+                for name in pen.params:
+                    p = tensors[name]
+                    if pen.l2:
+                        loss = loss + pen.l2 * torch.sum(p.pow(2))
+                    if pen.l1:
+                        loss = loss + pen.l1 * torch.sum(torch.abs(p))
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            W[t + 1], B[t + 1] = net.weight.detach().numpy().ravel(), net.bias.detach().numpy()[0]
+            if not (np.isfinite(W[t + 1]).all() and np.isfinite(B[t + 1])):
+                break
+        return {"weight": W, "bias": B}
+
+    def battery_extras(self) -> dict[str, tuple[dict, dict]]:
+        return battery_extras()
+
+
+def _scheduler(torch, optimizer, schedule: dict, lr: float, steps: int):
+    """The run's schedule as torch.optim.lr_scheduler objects (stepped once per optimizer step)."""
+    sched = torch.optim.lr_scheduler
+    if schedule["kind"] == "step":
+        return sched.StepLR(optimizer, step_size=int(schedule["every"]), gamma=float(schedule["factor"]))
+    if schedule["kind"] == "cosine":
+        total, floor = int(schedule["total"]), float(schedule.get("floor", 0.0))
+        cosine = sched.CosineAnnealingLR(optimizer, T_max=total, eta_min=floor * lr)
+        if steps - 1 <= total:
+            return cosine
+        # CosineAnnealingLR is periodic (lr_scheduler.py:1440): hold eta_min after `total` instead
+        hold = sched.ConstantLR(optimizer, factor=floor, total_iters=steps + 1)
+        return sched.SequentialLR(optimizer, [cosine, hold], milestones=[total])
+    return None
+
+
+def battery_extras() -> dict[str, tuple[dict, dict]]:
+    """Native knobs realize() never emits: defaults, implicit groups, penalties, kernels, both cosine paths."""
+    step = {"kind": "step", "every": 4, "factor": 0.5}
+    cosine = {"kind": "cosine", "total": 10, "floor": 0.1}       # 12 steps: past total -> SequentialLR
+    cosine_long = {"kind": "cosine", "total": 20, "floor": 0.0}  # never past total -> CosineAnnealingLR alone
+    sgd, adam = {"optimizer": "SGD", "lr": 0.05}, {"optimizer": "Adam", "lr": 0.01}
+    adamw = {"optimizer": "AdamW", "lr": 0.01}
+    all_ = ["weight", "bias"]
+    return {
+        "sgd-default-lr": ({"loss": "mse"}, {"optimizer": "SGD"}),
+        "sgd-wd-mse": ({"loss": "mse", "schedule": cosine_long}, {**sgd, "weight_decay": 0.1}),
+        "sgd-seed000-groups": ({"init": "normal_all", "loss": "mse"}, {**sgd, "lr": 0.02, "param_groups": [
+            {"params": ["weight"], "weight_decay": 3.0}, {"params": ["bias"]}]}),
+        "sgd-groups-differ": ({"init": "normal_all", "schedule": step}, {**sgd, "lr": 0.03, "momentum": 0.9,
+                              "param_groups": [{"params": ["weight"], "weight_decay": 0.3},
+                                               {"params": ["bias"], "weight_decay": 0.05}]}),
+        "sgd-implicit-group": ({"init": "normal_all"}, {**sgd, "weight_decay": 0.1, "param_groups": [
+            {"params": ["weight"], "weight_decay": 0.4}]}),
+        "sgd-bias-only-group": ({"init": "normal_all", "schedule": cosine}, {**sgd, "param_groups": [
+            {"params": ["bias"], "weight_decay": 0.5}]}),
+        "sgd-dampening": ({"schedule": cosine}, {**sgd, "lr": 0.03, "momentum": 0.8, "dampening": 0.3,
+                                                 "weight_decay": 0.2}),
+        "sgd-nesterov": ({"schedule": step, "loss": "mse"}, {**sgd, "lr": 0.02, "momentum": 0.9, "nesterov": True,
+                                                             "weight_decay": 0.1}),
+        "sgd-foreach": ({"schedule": step}, {**sgd, "lr": 0.03, "momentum": 0.9, "weight_decay": 0.1,
+                                             "foreach": True}),
+        "sgd-fused": ({"schedule": cosine}, {**sgd, "lr": 0.03, "momentum": 0.8, "dampening": 0.2,
+                                             "weight_decay": 0.1, "fused": True}),
+        "adam-defaults": ({"schedule": cosine}, {"optimizer": "Adam"}),
+        "adam-wd-cosine": ({"schedule": cosine_long, "loss": "mse"}, {**adam, "weight_decay": 0.3,
+                                                                     "amsgrad": False, "maximize": False}),
+        "adam-decoupled-flag": ({"schedule": step}, {**adam, "weight_decay": 0.4, "decoupled_weight_decay": True}),
+        "adam-fused-eps": ({"loss": "mse"}, {**adam, "betas": [0.8, 0.99], "eps": 1e-3, "weight_decay": 0.1,
+                                             "fused": True}),
+        "adamw-default-wd": ({}, {**adamw}),
+        "adamw-weight-only": ({"init": "normal_all", "schedule": step}, {**adamw, "weight_decay": 0.4, "param_groups": [
+            {"params": ["weight"]}, {"params": ["bias"], "weight_decay": 0.0}]}),
+        "adamw-implicit-default": ({"init": "normal_all", "loss": "mse"}, {**adamw, "param_groups": [
+            {"params": ["weight"], "weight_decay": 0.5}]}),
+        "adamw-foreach": ({"schedule": cosine}, {**adamw, "weight_decay": 0.2, "foreach": True}),
+        "adamw-fused": ({"schedule": cosine_long}, {**adamw, "betas": [0.85, 0.995], "weight_decay": 0.2,
+                                                    "fused": True}),
+        "penalty-l2": ({"loss": "mse"}, {**sgd, "lr": 0.03, "momentum": 0.9,
+                                         "penalty": {"l2": 0.15, "params": all_}}),
+        "penalty-l1-zeros": ({"init": "zeros"}, {**sgd, "penalty": {"l1": 0.05}}),
+        "penalty-l1-bias-adam": ({"init": "zeros", "schedule": cosine}, {**adam, "penalty": {"l1": 0.02,
+                                                                                             "params": ["bias"]}}),
+        "penalty-l1-l2-adamw": ({"init": "zeros", "loss": "mse"}, {**adamw, "weight_decay": 0.1,
+                                                                   "penalty": {"l1": 0.01, "l2": 0.05}}),
+        "penalty-and-wd": ({"schedule": step}, {**sgd, "weight_decay": 0.1, "penalty": {"l2": 0.05, "l1": 0.01,
+                                                                                        "params": all_}}),
+        "penalty-adam-groups": ({"init": "zeros", "loss": "mse"}, {**adam, "param_groups": [
+            {"params": ["weight"], "weight_decay": 0.2}], "penalty": {"l1": 0.03, "params": ["bias"]}}),
+    }
+
+
+backend = TorchBackend()
