@@ -1,0 +1,450 @@
+"""The `optax` backend: optax aliases and arbitrary `chain`s of gradient transformations, given as data.
+
+optax is where "coupled vs decoupled" is literally an ordering: `add_decayed_weights` adds
+`weight_decay * params` to whatever the updates are at its position in the chain. Before the
+optimizer core (`scale_by_adam`, `trace`) it edits the gradient (an L2 penalty); after it, it edits
+the step (AdamW), scaled by whatever scaling transforms still follow it. describe() reads that order
+and the product of the downstream scalings; realize() writes the chain (or an alias where exact).
+
+Everything is checked against the installed optax 0.2.8 (paths under site-packages/optax/):
+- `sgd` = chain(trace(momentum) | identity, scale_by_learning_rate): _src/alias.py:2125-2137.
+  `nesterov` is silently ignored when `momentum` is None (alias.py:2132): rejected here.
+- `trace`: trace = g + decay*trace, zeros at init, so the first step is g exactly as torch's buffer;
+  nesterov returns g + decay*trace (transforms/_accumulation.py:63,68,75). No dampening.
+- `scale_by_adam`: corrected epsilon, m_hat / (sqrt(v_hat + eps_root) + eps) (_src/transform.py:294-300);
+  eps_root != 0 and nesterov (NAdam, transform.py:286-293) are outside the neutral model: rejected.
+- `adamw` = chain(scale_by_adam, add_decayed_weights(weight_decay, mask), scale_by_learning_rate)
+  (alias.py:716-727); default weight_decay = 1e-4 (alias.py:605), torch's AdamW default is 1e-2.
+- `add_decayed_weights`: updates + weight_decay * params (transforms/_adding.py:73); a constant 0
+  is skipped (:68); a mask wraps it in `masked` (:83, transforms/_masking.py:92).
+- `scale_by_learning_rate(lr)` = scale(-lr), or scale_by_schedule(-lr(count)) for a schedule
+  (transform.py:1004-1005); scale_by_schedule casts the value to the update dtype (:1029).
+- Penalties go through jax.grad: d|w|/dw at w = 0 is +1 in JAX (`select(x >= 0, g, -g)`,
+  jax/_src/lax/lax.py:4715; https://github.com/jax-ml/jax/issues/37820), not torch's sign(0) = 0.
+- Masks name tensors and must match one; optax itself accepts any boolean tree, and the shape idiom
+  `x.ndim > 1` (optax#25, https://github.com/salesforce/jaxformer/issues/28) selects nothing here.
+- Schedules: exponential_decay(staircase) / cosine_decay_schedule(alpha=floor). With a Python-float
+  decay_rate the staircase value is float32 even under x64 (int32 count / int -> float32,
+  jax/_src/dtypes.py:318; schedules/_schedule.py:315-319), so decay_rate is passed typed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+import numpy as np
+from pydantic import Discriminator, Tag, model_validator
+
+from wdparity.backend import Backend, Inexpressible
+from wdparity.data import batches, loss_factor
+from wdparity.errors import InputError
+from wdparity.spec import (TENSORS, AdamSpec, DecayRule, Finite, NonNeg, Penalty, Positive, Semantics, SgdSpec,
+                           Strict, Task, Unit, check_tensors, fail)
+
+JAX_L1_AT_ZERO = 1.0   # jax.grad(jnp.abs)(0.0) == 1.0 (lax.py:4715); tests/test_optax_backend.py measures it
+SCALINGS = ("scale", "scale_by_learning_rate", "scale_by_schedule")
+CARRIERS = ("scale_by_learning_rate", "scale_by_schedule")   # the transforms that carry the run's schedule
+
+
+# ---------------------------------------------------------------- the run's vocabulary
+class AddDecayedWeights(Strict):
+    transform: Literal["add_decayed_weights"]
+    weight_decay: Finite = 0.0
+    mask: Optional[list[str]] = None
+
+    @model_validator(mode="after")
+    def _mask(self):
+        if self.mask is not None:
+            check_tensors("mask", self.mask)
+        return self
+
+
+class ScaleByAdam(Strict):
+    transform: Literal["scale_by_adam"]
+    b1: Unit = 0.9
+    b2: Unit = 0.999
+    eps: Positive = 1e-8
+    eps_root: NonNeg = 0.0
+    nesterov: bool = False
+
+    @model_validator(mode="after")
+    def _neutral(self):
+        _check_adam(self.eps_root, self.nesterov)
+        return self
+
+
+class Trace(Strict):
+    transform: Literal["trace"]
+    decay: Unit
+    nesterov: bool = False
+
+
+class ScaleByLearningRate(Strict):
+    transform: Literal["scale_by_learning_rate"]
+    learning_rate: Positive
+    flip_sign: bool = True
+
+
+class Scale(Strict):
+    transform: Literal["scale"]
+    step_size: Finite
+
+
+class ScaleBySchedule(Strict):
+    """scale_by_schedule(step_size_fn): the fn is the run's schedule built with this `init_value`."""
+
+    transform: Literal["scale_by_schedule"]
+    init_value: Finite
+
+
+_KINDS = {m.model_fields["transform"].annotation.__args__[0]: m
+          for m in (AddDecayedWeights, ScaleByAdam, Trace, ScaleByLearningRate, Scale, ScaleBySchedule)}
+# Tags are not identifiers, so error keys read "chain[2].weight_decay", not "chain[2].scale.weight_decay".
+ChainItem = Annotated[Union[tuple(Annotated[m, Tag(f"<{k}>")] for k, m in _KINDS.items())], Discriminator(
+    lambda v: f"<{v.get('transform') if isinstance(v, dict) else getattr(v, 'transform', None)}>")]
+
+
+def _check_adam(eps_root: Optional[float], nesterov: Optional[bool]) -> None:
+    if eps_root:
+        raise fail("eps_root", eps_root, "must be 0.0: sqrt(v_hat + eps_root) (optax/_src/transform.py:300) "
+                   "is neither epsilon placement of the neutral model")
+    if nesterov:
+        raise fail("nesterov", nesterov, "must be false for Adam: NAdam (optax/_src/transform.py:286) is "
+                   "outside the neutral model")
+
+
+ALIAS_KEYS = {"sgd": ("momentum", "nesterov"), "adam": ("b1", "b2", "eps", "eps_root", "nesterov"),
+              "adamw": ("b1", "b2", "eps", "eps_root", "nesterov", "weight_decay", "mask")}
+
+
+class OptaxRun(Strict):
+    optimizer: Optional[Literal["sgd", "adam", "adamw"]] = None
+    learning_rate: Optional[Positive] = None
+    momentum: Optional[Unit] = None
+    nesterov: Optional[bool] = None
+    b1: Optional[Unit] = None
+    b2: Optional[Unit] = None
+    eps: Optional[Positive] = None
+    eps_root: Optional[NonNeg] = None
+    weight_decay: Optional[NonNeg] = None
+    mask: Optional[list[str]] = None
+    chain: Optional[list[ChainItem]] = None
+    penalty: Optional[Penalty] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _transform_names(cls, data: Any) -> Any:
+        chain = data.get("chain") if isinstance(data, dict) else None
+        for i, item in enumerate(chain if isinstance(chain, list) else []):
+            if not isinstance(item, dict):
+                raise fail(f"chain[{i}]", item, "must be a table {transform = \"...\", <optax keywords>}")
+            if item.get("transform") not in _KINDS:
+                raise fail(f"chain[{i}].transform", item.get("transform"), f"must be one of {list(_KINDS)}")
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        alias_keys = sorted({k for keys in ALIAS_KEYS.values() for k in keys} | {"learning_rate"})
+        if self.chain is not None:
+            if self.optimizer is not None:
+                raise fail("chain", "[...]", "excludes `optimizer`: give either an optax alias or a chain")
+            if not self.chain:
+                raise fail("chain", [], "must hold at least one transform")
+            for key in alias_keys:
+                if getattr(self, key) is not None:
+                    raise fail(key, getattr(self, key), "belongs to `optimizer = ...`; in a chain, set it on a "
+                               "transform")
+            return self
+        if self.optimizer is None:
+            raise fail("optimizer", None, "is required (\"sgd\", \"adam\", \"adamw\") unless a `chain` is given")
+        if self.learning_rate is None:
+            raise fail("learning_rate", None, f"is required by optax.{self.optimizer}")
+        for key in alias_keys:
+            if key != "learning_rate" and getattr(self, key) is not None and key not in ALIAS_KEYS[self.optimizer]:
+                raise fail(key, getattr(self, key), f"is not a keyword of optax.{self.optimizer}")
+        if self.mask is not None:
+            check_tensors("mask", self.mask)
+        if self.optimizer == "sgd" and self.nesterov and not self.momentum:
+            raise fail("nesterov", True, "needs momentum > 0 (optax.sgd silently ignores nesterov without momentum, "
+                       "optax/_src/alias.py:2132)")
+        if self.optimizer != "sgd":
+            _check_adam(self.eps_root, self.nesterov)
+        return self
+
+
+# ---------------------------------------------------------------- describe: reading a chain
+def _factor(t) -> float:
+    if t.transform == "scale":
+        return t.step_size
+    if t.transform == "scale_by_schedule":
+        return t.init_value
+    return -t.learning_rate if t.flip_sign else t.learning_rate
+
+
+def _describe_chain(chain: list, schedule_kind: str) -> tuple[dict, list[DecayRule]]:
+    """(optimizer dict, decay rules) of a chain. Scalings multiply the update by K_i (x eta_t for carriers)."""
+    def bad(i, key, value, expected):
+        return InputError("", f"chain[{i}].{key}" if i is not None else "chain", expected, value)
+
+    cores = [i for i, t in enumerate(chain) if t.transform in ("scale_by_adam", "trace")]
+    scalings = [i for i, t in enumerate(chain) if t.transform in SCALINGS]
+    carriers = [i for i in scalings if chain[i].transform in CARRIERS]
+    if len(cores) > 1:
+        raise bad(cores[1], "transform", chain[cores[1]].transform, "must not follow another optimizer core "
+                  "(one scale_by_adam or trace per chain)")
+    if len(carriers) > 1:
+        raise bad(carriers[1], "transform", chain[carriers[1]].transform, "would apply the run's schedule a second "
+                  "time (eta_t^2 is outside the neutral model); use scale(step_size=...) for constants")
+    if schedule_kind != "constant" and not carriers:
+        raise bad(None, "", "[...]", "must carry the run's schedule in a scale_by_learning_rate or scale_by_schedule "
+                  "transform (otherwise the schedule would be silently ignored)")
+    K = float(np.prod([_factor(chain[i]) for i in scalings])) if scalings else 1.0
+    if not K < 0:
+        raise bad(None, "", "[...]", f"must scale the update by a negative total (learning rate); its scalings "
+                  f"multiply to {K}, which {'ascends' if K > 0 else 'freezes'} the loss")
+    core = chain[cores[0]] if cores else None
+    c = cores[0] if cores else (scalings[0] if scalings else len(chain))
+    if core is not None and core.transform == "scale_by_adam" and scalings and scalings[0] < c:
+        raise bad(scalings[0], "transform", chain[scalings[0]].transform, "must come after scale_by_adam (a scale "
+                  "before Adam's normalisation is not a learning rate)")
+    velocity = core is not None and core.transform == "trace" and (carriers[0] < c if carriers else scalings[0] < c
+                                                                    if scalings else False)
+    rules = []
+    for i, t in enumerate(chain):
+        if t.transform != "add_decayed_weights" or t.weight_decay == 0.0:   # a constant 0 is skipped (_adding.py:68)
+            continue
+        params = list(t.mask) if t.mask else list(TENSORS)
+        if i < c:
+            if any(s < i for s in scalings):
+                raise bad(i, "transform", t.transform, "must come before every scaling transform when it precedes "
+                          "the optimizer core (a pre-scaled decay term is outside the neutral model)")
+            if t.weight_decay < 0:
+                raise bad(i, "weight_decay", t.weight_decay, "must be >= 0 before the optimizer core (a negative L2 "
+                          "term makes the weights grow)")
+            rules.append(DecayRule(norm="l2", coupling="gradient", coefficient=t.weight_decay, params=params))
+            continue
+        after = [s for s in scalings if s > i]
+        k_after = float(np.prod([_factor(chain[s]) for s in after])) if after else 1.0
+        a = any(chain[s].transform in CARRIERS for s in after)
+        if k_after == K and a == bool(carriers):        # every scaling follows: w <- w - lr_t*lambda*w
+            scale, coef = "lr", t.weight_decay
+        else:                                           # step += lambda * k_after * (eta_t if a) * w
+            scale, coef = ("schedule" if a else "none"), -t.weight_decay * k_after
+        if coef < 0:
+            raise bad(i, "weight_decay", t.weight_decay, f"adds {-coef:g}*{'eta_t*' if a else ''}w to the step: the "
+                      f"weights grow (downstream scalings multiply it by {k_after:g}; flip its sign to decay)")
+        rules.append(DecayRule(norm="l2", coupling="decoupled", coefficient=coef, scale=scale, params=params))
+    lr = -K
+    if core is not None and core.transform == "scale_by_adam":
+        opt = {"name": "adam", "lr": lr, "betas": [core.b1, core.b2], "eps": core.eps}
+    elif core is not None and core.decay > 0:
+        opt = {"name": "sgd", "lr": lr, "momentum": core.decay, "nesterov": core.nesterov,
+               "momentum_form": "velocity" if velocity else "buffer"}
+    else:   # trace(decay=0) adds nothing, nesterov included: plain SGD
+        opt = {"name": "sgd", "lr": lr, "momentum_form": "velocity" if velocity else "buffer"}
+    return opt, rules
+
+
+class OptaxBackend(Backend):
+    name = "optax"
+    modules = ("jax", "optax")
+    install_hint = "pip install 'wdparity[jax]'"
+    Config = OptaxRun
+
+    def describe(self, config: OptaxRun, task: Task) -> Semantics:
+        if config.chain is not None:
+            opt, rules = _describe_chain(list(config.chain), task.schedule.kind)
+        elif config.optimizer == "sgd":
+            opt, rules = {"name": "sgd", "lr": config.learning_rate, "momentum": config.momentum or 0.0,
+                          "nesterov": bool(config.nesterov)}, []
+        else:
+            opt = {"name": "adam", "lr": config.learning_rate, "eps": 1e-8 if config.eps is None else config.eps,
+                   "betas": [0.9 if config.b1 is None else config.b1, 0.999 if config.b2 is None else config.b2]}
+            wd = 1e-4 if config.weight_decay is None else config.weight_decay   # optax default (alias.py:605)
+            rules = [DecayRule(coupling="decoupled", coefficient=wd, scale="lr", params=list(config.mask or TENSORS))
+                     ] if config.optimizer == "adamw" and wd else []
+        if config.penalty:
+            rules += config.penalty.rules(l1_at_zero=JAX_L1_AT_ZERO)
+        optimizer = (SgdSpec if opt["name"] == "sgd" else AdamSpec)(**opt)
+        return Semantics(optimizer=optimizer, decay=rules, loss=task.loss, schedule=task.schedule)
+
+    def realize(self, semantics: Semantics, task: Task) -> dict:
+        opt, rules = semantics.optimizer, list(semantics.decay)
+        if opt.name == "sgd" and opt.dampening:
+            raise Inexpressible(f"optax.trace has no dampening (optax/transforms/_accumulation.py:68: trace = g + "
+                                f"decay*trace); nearest: trace(decay={opt.momentum}) with dampening 0, whose buffer "
+                                f"grows {1 / (1 - opt.dampening):.3g}x larger")
+        if opt.name == "adam" and opt.eps_placement != "corrected":
+            raise Inexpressible("optax.scale_by_adam adds eps to sqrt(v_hat) (optax/_src/transform.py:300); nearest: "
+                                "eps_placement = \"corrected\", whose effective epsilon is larger by 1/sqrt(1-b2^t)")
+        l1 = [r for r in rules if r.norm == "l1"]
+        for r in l1:
+            if r.coupling != "gradient":
+                raise Inexpressible("optax has no decoupled L1 transform; nearest: an L1 penalty (gradient coupling)")
+            if r.effective_l1_at_zero != JAX_L1_AT_ZERO:
+                raise Inexpressible(f"an L1 penalty through jax.grad takes d|w|/dw = {JAX_L1_AT_ZERO} at w = 0 "
+                                    f"(jax/_src/lax/lax.py:4715), not {r.effective_l1_at_zero}; nearest: l1_at_zero = "
+                                    f"{JAX_L1_AT_ZERO}, which differs wherever a weight is exactly 0")
+        if len(l1) > 1:
+            raise Inexpressible("one `penalty` holds one L1 term; nearest: a single L1 rule")
+        penalty = {"penalty": {"l1": l1[0].coefficient, "params": list(l1[0].params)}} if l1 else {}
+        coupled = [r for r in rules if r.norm == "l2" and r.coupling == "gradient"]
+        dec = {s: [r for r in rules if r.norm == "l2" and r.coupling == "decoupled" and r.effective_scale == s]
+               for s in ("lr", "schedule", "none")}
+        velocity = opt.name == "sgd" and opt.momentum_form == "velocity"
+        if velocity and (dec["lr"] or dec["schedule"]):
+            raise Inexpressible("optax applies the schedule once: with it before trace (velocity form), a decoupled "
+                                "decay after trace cannot be scaled by it; nearest: momentum_form = \"buffer\"")
+        if opt.name == "sgd" and not velocity and not rules:
+            return {"optimizer": "sgd", "learning_rate": opt.lr, **({"momentum": opt.momentum} if opt.momentum else {}),
+                    **({"nesterov": True} if opt.nesterov else {})}
+        adam = {"b1": opt.betas[0], "b2": opt.betas[1], "eps": opt.eps} if opt.name == "adam" else {}
+        if adam and not coupled and not dec["schedule"] and not dec["none"] and len(dec["lr"]) <= 1:
+            run = {"optimizer": "adamw" if dec["lr"] else "adam", "learning_rate": opt.lr, **adam}
+            if dec["lr"]:
+                run["weight_decay"] = dec["lr"][0].coefficient
+                run.update({"mask": list(dec["lr"][0].params)} if len(dec["lr"][0].params) < len(TENSORS) else {})
+            return {**run, **penalty}
+        if opt.name == "sgd" and not velocity and not coupled and not any(dec.values()):
+            return {**self.realize(semantics.model_copy(update={"decay": []}), task), **penalty}
+
+        def adw(coef, r):
+            mask = {"mask": list(r.params)} if len(r.params) < len(TENSORS) else {}
+            return {"transform": "add_decayed_weights", "weight_decay": coef, **mask}
+
+        chain = [adw(r.coefficient, r) for r in coupled]
+        if opt.name == "adam":
+            core = [{"transform": "scale_by_adam", **adam}]
+        elif opt.momentum or dec["lr"] or dec["schedule"] or dec["none"] or velocity:   # trace(0) marks the core
+            core = [{"transform": "trace", "decay": opt.momentum, **({"nesterov": True} if opt.nesterov else {})}]
+        else:
+            core = []
+        lr = {"transform": "scale_by_learning_rate", "learning_rate": opt.lr}
+        if velocity:
+            chain += [lr] + core
+        elif dec["schedule"]:
+            chain += core + [adw(r.coefficient, r) for r in dec["lr"]] + [{"transform": "scale", "step_size": opt.lr}]
+            chain += [adw(r.coefficient, r) for r in dec["schedule"]]
+            chain += [{"transform": "scale_by_learning_rate", "learning_rate": 1.0}]
+        else:
+            chain += core + [adw(r.coefficient, r) for r in dec["lr"]] + [lr]
+        chain += [adw(-r.coefficient, r) for r in dec["none"]]
+        return {"chain": chain, **penalty}
+
+    # ---------------------------------------------------------------- inside the worker
+    def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import jax
+        jax.config.update("jax_enable_x64", True)   # before any array exists; float32 runs stay float32
+        import jax.numpy as jnp
+        import optax
+
+        task, run, dtype = job["task"], OptaxRun.model_validate(job["run"]), np.dtype(job["dtype"])
+        sched = task.get("schedule") or {"kind": "constant"}
+
+        def schedule(init_value: float):
+            """The run's schedule as an optax schedule object starting at init_value (None: constant)."""
+            if sched["kind"] == "step":   # decay_rate as a typed scalar: a Python float makes it float32 (finding)
+                return optax.exponential_decay(init_value=init_value, transition_steps=int(sched["every"]),
+                                               decay_rate=jnp.asarray(sched["factor"], dtype), staircase=True)
+            if sched["kind"] == "cosine":
+                return optax.cosine_decay_schedule(init_value=init_value, decay_steps=int(sched["total"]),
+                                                   alpha=float(sched.get("floor", 0.0)))
+            return None
+
+        def mask(names):
+            return None if names is None else {k: k in names for k in TENSORS}
+
+        build = {  # one optax constructor per transform name, keywords as in optax
+            "add_decayed_weights": lambda t: optax.add_decayed_weights(weight_decay=t.weight_decay, mask=mask(t.mask)),
+            "scale_by_adam": lambda t: optax.scale_by_adam(b1=t.b1, b2=t.b2, eps=t.eps, eps_root=t.eps_root,
+                                                           nesterov=t.nesterov),
+            "trace": lambda t: optax.trace(decay=t.decay, nesterov=t.nesterov),
+            "scale_by_learning_rate": lambda t: optax.scale_by_learning_rate(
+                schedule(t.learning_rate) or t.learning_rate, flip_sign=t.flip_sign),
+            "scale": lambda t: optax.scale(t.step_size),
+            "scale_by_schedule": lambda t: optax.scale_by_schedule(
+                schedule(t.init_value) or optax.constant_schedule(t.init_value)),
+        }
+
+        if run.chain is not None:
+            tx = optax.chain(*[build[t.transform](t) for t in run.chain])
+        else:
+            lr = schedule(run.learning_rate) or run.learning_rate
+            given = {k: getattr(run, k) for k in ALIAS_KEYS[run.optimizer] if getattr(run, k) is not None}
+            if "mask" in given:
+                given["mask"] = mask(given["mask"])
+            tx = getattr(optax, run.optimizer)(learning_rate=lr, **given)
+
+        factor, pen = loss_factor(task["loss"]), run.penalty
+
+        def loss_fn(params, X, y):
+            r = X @ params["weight"] + params["bias"] - y
+            loss = jnp.mean(r ** 2) * (factor / 2)       # half_mse: mean(r^2)/2; mse: mean(r^2)
+            if pen is not None:
+                for k in pen.params:
+                    loss = loss + pen.l2 * jnp.sum(params[k] ** 2) + pen.l1 * jnp.sum(jnp.abs(params[k]))
+            return loss
+
+        @jax.jit   # traced once per batch shape (the last batch of an epoch may be short)
+        def step(params, opt_state, X, y):
+            grads = jax.grad(loss_fn)(params, X, y)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
+        X, y = jnp.asarray(data["X_train"], dtype), jnp.asarray(data["y_train"], dtype)
+        params = {"weight": jnp.asarray(data["w0"], dtype), "bias": jnp.asarray(data["b0"], dtype)}
+        opt_state = tx.init(params)
+        rows = batches(data["order"], int(task["batch_size"]))
+        W = np.empty((len(rows) + 1, params["weight"].size), dtype=dtype)
+        B = np.empty(len(rows) + 1, dtype=dtype)
+        W[0], B[0] = np.asarray(params["weight"]), np.asarray(params["bias"])
+        for t, idx in enumerate(rows):
+            params, opt_state = step(params, opt_state, X[idx], y[idx])
+            W[t + 1], B[t + 1] = np.asarray(params["weight"]), np.asarray(params["bias"])
+        return {"weight": W, "bias": B}
+
+    def battery_extras(self) -> dict[str, tuple[dict, dict]]:
+        return battery_extras()
+
+
+def battery_extras() -> dict[str, tuple[dict, dict]]:
+    """Native knobs realize() never emits: orders, masks, penalties, alias defaults, scale conventions."""
+    step = {"schedule": {"kind": "step", "every": 4, "factor": 0.5}}
+    cos = {"schedule": {"kind": "cosine", "total": 10, "floor": 0.1}}
+    T = lambda name, **kw: {"transform": name, **kw}                                             # noqa: E731
+    adw = lambda wd, *mask: T("add_decayed_weights", weight_decay=wd, **({"mask": list(mask)} if mask else {}))  # noqa
+    lr = lambda v, **kw: T("scale_by_learning_rate", learning_rate=v, **kw)                      # noqa: E731
+    adam, mse, zeros, bias0 = T("scale_by_adam"), {"loss": "mse"}, {"init": "zeros"}, {"init": "normal_all"}
+    sgd, adm = {"optimizer": "sgd", "learning_rate": 0.05}, {"optimizer": "adam", "learning_rate": 0.01}
+    return {
+        "chain-l2-before-adam": ({}, {"chain": [adw(0.3), adam, lr(0.01)]}),
+        "chain-decay-after-adam": (step, {"chain": [adam, adw(0.4), lr(0.01)]}),
+        "chain-decay-after-lr": (cos, {"chain": [adam, lr(0.01), adw(-0.004)]}),
+        "chain-both-sides": (mse, {"chain": [adw(0.2, "weight"), adam, adw(0.3), lr(0.01)]}),
+        "chain-mask-trace": (bias0, {"chain": [adw(0.3, "weight"), T("trace", decay=0.9), lr(0.03)]}),
+        "chain-bias-only-nesterov": ({**step, **bias0}, {"chain": [T("trace", decay=0.9, nesterov=True),
+                                                                   adw(0.2, "bias"), lr(0.03)]}),
+        "chain-velocity": (step, {"chain": [adw(0.1), lr(0.03), T("trace", decay=0.9), adw(-0.002)]}),
+        "chain-paper-adamw": ({**cos, **mse}, {"chain": [T("scale_by_adam", b1=0.8, b2=0.99, eps=1e-3),
+                                                         T("scale", step_size=0.01), adw(0.5),
+                                                         T("scale_by_schedule", init_value=-1.0)]}),
+        "chain-flip-sign": ({}, {"chain": [adam, lr(0.01, flip_sign=False), adw(0.004), T("scale", step_size=-1.0)]}),
+        "chain-no-core": (mse, {"chain": [adw(0.1), lr(0.05), adw(-0.003, "weight")]}),
+        "sgd": ({**cos, **mse}, sgd),
+        "sgd-momentum0": ({}, {**sgd, "momentum": 0.0}),
+        "sgd-nesterov": (step, {**sgd, "learning_rate": 0.03, "momentum": 0.9, "nesterov": True}),
+        "adam-defaults": (cos, adm),
+        "adam-eps": (mse, {**adm, "b1": 0.8, "b2": 0.99, "eps": 1e-3}),
+        "adamw-default-wd": ({}, {**adm, "optimizer": "adamw"}),
+        "adamw-mask": ({**step, **bias0}, {**adm, "optimizer": "adamw", "weight_decay": 0.4, "mask": ["weight"]}),
+        "penalty-l2": (mse, {**sgd, "momentum": 0.9, "penalty": {"l2": 0.15, "params": ["weight", "bias"]}}),
+        "penalty-l1-zeros": (zeros, {**sgd, "penalty": {"l1": 0.05}}),
+        "penalty-l1-bias-adam": (cos, {**adm, "penalty": {"l1": 0.02, "params": ["bias"]}}),
+        "penalty-l1-l2-adamw": ({**zeros, **mse}, {**adm, "optimizer": "adamw", "weight_decay": 0.1,
+                                                   "penalty": {"l1": 0.01, "l2": 0.05}}),
+        "penalty-chain-velocity": ({**zeros, **cos}, {"chain": [lr(0.03), T("trace", decay=0.8)],
+                                                      "penalty": {"l1": 0.03, "l2": 0.1, "params": list(TENSORS)}}),
+    }
+
+
+backend = OptaxBackend()
