@@ -1,0 +1,333 @@
+"""The `mxnet` backend: MXNet 1.9.1 Gluon (`gluon.Trainer` with "sgd", "nag" or "adam"), in its own venv.
+
+Why it exists: d2l's weight-decay chapter (seed 002) was written in MXNet Gluon, where weight decay
+is the optimizer's `wd` times each Parameter's `wd_mult`, and the loss gradient is the *sum* over the
+batch rescaled by `trainer.step(batch_size)`. MXNet 1.9.1 (last release, project retired) needs
+NumPy < 1.24, so its worker runs under a separate venv (`wdparity setup mxnet`, see mxnet_setup.py);
+this module is imported both there (NumPy 1.23) and in the core (NumPy 2): module-level imports are
+numpy, pydantic and the wdparity core only; mxnet is imported inside train().
+
+Every semantic statement below cites MXNet 1.9.1: python/mxnet/... is the installed package
+(site-packages/mxnet/...), src/operator/optimizer_op-inl.h is the C++ source at the release tag
+https://github.com/apache/mxnet/blob/1.9.1/src/operator/optimizer_op-inl.h .
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import numpy as np
+from pydantic import model_validator
+
+from wdparity.backend import Backend, Inexpressible
+from wdparity.errors import InputError
+from wdparity.spec import (AdamSpec, DecayRule, NonNeg, Penalty, Positive, Semantics, SgdSpec, Strict, Task, Unit,
+                           check_tensors, fail)
+
+from .mxnet_setup import default_venv, venv_python
+
+# Defaults of the installed release: Optimizer.__init__ (optimizer.py:103-110: learning_rate None and no
+# scheduler -> 0.01), Adam.__init__ (optimizer.py:1594: learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8).
+DEFAULT_LR = {"sgd": 0.01, "nag": 0.01, "adam": 0.001}
+# abs backward is unary_bwd<mshadow_op::sign> (src/operator/tensor/elemwise_unary_op_basic.cc:723), sign(0) = 0;
+# measured by the battery's l1 cases at init = "zeros" (sign(0) = 1 would move them by 0.67 relative).
+L1_AT_ZERO = 0.0
+OWN = {"sgd": ("momentum", "lazy_update"), "nag": ("momentum",), "adam": ("beta1", "beta2", "epsilon", "lazy_update")}
+
+
+class MxnetRun(Strict):
+    """A Gluon Trainer's optimizer and its optimizer_params, keyword names as in MXNet 1.9.1."""
+
+    optimizer: Literal["sgd", "nag", "adam"]
+    learning_rate: Optional[Positive] = None
+    momentum: Optional[Unit] = None
+    wd: Optional[NonNeg] = None
+    beta1: Optional[Unit] = None
+    beta2: Optional[Unit] = None
+    epsilon: Optional[Positive] = None
+    rescale_grad: Optional[Positive] = None
+    lazy_update: Optional[bool] = None
+    clip_gradient: Optional[float] = None
+    wd_mult: Optional[dict[str, NonNeg]] = None
+    penalty: Optional[Penalty] = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        for key in sorted({k for keys in OWN.values() for k in keys} - set(OWN[self.optimizer])):
+            if getattr(self, key) is not None:
+                raise fail(key, getattr(self, key), f"is not a keyword of MXNet's \"{self.optimizer}\" optimizer")
+        if self.clip_gradient is not None:
+            raise fail("clip_gradient", self.clip_gradient,
+                       "is not modelled: gradient clipping has no neutral semantics (remove the key)")
+        if self.wd_mult is not None:
+            check_tensors("wd_mult", list(self.wd_mult))
+        return self
+
+
+class MxnetBackend(Backend):
+    name = "mxnet"
+    modules = ("mxnet",)
+    install_hint = "run `wdparity setup mxnet` to create its venv"
+    Config = MxnetRun
+    hyper_dtype = "float32"
+
+    def default_python(self) -> Optional[str]:
+        exe = venv_python(default_venv())
+        return str(exe) if exe.exists() else None
+
+    def describe(self, config: MxnetRun, task: Task) -> Semantics:
+        """What a Gluon Trainer with these optimizer_params does (MXNet 1.9.1).
+
+        Gradient: Trainer.step(batch_size) sets rescale_grad = _scale / batch_size (gluon/trainer.py:338)
+        where _scale is the user's rescale_grad (trainer.py:105); the per-sample loss summed by backward()
+        times 1/batch_size is the mean-loss gradient, times the user's rescale_grad r.
+        SGD (multi_sgd_update / sgd_mom_update, optimizer_op-inl.h:225-257 and :600-617):
+            mom = momentum*mom - lr*wd*w - lr*r*g;  w += mom
+        i.e. wd is added to the gradient inside the velocity ("velocity" momentum form, coupled decay);
+        with r: lr' = lr*r, coefficient wd/r (exact). NAG (nag_mom_update, optimizer_op-inl.h:1061-1083):
+            w += momentum*(momentum*mom - lr*g') - lr*g',  mom = momentum*mom - lr*g',  g' = r*g + wd*w
+        = velocity-form Nesterov (its docstring, optimizer.py:1437-1438, states the buffer form; the two
+        differ only when lr changes). Adam (optimizer.py:1609-1628, AdamUpdateKernel optimizer_op-inl.h:1292):
+            g' = r*g + wd*w; m, v from g'; w -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v)+eps)
+        i.e. coupled decay, eps added before bias correction ("uncorrected"); with r: eps/r, wd/r (exact,
+        Adam is scale-invariant but for eps). The docstring (optimizer.py:1560, 1574) writes the correction
+        as sqrt(1-beta1**t)/(1-beta2**t): the code has sqrt(1-b2^t)/(1-b1^t).
+        Per tensor wd = wd * Parameter.wd_mult (Optimizer._get_wds, optimizer.py:470-492; Gluon passes
+        param_dict, so the Module API's "zero wd unless the name ends in _weight/_gamma" rule,
+        optimizer.py:388-391, does not apply: Gluon decays biases unless wd_mult = 0).
+        Schedules: num_update = t+1 at step t (Optimizer._update_count, optimizer.py:411-425, runs before
+        _get_lrs). FactorScheduler decays when num_update > count + step (lr_scheduler.py:119) ->
+        factor**(t // step), the neutral step schedule (its docstring's floor(num_update/step) is one step
+        early). CosineScheduler evaluates cos(pi*num_update/max_update) (lr_scheduler.py:278-280) -> it is one
+        step ahead of the neutral cosine (lr_0 < lr); train() feeds it num_update - 1.
+        Not expressible (reported findings, proven in tests/test_mxnet_backend.py by a kernel replay):
+        - precision: every hyperparameter reaches the kernel as a C `float` (SGDParam/MultiSGDParam/
+          AdamParam, optimizer_op-inl.h:56-130, 566-572, 1251-1259), scalar fields parsed from str() by
+          dmlc::stof (mxnet/include/dmlc/strtonum.h:99-250, not always correctly rounded), so float64
+          runs use float32 lr_t, wd, momentum, betas, eps, rescale_grad: 5e-9..1e-7 relative from the
+          float64 reference for SGD, ~7e-6 for Adam (float32(0.999) makes 1 - beta2 1.3e-5 relative too small).
+        - nag with momentum > 0 and wd > 0: nag_mom_update runs in place (out=weight, optimizer.py:1488)
+          and its kernel (optimizer_op-inl.h:1076-1080) writes the new weight before the momentum reads
+          wd*weight, so the momentum decays the *updated* weight (5e-3 relative on the battery task).
+        """
+        opt = config.optimizer
+        r = config.rescale_grad if config.rescale_grad is not None else 1.0
+        lr = config.learning_rate if config.learning_rate is not None else DEFAULT_LR[opt]
+        if task.schedule.kind == "step" and task.schedule.factor > 1:
+            raise InputError("", "schedule.factor", "must be <= 1 for MXNet's FactorScheduler "
+                             "(lr_scheduler.py:107 raises ValueError)", task.schedule.factor)
+        if opt in ("sgd", "nag"):
+            momentum = config.momentum or 0.0
+            nesterov = opt == "nag" and momentum > 0
+            form = "velocity" if momentum > 0 else "buffer"   # identical forms without momentum
+            optimizer = SgdSpec(name="sgd", lr=lr * r, momentum=momentum, nesterov=nesterov, momentum_form=form)
+        else:
+            b1 = config.beta1 if config.beta1 is not None else 0.9
+            b2 = config.beta2 if config.beta2 is not None else 0.999
+            eps = config.epsilon if config.epsilon is not None else 1e-8
+            optimizer = AdamSpec(name="adam", lr=lr, betas=[b1, b2], eps=eps / r, eps_placement="uncorrected")
+        wd = config.wd or 0.0
+        mult = {"weight": 1.0, "bias": 1.0, **(config.wd_mult or {})}
+        coef = {k: wd * m / r for k, m in mult.items()}   # SGD and Adam alike: wd/r
+        decay: list[DecayRule] = []
+        if coef["weight"] == coef["bias"]:
+            if coef["weight"] > 0:
+                decay.append(DecayRule(coefficient=coef["weight"], params=["weight", "bias"]))
+        else:
+            decay += [DecayRule(coefficient=coef[k], params=[k]) for k in ("weight", "bias") if coef[k] > 0]
+        if config.penalty is not None:
+            decay += config.penalty.rules(l1_at_zero=L1_AT_ZERO)
+        # every hyperparameter reaches the C++ kernel as a C float, even for float64 weights
+        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule, hyper_dtype="float32")
+
+    def realize(self, semantics: Semantics, task: Task) -> dict:
+        if semantics.hyper_dtype != self.hyper_dtype:
+            raise Inexpressible("MXNet hands every hyperparameter to its kernels as a C float; nearest: the same "
+                                "keys, with lr, wd, momentum, betas and eps rounded to float32 (~1e-8 relative)")
+        opt = semantics.optimizer
+        if isinstance(opt, SgdSpec):
+            if opt.momentum > 0 and opt.momentum_form != "velocity":
+                raise Inexpressible(
+                    "MXNet's SGD/NAG momentum is the velocity form (mom = momentum*mom - lr*g; w += mom); nearest: "
+                    f"optimizer = \"{'nag' if opt.nesterov else 'sgd'}\", momentum = {opt.momentum} "
+                    "(identical while the learning rate is constant, differs when the schedule changes lr)")
+            if opt.dampening:
+                raise Inexpressible(f"MXNet's SGD has no dampening; nearest: momentum = {opt.momentum} without "
+                                    f"dampening (the step grows by 1/(1-{opt.dampening}))")
+            run = {"optimizer": "nag" if opt.nesterov else "sgd", "learning_rate": opt.lr}
+            if opt.momentum > 0:
+                run["momentum"] = opt.momentum
+        else:
+            if opt.eps_placement != "uncorrected":
+                raise Inexpressible(
+                    f"MXNet's Adam adds epsilon before bias correction; nearest: optimizer = \"adam\", epsilon = "
+                    f"{opt.eps} (the step differs while sqrt(1-beta2^t) is far from 1)")
+            run = {"optimizer": "adam", "learning_rate": opt.lr, "beta1": opt.betas[0], "beta2": opt.betas[1],
+                   "epsilon": opt.eps}
+        coef = {"weight": 0.0, "bias": 0.0}
+        l1 = [rule for rule in semantics.decay if rule.norm == "l1"]
+        for rule in semantics.decay:
+            if rule.coupling != "gradient":
+                raise Inexpressible("MXNet 1.9.1 has no decoupled weight decay (no AdamW in mxnet.optimizer); "
+                                    f"nearest: wd = {rule.coefficient} (coupled: added to the gradient)")
+            if rule.norm == "l2":
+                for k in rule.params:
+                    coef[k] += rule.coefficient
+        if len(l1) > 1:
+            raise Inexpressible("one `penalty` table holds one L1 term; nearest: penalty = {l1 = "
+                                f"{l1[0].coefficient}, params = {l1[0].params}}} (the other L1 terms are lost)")
+        if l1 and l1[0].effective_l1_at_zero != L1_AT_ZERO:
+            raise Inexpressible(f"MXNet's abs gradient at 0 is {L1_AT_ZERO}; nearest: penalty = {{l1 = "
+                                f"{l1[0].coefficient}, params = {l1[0].params}}} (differs where a weight is exactly 0)")
+        if coef["weight"] == coef["bias"] and coef["weight"] > 0:
+            run["wd"] = coef["weight"]
+        elif coef["weight"] > 0 or coef["bias"] > 0:
+            top = max(coef.values())
+            mult = {k: c / top for k, c in coef.items()}
+            if any(top * m != coef[k] for k, m in mult.items()):   # keep wd*wd_mult exact
+                top, mult = 1.0, dict(coef)
+            run["wd"] = top
+            run["wd_mult"] = {k: m for k, m in mult.items() if m != 1.0}
+        if l1:
+            run["penalty"] = {"l1": l1[0].coefficient, "params": list(l1[0].params)}
+        return run
+
+    def battery_extras(self) -> dict[str, tuple[dict, dict]]:
+        """Native knobs realize() never emits: wd_mult, nag, penalties (L1 at exactly zero), rescale_grad,
+        MXNet defaults, lazy_update, short last batches (step(len(batch))), both losses, both schedules."""
+        step = {"kind": "step", "every": 4, "factor": 0.5}
+        cosine = {"kind": "cosine", "total": 10, "floor": 0.1}
+        return {
+            "d2l-concise-bias-wd-mult-0": ({}, {"optimizer": "sgd", "learning_rate": 0.05, "wd": 0.3,
+                                                "wd_mult": {"bias": 0.0}}),
+            "d2l-chapter-lambda5": ({"num_inputs": 200, "n_train": 20, "n_test": 20, "batch_size": 1, "epochs": 2},
+                                    {"optimizer": "sgd", "learning_rate": 0.003, "wd": 5.0, "wd_mult": {"bias": 0.0}}),
+            "wd-mult-both-normal-all": ({"init": "normal_all"}, {"optimizer": "sgd", "learning_rate": 0.05, "wd": 0.2,
+                                                                 "wd_mult": {"weight": 1.5, "bias": 0.5}}),
+            "gluon-decays-bias-normal-all": ({"init": "normal_all", "loss": "mse"},
+                                             {"optimizer": "sgd", "learning_rate": 0.03, "wd": 0.4}),
+            "momentum-step": ({"schedule": step}, {"optimizer": "sgd", "learning_rate": 0.03, "momentum": 0.9,
+                                                   "wd": 0.2}),
+            "momentum-cosine-mse": ({"schedule": cosine, "loss": "mse"},
+                                    {"optimizer": "sgd", "learning_rate": 0.02, "momentum": 0.8, "wd": 0.1,
+                                     "wd_mult": {"bias": 0.0}}),
+            "nag-step": ({"schedule": step}, {"optimizer": "nag", "learning_rate": 0.03, "momentum": 0.9, "wd": 0.1}),
+            "nag-cosine-zeros": ({"schedule": cosine, "init": "zeros"},
+                                 {"optimizer": "nag", "learning_rate": 0.03, "momentum": 0.7}),
+            "nag-no-momentum": ({}, {"optimizer": "nag", "learning_rate": 0.05, "wd": 0.1}),
+            "adam-wd": ({}, {"optimizer": "adam", "learning_rate": 0.01, "wd": 0.3}),
+            "adam-wd-mult-cosine": ({"schedule": cosine}, {"optimizer": "adam", "learning_rate": 0.01, "beta1": 0.8,
+                                                           "beta2": 0.99, "epsilon": 1e-3, "wd": 0.2,
+                                                           "wd_mult": {"bias": 0.0}}),
+            "adam-step-mse": ({"schedule": step, "loss": "mse"},
+                              {"optimizer": "adam", "learning_rate": 0.02, "epsilon": 1e-6, "wd": 0.05}),
+            "penalty-l2": ({}, {"optimizer": "sgd", "learning_rate": 0.05, "penalty": {"l2": 0.15}}),
+            "penalty-l1-zeros": ({"init": "zeros"}, {"optimizer": "sgd", "learning_rate": 0.05,
+                                                     "penalty": {"l1": 0.05}}),
+            "adam-penalty-l1-l2-both-zeros": ({"init": "zeros"},
+                                              {"optimizer": "adam", "learning_rate": 0.01,
+                                               "penalty": {"l1": 0.02, "l2": 0.1, "params": ["weight", "bias"]}}),
+            "penalty-plus-wd-momentum-mse": ({"loss": "mse"}, {"optimizer": "sgd", "learning_rate": 0.02,
+                                                               "momentum": 0.9, "wd": 0.1,
+                                                               "penalty": {"l2": 0.05, "params": ["bias"]}}),
+            "rescale-grad-sgd": ({}, {"optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.5, "wd": 0.2,
+                                      "rescale_grad": 0.5}),
+            "rescale-grad-adam": ({}, {"optimizer": "adam", "learning_rate": 0.01, "epsilon": 1e-3, "wd": 0.1,
+                                       "rescale_grad": 4.0, "wd_mult": {"bias": 0.0}}),
+            "short-last-batch-sgd": ({"batch_size": 5}, {"optimizer": "sgd", "learning_rate": 0.04, "momentum": 0.9,
+                                                         "wd": 0.3}),
+            "short-last-batch-adam-mse": ({"batch_size": 3, "loss": "mse"},
+                                          {"optimizer": "adam", "learning_rate": 0.01, "wd": 0.1}),
+            "full-batch": ({"batch_size": 16, "epochs": 6}, {"optimizer": "sgd", "learning_rate": 0.1, "wd": 0.5}),
+            "defaults-sgd": ({}, {"optimizer": "sgd"}),
+            "defaults-adam": ({"schedule": step}, {"optimizer": "adam"}),
+            "lazy-update-off": ({}, {"optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9, "wd": 0.2,
+                                     "lazy_update": False}),
+        }
+
+    def worker_env(self, config: MxnetRun) -> dict[str, str]:
+        # One engine thread and the synchronous engine: deterministic, and no idle pools for tiny models.
+        return {"MXNET_ENGINE_TYPE": "NaiveEngine", "MXNET_CPU_WORKER_NTHREADS": "1"}
+
+    def versions(self) -> dict[str, str]:
+        out = super().versions()
+        out["numpy"] = np.__version__
+        return out
+
+    # ---- inside the worker (the mxnet venv)
+    def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import mxnet as mx
+        from mxnet import autograd, gluon, nd
+
+        from wdparity.data import batches
+
+        task, run, dtype = job["task"], job["run"], job["dtype"]
+        opt = run["optimizer"]
+        d = int(data["w0"].shape[0])
+        net = gluon.nn.Dense(1, in_units=d)
+        net.initialize(ctx=mx.cpu())
+        net.cast(dtype)
+        net.weight.set_data(nd.array(data["w0"].reshape(1, d), dtype=dtype))
+        net.bias.set_data(nd.array(np.asarray(data["b0"]).reshape(1), dtype=dtype))
+        for name, mult in (run.get("wd_mult") or {}).items():
+            net.collect_params(f".*{name}").setattr("wd_mult", mult)
+        net.hybridize()
+
+        lr = run.get("learning_rate")
+        lr = lr if lr is not None else DEFAULT_LR[opt]
+        params = {"learning_rate": lr}
+        for key in ("momentum", "wd", "beta1", "beta2", "epsilon", "rescale_grad", "lazy_update"):
+            if run.get(key) is not None:
+                params[key] = run[key]
+        schedule = task.get("schedule") or {"kind": "constant"}
+        if schedule["kind"] == "step":
+            # stop_factor_lr=0: the default 1e-8 floor would clamp a long decay (lr_scheduler.py:122).
+            params["lr_scheduler"] = mx.lr_scheduler.FactorScheduler(
+                step=int(schedule["every"]), factor=float(schedule["factor"]), stop_factor_lr=0.0, base_lr=lr)
+        elif schedule["kind"] == "cosine":
+            class ZeroBasedCosine(mx.lr_scheduler.CosineScheduler):
+                """MXNet's cosine formula counted from the first update (num_update starts at 1)."""
+
+                def __call__(self, num_update):
+                    return super().__call__(num_update - 1)
+
+            params["lr_scheduler"] = ZeroBasedCosine(
+                max_update=int(schedule["total"]), base_lr=lr, final_lr=float(schedule.get("floor", 0.0)) * lr)
+        trainer = gluon.Trainer(net.collect_params(), opt, params)
+
+        # Gluon's L2Loss is weight/2 * (yhat - y)^2 per sample: "half_mse" weight 1, "mse" weight 2.
+        loss_fn = gluon.loss.L2Loss(weight=1.0 if task["loss"] == "half_mse" else 2.0)
+        penalty = run.get("penalty")
+        X, y = data["X_train"].astype(dtype), data["y_train"].astype(dtype)
+        W, B = [net.weight.data().asnumpy().reshape(d)], [net.bias.data().asnumpy().reshape(())]
+        for rows in batches(data["order"], int(task["batch_size"])):
+            xb, yb = nd.array(X[rows], dtype=dtype), nd.array(y[rows], dtype=dtype)
+            with autograd.record():
+                loss = loss_fn(net(xb), yb)
+                if penalty:
+                    # d2l's from-scratch form: the penalty added to every sample's loss; the batch sum in
+                    # backward and step(batch_size) cancel, leaving its plain gradient.
+                    loss = loss + self._penalty(nd, net, penalty)
+            loss.backward()
+            trainer.step(len(rows))      # the short last batch is rescaled by its own size
+            W.append(net.weight.data().asnumpy().reshape(d))
+            B.append(net.bias.data().asnumpy().reshape(()))
+        return {"weight": np.stack(W), "bias": np.stack(B)}
+
+    @staticmethod
+    def _penalty(nd, net, penalty: dict):
+        total = None
+        for name in penalty.get("params", ["weight"]):
+            w = getattr(net, name).data()
+            term = None
+            if penalty.get("l2"):
+                term = penalty["l2"] * (w ** 2).sum()
+            if penalty.get("l1"):
+                l1 = penalty["l1"] * nd.abs(w).sum()
+                term = l1 if term is None else term + l1
+            if term is not None:
+                total = term if total is None else total + term
+        return total if total is not None else 0.0
+
+
+backend = MxnetBackend()
