@@ -107,3 +107,12 @@ def test_out_that_is_a_file_is_refused(tmp_path):
     target.write_text("keep")
     proc = cli("run", str(case), "--out", str(target))
     assert proc.returncode == 2 and target.read_text() == "keep"
+
+
+def test_html_report_of_an_unstable_case(tmp_path):
+    """Unstable runs have no final numbers and their pairs no tolerance: the page still renders."""
+    out = tmp_path / "out"
+    proc = cli("run", str(ROOT / "comparisons/seed000_instability.toml"), "--out", str(out))
+    assert proc.returncode in (0, 1), proc.stderr
+    html = (out / "report.html").read_text()
+    assert "unstable" in html and "stability bound" in html

@@ -6,7 +6,7 @@ template engine; only the SVG that matplotlib produced is inserted as markup.
 
 from __future__ import annotations
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from markupsafe import Markup
 
 from ..spec import TENSORS
@@ -26,7 +26,7 @@ def mask_coverage(case_json: dict) -> list[dict]:
 
 
 def fmt(x, spec: str = ".3g") -> str:
-    return "—" if x is None else format(x, spec)
+    return "—" if x is None or isinstance(x, Undefined) else format(x, spec)
 
 
 def render(doc: dict, results, plots: bool = True) -> str:
