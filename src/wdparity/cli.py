@@ -15,6 +15,7 @@ from typing import Optional
 from .errors import InputError
 
 DEFAULT_CATALOGUE = "comparisons"
+DEFAULT_SWEEPS = "sweeps"
 DEFAULT_OUT = "wdparity-report"
 
 
@@ -87,7 +88,8 @@ def build_parser() -> Parser:
 def case_files(paths: list[str]) -> list[str]:
     """Expand folders into their *.toml files (sorted); every path must exist."""
     out = []
-    for raw in paths or [DEFAULT_CATALOGUE]:
+    defaults = [DEFAULT_CATALOGUE] + ([DEFAULT_SWEEPS] if Path(DEFAULT_SWEEPS).is_dir() else [])
+    for raw in paths or defaults:
         path = Path(raw)
         if path.is_dir():
             found = sorted(str(p) for p in path.glob("*.toml"))
@@ -119,14 +121,22 @@ def cmd_run(args) -> int:
     from .report.console import progress
     from .report.writer import write_reports
 
+    from .sweep import is_sweep, load_sweep, run_sweep
+
     files = case_files(args.paths)
+    sweeps = [f for f in files if is_sweep(f)]
+    files = [f for f in files if f not in sweeps]
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError("", "--out", "must be a folder (a file of that name exists)", args.out)
+    for path in sweeps:   # validate sweeps before anything runs, like cases
+        load_sweep(path)
+    timeout = _timeout(args.timeout)
     with progress(len(files)) as bar:
-        results = check_cases(files, overrides=_python_overrides(args.python), timeout=_timeout(args.timeout),
+        results = check_cases(files, overrides=_python_overrides(args.python), timeout=timeout,
                               on_loaded=bar.start, on_done=bar.advance)
-    written = write_reports(results, out, plots=not args.no_plots)
+    swept = [run_sweep(path, timeout) for path in sweeps]
+    written = write_reports(results, out, plots=not args.no_plots, sweeps=swept)
     from .report.console import print_summary
 
     print_summary(results, written)

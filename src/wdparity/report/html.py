@@ -29,7 +29,7 @@ def fmt(x, spec: str = ".3g") -> str:
     return "—" if x is None or isinstance(x, Undefined) else format(x, spec)
 
 
-def render(doc: dict, results, plots: bool = True) -> str:
+def render(doc: dict, results, plots: bool = True, sweeps=()) -> str:
     env = Environment(loader=PackageLoader("wdparity.report", "templates"),
                       autoescape=select_autoescape(["html"], default_for_string=True))
     env.filters["fmt"] = fmt
@@ -40,4 +40,9 @@ def render(doc: dict, results, plots: bool = True) -> str:
         for res in results:
             figures[res.case.path] = Markup(case_figure(res))
     cases = [{**c, "figure": figures.get(c["case"]), "coverage": mask_coverage(c)} for c in doc["cases"]]
-    return env.get_template("report.html").render(doc=doc, cases=cases, summary=doc["summary"])
+    sweep_views = []
+    for sw in sweeps:
+        from ..sweep import sweep_figure
+
+        sweep_views.append({**sw.to_json(), "figure": Markup(sweep_figure(sw)) if plots else None})
+    return env.get_template("report.html").render(doc=doc, cases=cases, summary=doc["summary"], sweeps=sweep_views)

@@ -47,18 +47,19 @@ def summary(results) -> dict:
     }
 
 
-def report_json(results) -> dict:
+def report_json(results, sweeps=()) -> dict:
     versions = core_versions()
-    for res in results:
-        versions.update(res.json["versions"])
-    cases = []
-    for res in results:
-        cases.append({**res.json, "claim": res.json["claim"], "sources": res.case.sources})
-    return {"versions": dict(sorted(versions.items())), "cases": cases, "summary": summary(results)}
+    for res in list(results) + list(sweeps):
+        versions.update(res.json["versions"] if hasattr(res, "json") else res.versions)
+    cases = [{**res.json, "sources": res.case.sources} for res in results]
+    doc = {"versions": dict(sorted(versions.items())), "cases": cases, "summary": summary(results)}
+    if sweeps:
+        doc["sweeps"] = [s.to_json() for s in sweeps]
+    return doc
 
 
-def write_reports(results, out: Path, plots: bool = True) -> list[Path]:
-    doc = report_json(results)
+def write_reports(results, out: Path, plots: bool = True, sweeps=()) -> list[Path]:
+    doc = report_json(results, sweeps)
     written = []
     path = out / "report.json"
     atomic_write(path, json.dumps(doc, indent=2))
@@ -71,6 +72,6 @@ def write_reports(results, out: Path, plots: bool = True) -> list[Path]:
     except ImportError:  # the HTML writer is optional until its dependencies are present
         return written
     path = out / "report.html"
-    atomic_write(path, html.render(doc, results, plots=plots))
+    atomic_write(path, html.render(doc, results, plots=plots, sweeps=sweeps))
     written.append(path)
     return written
