@@ -79,6 +79,10 @@ def build_parser() -> Parser:
     translate.add_argument("--run", required=True, help="the run to translate")
     translate.add_argument("--to", required=True, help="the target backend")
 
+    conv = sub.add_parser("conventions", help="regenerate the table of what weight_decay = lambda means, measured")
+    conv.add_argument("--settings", default="docs/conventions.toml", help="the settings (default docs/conventions.toml)")
+    conv.add_argument("--out", default="docs/conventions.md", help="where to write the table (default docs/conventions.md)")
+
     setup = sub.add_parser("setup", help="create the separate environment a backend needs (mxnet)")
     setup.add_argument("target", help="what to set up: mxnet")
     setup.add_argument("--path", help="where to create the venv (default: $WDPARITY_MXNET_VENV or ~/.cache/wdparity/mxnet-venv)")
@@ -172,6 +176,18 @@ def cmd_translate(args) -> int:
     return 0
 
 
+def cmd_conventions(args) -> int:
+    from .conventions import build
+    from .report.writer import atomic_write
+
+    if not Path(args.settings).is_file():
+        raise InputError("", "--settings", "must be an existing settings file", args.settings)
+    text = build(args.settings)
+    atomic_write(Path(args.out), text)
+    print(f"wrote {args.out}")
+    return 1 if "✗" in text or "| error:" in text else 0
+
+
 def cmd_setup(args) -> int:
     if args.target != "mxnet":
         raise InputError("", "setup TARGET", "must be one of ['mxnet']", args.target)
@@ -205,7 +221,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             parser.print_help()
             return 2
         commands = {"check": cmd_check, "run": cmd_run, "explain": cmd_explain, "translate": cmd_translate,
-                    "setup": cmd_setup}
+                    "conventions": cmd_conventions, "setup": cmd_setup}
         return commands[args.command](args)
     except UsageError as exc:
         print(f"wdparity: error: {exc}", file=sys.stderr)
