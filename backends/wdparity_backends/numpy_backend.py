@@ -28,6 +28,7 @@ class NumpyRun(Strict):
     eps_placement: Optional[Literal["corrected", "uncorrected"]] = None
     decay: list[DecayRule] = Field(default_factory=list)
     penalty: Optional[Penalty] = None
+    hyper_dtype: Literal["float64", "float32"] = "float64"
 
     @model_validator(mode="after")
     def _keys_fit_optimizer(self):
@@ -49,16 +50,20 @@ class NumpyBackend(Backend):
 
     def describe(self, config: NumpyRun, task: Task) -> Semantics:
         given = {k: v for k, v in config.model_dump().items()
-                 if v is not None and k not in ("optimizer", "decay", "penalty")}
+                 if v is not None and k not in ("optimizer", "decay", "penalty", "hyper_dtype")}
         optimizer = (SgdSpec if config.optimizer == "sgd" else AdamSpec)(name=config.optimizer, **given)
         decay = list(config.decay) + (config.penalty.rules(l1_at_zero=0.0) if config.penalty else [])
-        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule)
+        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule,
+                         hyper_dtype=config.hyper_dtype)
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
         opt = semantics.optimizer.model_dump()
         run = {"backend": "numpy", "optimizer": opt.pop("name"), **opt}
         if semantics.decay:
-            run["decay"] = [{k: v for k, v in r.neutral().items() if v is not None} for r in semantics.decay]
+            run["decay"] = [{k: v for k, v in r.neutral().items() if v is not None and (k != "via_loss" or
+                             semantics.hyper_dtype != "float64")} for r in semantics.decay]
+        if semantics.hyper_dtype != "float64":
+            run["hyper_dtype"] = semantics.hyper_dtype
         return run
 
     def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

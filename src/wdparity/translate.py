@@ -116,8 +116,8 @@ class Translation:
     notes: list[str] = field(default_factory=list)
 
 
-def _variants(sem: dict) -> list[tuple[list[str], dict, bool]]:
-    """(what changed, semantics, exact?) alternatives to try when the target cannot express `sem`."""
+def _variants(sem: dict) -> list[tuple[list[str], dict]]:
+    """(what changed, semantics) alternatives to try when the target cannot express `sem`."""
     out = []
     opt = sem["optimizer"]
     lr = opt["lr"]
@@ -127,51 +127,53 @@ def _variants(sem: dict) -> list[tuple[list[str], dict, bool]]:
         if r["coupling"] == "decoupled" and (r["scale"] == "schedule" or (r["scale"] == "none" and constant)):
             v = copy.deepcopy(sem)
             v["decay"][i].update(scale="lr", coefficient=r["coefficient"] / lr)
-            out.append(([f"decoupled scale {r['scale']} rewritten as scale lr with lambda/lr"], v, True))
+            out.append(([f"decoupled scale {r['scale']} rewritten as scale lr with lambda/lr"], v))
         if r["coupling"] == "decoupled" and r["scale"] == "lr" and constant:
             v = copy.deepcopy(sem)
             v["decay"][i].update(scale="none", coefficient=r["coefficient"] * lr)
-            out.append(([f"decoupled scale lr rewritten as unscaled lambda*lr"], v, True))
+            out.append(([f"decoupled scale lr rewritten as unscaled lambda*lr"], v))
     # approximations: each changes the math; the residual is measured
     v = copy.deepcopy(sem)
     v["hyper_dtype"] = "float32" if sem.get("hyper_dtype", "float64") == "float64" else "float64"
-    out.append((["hyperparameters in " + v["hyper_dtype"]], v, False))
+    out.append((["hyperparameters in " + v["hyper_dtype"]], v))
     if opt["name"] == "adam":
         v = copy.deepcopy(sem)
         v["optimizer"]["eps_placement"] = "uncorrected" if opt["eps_placement"] == "corrected" else "corrected"
-        out.append((["epsilon placement"], v, False))
+        out.append((["epsilon placement"], v))
     if opt["name"] == "sgd" and opt["momentum"]:
         v = copy.deepcopy(sem)
         v["optimizer"]["momentum_form"] = "velocity" if opt["momentum_form"] == "buffer" else "buffer"
-        out.append((["momentum form (lr inside/outside the momentum)"], v, constant))
+        out.append((["momentum form (lr inside/outside the momentum)"], v))
         if opt["dampening"]:
             v = copy.deepcopy(sem)
             v["optimizer"]["dampening"] = 0.0
-            out.append((["dampening dropped"], v, False))
+            out.append((["dampening dropped"], v))
     for i, r in enumerate(sem["decay"]):
         v = copy.deepcopy(sem)
         if r["coupling"] == "decoupled" and r["scale"] == "lr":
             v["decay"][i].update(coupling="gradient", scale=None)
-            exact = opt["name"] == "sgd" and not opt["momentum"] and r["norm"] == "l2"
-            out.append(([f"decoupled decay as coupled (exact only for plain SGD)"], v, exact))
+            out.append(([f"decoupled decay as coupled (exact only for plain SGD)"], v))
         elif r["coupling"] == "gradient":
             v["decay"][i].update(coupling="decoupled", scale="lr")
-            exact = opt["name"] == "sgd" and not opt["momentum"]
-            out.append(([f"coupled decay as decoupled (exact only for plain SGD)"], v, exact))
+            out.append(([f"coupled decay as decoupled (exact only for plain SGD)"], v))
         if r["norm"] == "l1":
             for at_zero in (0.0, 1.0, -1.0):
                 if at_zero != r["l1_at_zero"]:
                     v = copy.deepcopy(sem)
                     v["decay"][i]["l1_at_zero"] = at_zero
-                    out.append(([f"sign(0) = {at_zero:g} instead of {r['l1_at_zero']:g}"], v, False))
+                    out.append(([f"sign(0) = {at_zero:g} instead of {r['l1_at_zero']:g}"], v))
     return out
 
 
-def _try_realize(target, sem: dict, task: Task) -> Optional[dict]:
+def _try_realize(target, sem: dict, task: Task) -> Optional[tuple[dict, dict]]:
+    """(native table, what that table really means) or None. The meaning is read back with the
+    target's own describe(), so a realize() that silently drops something cannot hide it."""
     try:
-        return target.realize(semantics_from_dict(sem), task)
+        table = target.realize(semantics_from_dict(sem), task)
     except Inexpressible:
         return None
+    actual = target.describe(target.parse({k: v for k, v in table.items() if k != "backend"}), task).neutral()
+    return table, actual
 
 
 def translate(case_path: str, run_name: str, to: str) -> Translation:
@@ -182,32 +184,32 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
     run = case.runs[run_name]
     sem = run.semantics.neutral()
     name = f"{run_name}_as_{to}"
-    exact = _try_realize(target, sem, run.task)
-    if exact is not None:
-        return Translation({"backend": to, **exact}, name, True, 0.0)
     data = make_data(case.task.model_dump())
     batch = run.task.batch_size
     source_traj = reference.run(sem, data, batch, "float64")
     tol = compare.calibrate(compare.noise_floor([sem], data, batch))
-    candidates = _variants(sem)
-    candidates += [(a[0] + b[0], _compose(sem, a[1], b[1]), a[2] and b[2])
-                   for a, b in itertools.combinations(_variants(sem), 2)]
+    candidates = [([], sem)] + _variants(sem)
+    candidates += [(a[0] + b[0], _compose(sem, a[1], b[1])) for a, b in itertools.combinations(_variants(sem), 2)]
     best = None
-    for changed, variant, is_exact in candidates:
-        table = _try_realize(target, variant, run.task)
-        if table is None:
+    for changed, variant in candidates:
+        found = _try_realize(target, variant, run.task)
+        if found is None:
             continue
-        traj = reference.run(variant, data, batch, "float64")
+        table, actual = found
+        if actual == sem:
+            return Translation({"backend": to, **table}, name, True, 0.0, tol, [], changed)
+        traj = reference.run(actual, data, batch, "float64")
         n = min(compare.stable_length(traj), compare.stable_length(source_traj))
         err = compare.max_rel(traj, source_traj, n)
         if best is None or err < best[0]:
-            best = (err, changed, variant, table, is_exact)
+            best = (err, changed, actual, table)
     if best is None:
         raise Inexpressible(f"{to} cannot express run {run_name!r} of {case_path}, nor any nearby setting "
                             f"(tried {len(candidates)} variants)")
-    err, changed, variant, table, is_exact = best
-    labels = sorted({label for label, _ in semantic_edits(sem, variant)})
-    return Translation({"backend": to, **table}, name, bool(is_exact or err <= compare.TOL64), err, tol, labels, changed)
+    err, changed, actual, table = best
+    labels = sorted({label for label, _ in semantic_edits(sem, actual)})
+    exact = not labels or err <= compare.TOL64
+    return Translation({"backend": to, **table}, name, exact, err, tol, [] if exact else labels, changed)
 
 
 def _compose(base: dict, a: dict, b: dict) -> dict:
