@@ -116,52 +116,53 @@ class Translation:
     notes: list[str] = field(default_factory=list)
 
 
-def _variants(sem: dict) -> list[tuple[list[str], dict]]:
-    """(what changed, semantics) alternatives to try when the target cannot express `sem`."""
+def _variants(sem: dict) -> list[tuple[list[str], dict, frozenset]]:
+    """(what changed, semantics, which parts it touched) alternatives to try when the target cannot express `sem`."""
     out = []
     opt = sem["optimizer"]
     lr = opt["lr"]
     constant = sem["schedule"]["kind"] == "constant"
+
+    def variant(note: str, touched, edit) -> None:
+        v = copy.deepcopy(sem)
+        edit(v)
+        out.append(([note], v, frozenset([touched])))
+
     # exact rewrites of decoupled scales: s*lambda with s = eta_t equals lr_t * (lambda/lr), and 1 equals lr_t/lr when constant
     for i, r in enumerate(sem["decay"]):
         if r["coupling"] == "decoupled" and (r["scale"] == "schedule" or (r["scale"] == "none" and constant)):
-            v = copy.deepcopy(sem)
-            v["decay"][i].update(scale="lr", coefficient=r["coefficient"] / lr)
-            out.append(([f"decoupled scale {r['scale']} rewritten as scale lr with lambda/lr"], v))
+            variant(f"decoupled scale {r['scale']} rewritten as scale lr with lambda/lr", i,
+                    lambda v, i=i, r=r: v["decay"][i].update(scale="lr", coefficient=r["coefficient"] / lr))
+        if r["coupling"] == "decoupled" and r["scale"] == "none" and not constant:   # approximate: now follows lr_t
+            variant("unscaled decoupled decay as scale lr with lambda/lr (it now follows the schedule)", i,
+                    lambda v, i=i, r=r: v["decay"][i].update(scale="lr", coefficient=r["coefficient"] / lr))
         if r["coupling"] == "decoupled" and r["scale"] == "lr" and constant:
-            v = copy.deepcopy(sem)
-            v["decay"][i].update(scale="none", coefficient=r["coefficient"] * lr)
-            out.append(([f"decoupled scale lr rewritten as unscaled lambda*lr"], v))
+            variant("decoupled scale lr rewritten as unscaled lambda*lr", i,
+                    lambda v, i=i, r=r: v["decay"][i].update(scale="none", coefficient=r["coefficient"] * lr))
     # approximations: each changes the math; the residual is measured
-    v = copy.deepcopy(sem)
-    v["hyper_dtype"] = "float32" if sem.get("hyper_dtype", "float64") == "float64" else "float64"
-    out.append((["hyperparameters in " + v["hyper_dtype"]], v))
+    other = "float32" if sem.get("hyper_dtype", "float64") == "float64" else "float64"
+    variant(f"hyperparameters in {other}", "hyper", lambda v: v.update(hyper_dtype=other))
     if opt["name"] == "adam":
-        v = copy.deepcopy(sem)
-        v["optimizer"]["eps_placement"] = "uncorrected" if opt["eps_placement"] == "corrected" else "corrected"
-        out.append((["epsilon placement"], v))
+        flipped = "uncorrected" if opt["eps_placement"] == "corrected" else "corrected"
+        variant("epsilon placement", "eps", lambda v: v["optimizer"].update(eps_placement=flipped))
     if opt["name"] == "sgd" and opt["momentum"]:
-        v = copy.deepcopy(sem)
-        v["optimizer"]["momentum_form"] = "velocity" if opt["momentum_form"] == "buffer" else "buffer"
-        out.append((["momentum form (lr inside/outside the momentum)"], v))
+        form = "velocity" if opt["momentum_form"] == "buffer" else "buffer"
+        variant("momentum form (lr inside/outside the momentum)", "form", lambda v: v["optimizer"].update(momentum_form=form))
         if opt["dampening"]:
-            v = copy.deepcopy(sem)
-            v["optimizer"]["dampening"] = 0.0
-            out.append((["dampening dropped"], v))
+            variant("dampening dropped", "damp", lambda v: v["optimizer"].update(dampening=0.0))
     for i, r in enumerate(sem["decay"]):
-        v = copy.deepcopy(sem)
-        if r["coupling"] == "decoupled" and r["scale"] == "lr":
-            v["decay"][i].update(coupling="gradient", scale=None)
-            out.append(([f"decoupled decay as coupled (exact only for plain SGD)"], v))
-        elif r["coupling"] == "gradient":
-            v["decay"][i].update(coupling="decoupled", scale="lr")
-            out.append(([f"coupled decay as decoupled (exact only for plain SGD)"], v))
+        if r["coupling"] == "decoupled":   # the same per-step amplitude at the base lr, moved into the gradient
+            coefficient = r["coefficient"] if r["scale"] == "lr" else r["coefficient"] / lr
+            variant("decoupled decay as coupled L2 (identical only for plain SGD)", i,
+                    lambda v, i=i, c=coefficient: v["decay"][i].update(coupling="gradient", scale=None, coefficient=c))
+        else:
+            variant("coupled decay as decoupled (identical only for plain SGD)", i,
+                    lambda v, i=i: v["decay"][i].update(coupling="decoupled", scale="lr"))
         if r["norm"] == "l1":
             for at_zero in (0.0, 1.0, -1.0):
                 if at_zero != r["l1_at_zero"]:
-                    v = copy.deepcopy(sem)
-                    v["decay"][i]["l1_at_zero"] = at_zero
-                    out.append(([f"sign(0) = {at_zero:g} instead of {r['l1_at_zero']:g}"], v))
+                    variant(f"sign(0) = {at_zero:g} instead of {r['l1_at_zero']:g}", ("l1", i),
+                            lambda v, i=i, z=at_zero: v["decay"][i].update(l1_at_zero=z))
     return out
 
 
@@ -188,8 +189,10 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
     batch = run.task.batch_size
     source_traj = reference.run(sem, data, batch, "float64")
     tol = compare.calibrate(compare.noise_floor([sem], data, batch))
-    candidates = [([], sem)] + _variants(sem)
-    candidates += [(a[0] + b[0], _compose(sem, a[1], b[1])) for a, b in itertools.combinations(_variants(sem), 2)]
+    singles = _variants(sem)
+    candidates = [([], sem)] + [(notes, v) for notes, v, _ in singles]
+    candidates += [(a[0] + b[0], _compose(sem, a[1], b[1])) for a, b in itertools.combinations(singles, 2)
+                   if not a[2] & b[2]]   # two changes to the same part do not compose
     best = None
     for changed, variant in candidates:
         found = _try_realize(target, variant, run.task)
