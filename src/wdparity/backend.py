@@ -57,6 +57,11 @@ class Backend:
     def realize(self, semantics: Semantics, task: Task) -> dict:
         raise Inexpressible(f"{self.name} has no realize()")
 
+    def inherent(self, semantics: Semantics, task: Task) -> Semantics:
+        """The semantics with this framework's inherent precision applied (what it does to any setting:
+        MXNet's float32 hyperparameters, Keras's float32 bias corrections); realize() starts from here."""
+        return semantics.model_copy(update={"hyper_dtype": self.hyper_dtype})
+
     def worker_env(self, config: Strict) -> dict[str, str]:
         """Environment variables the worker needs for this run (runs differing here get separate workers)."""
         return {}

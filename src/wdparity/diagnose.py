@@ -112,10 +112,11 @@ def semantic_edits(a: dict, b: dict) -> list[Edit]:
         edits.append(("optimizer", set_field(("optimizer",), ob)))
     else:
         groups = {"momentum": ("momentum", "dampening", "nesterov", "momentum_form"),
-                  "epsilon": ("eps", "eps_placement"), "optimizer": ("lr", "betas")}
+                  "epsilon": ("eps", "eps_placement"), "optimizer": ("lr", "betas"),
+                  "precision": ("bias_correction_dtype",)}
         for label, fields in groups.items():
             for f in fields:
-                if f in oa and oa.get(f) != ob.get(f):
+                if (f in oa or f in ob) and oa.get(f) != ob.get(f):
                     edits.append((label, set_field(("optimizer", f), ob.get(f))))
     if a.get("loss") != b.get("loss"):
         edits.append(("loss-scale", set_field(("loss",), b.get("loss"))))

@@ -72,9 +72,10 @@ def native_battery(name: str) -> tuple[dict[str, tuple[dict, dict]], dict[str, s
     """(name -> (task, native run table), name -> why a neutral case is not expressible)."""
     backend = registry.get(name)
     cases, inexpressible = {}, {}
-    for case, (task, sem) in neutral_battery(backend.hyper_dtype).items():
+    for case, (task, sem) in neutral_battery().items():
+        t = Task.model_validate(task)
         try:
-            run = backend.realize(sem, Task.model_validate(task))
+            run = backend.realize(backend.inherent(sem, t), t)
         except Inexpressible as exc:
             inexpressible[case] = str(exc)
             continue

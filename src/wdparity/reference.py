@@ -102,11 +102,21 @@ def sgd_velocity(lr: float, momentum: float, nesterov: bool, schedule: dict, dty
     return Transform(lambda params: {k: np.zeros_like(x) for k, x in params.items()}, update)
 
 
-def scale_by_adam(b1: float, b2: float, eps: float, placement: str, dtype, h=float) -> Transform:
+def bias_corrections(b1: float, b2: float, bc_dtype, dtype) -> Callable[[int], tuple[float, float]]:
+    """(1 - b1^t, 1 - b2^t) at step t: exact, or (Keras) from float32 betas in the run's arithmetic."""
+    if bc_dtype == "float32":
+        q = dtype
+        B1, B2 = q(np.float32(b1)), q(np.float32(b2))
+        return lambda t: (float(q(1) - B1 ** q(t + 1)), float(q(1) - B2 ** q(t + 1)))
+    return lambda t: (1.0 - b1 ** (t + 1), 1.0 - b2 ** (t + 1))
+
+
+def scale_by_adam(b1: float, b2: float, eps: float, placement: str, dtype, h=float, bc_dtype=None) -> Transform:
     """Adam's direction. corrected: m_hat/(sqrt(v_hat)+eps); uncorrected: m/(sqrt(v)+eps), its bias
     correction c_t = sqrt(1-b2^t)/(1-b1^t) folded into the step size (see adam_step_factor)."""
     b1_, b2_, eps_ = dtype(h(b1)), dtype(h(b2)), dtype(h(eps))
     c1, c2 = dtype(1.0 - h(b1)), dtype(1.0 - h(b2))
+    corrections = bias_corrections(b1, b2, bc_dtype, dtype)
 
     def init(params):
         return ({k: np.zeros_like(x) for k, x in params.items()}, {k: np.zeros_like(x) for k, x in params.items()})
@@ -116,7 +126,7 @@ def scale_by_adam(b1: float, b2: float, eps: float, placement: str, dtype, h=flo
         mu = {k: b1_ * mu[k] + c1 * u[k] for k in u}
         nu = {k: b2_ * nu[k] + c2 * u[k] * u[k] for k in u}
         if placement == "corrected":
-            bc1, bc2 = 1.0 - b1 ** (t + 1), 1.0 - b2 ** (t + 1)
+            bc1, bc2 = corrections(t)
             out = {k: (mu[k] / dtype(bc1)) / (np.sqrt(nu[k] / dtype(bc2)) + eps_) for k in u}
         else:
             out = {k: mu[k] / (np.sqrt(nu[k]) + eps_) for k in u}
@@ -125,9 +135,12 @@ def scale_by_adam(b1: float, b2: float, eps: float, placement: str, dtype, h=flo
     return Transform(init, update)
 
 
-def adam_step_factor(b1: float, b2: float) -> Callable[[int], float]:
+def adam_step_factor(b1: float, b2: float, bc_dtype=None, dtype=np.float64) -> Callable[[int], float]:
     """c_t = sqrt(1-b2^t)/(1-b1^t): the uncorrected placement's lr_t = lr * c_t (Keras, MXNet, TF)."""
-    return lambda t: float(np.sqrt(1.0 - b2 ** (t + 1)) / (1.0 - b1 ** (t + 1)))
+    corrections = bias_corrections(b1, b2, bc_dtype, dtype)
+    if bc_dtype == "float32":
+        return lambda t: float(np.sqrt(dtype(corrections(t)[1])) / dtype(corrections(t)[0]))
+    return lambda t: float(np.sqrt(corrections(t)[1]) / corrections(t)[0])
 
 
 def scale_by_lr(lr: float, schedule: dict, dtype, h=float, factor: Callable[[int], float] = lambda t: 1.0) -> Transform:
@@ -170,8 +183,9 @@ def build(semantics: dict, dtype=np.float64) -> Transform:
         parts.append(scale_by_lr(opt["lr"], schedule, dtype, h))
     elif opt["name"] == "adam":
         b1, b2 = opt["betas"]
-        parts.append(scale_by_adam(b1, b2, opt["eps"], opt["eps_placement"], dtype, h))
-        factor = adam_step_factor(b1, b2) if opt["eps_placement"] == "uncorrected" else (lambda t: 1.0)
+        bc_dtype = opt.get("bias_correction_dtype")
+        parts.append(scale_by_adam(b1, b2, opt["eps"], opt["eps_placement"], dtype, h, bc_dtype))
+        factor = adam_step_factor(b1, b2, bc_dtype, dtype) if opt["eps_placement"] == "uncorrected" else (lambda t: 1.0)
         parts.append(scale_by_lr(opt["lr"], schedule, dtype, h, factor))
     else:
         raise ValueError(f"`optimizer.name` must be one of ['sgd', 'adam']. Received: name={opt['name']!r}")

@@ -153,6 +153,9 @@ class AdamSpec(Strict):
     betas: list[Unit] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2)
     eps: Positive = 1e-8
     eps_placement: Literal["corrected", "uncorrected"] = "corrected"
+    # Keras computes the bias corrections 1 - beta^t from float32-rounded betas, in the run's arithmetic
+    # (keras/src/optimizers/adam.py): "float32" says so; None is exact float64 corrections.
+    bias_correction_dtype: Optional[Literal["float32"]] = None
 
 
 OptimizerSpec = Annotated[Union[SgdSpec, AdamSpec], Field(discriminator="name")]
@@ -240,8 +243,11 @@ class Semantics(Strict):
         if self.hyper_dtype == "float64":  # where a term comes from makes no difference then
             for rule in rules:
                 rule.pop("via_loss", None)
+        optimizer = self.optimizer.model_dump()
+        if optimizer.get("bias_correction_dtype", "") is None:  # only when it matters
+            del optimizer["bias_correction_dtype"]
         out = {
-            "optimizer": self.optimizer.model_dump(),
+            "optimizer": optimizer,
             "decay": rules,
             "loss": self.loss,
             "schedule": self.schedule.model_dump(),

@@ -196,6 +196,8 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
     best = None
     for changed, variant in candidates:
         found = _try_realize(target, variant, run.task)
+        if found is None:   # what the target does to every setting (its float32 hyperparameters, ...)
+            found = _try_realize(target, target.inherent(semantics_from_dict(variant), run.task).neutral(), run.task)
         if found is None:
             continue
         table, actual = found
