@@ -1,0 +1,392 @@
+"""The `keras` backend: a Keras 3 Dense(1) model trained with compile() + train_on_batch(), on TensorFlow, JAX or torch.
+
+Why it exists: Keras has two unrelated "weight decay" knobs. `kernel_regularizer = L1L2(l2=c)` adds
+c*sum(w^2) to the loss (a coupled L2 with coefficient 2c, not c), while every Keras 3 optimizer,
+SGD included, takes `weight_decay`, which is *decoupled*: w <- w - lr_t*wd*w outside the optimizer's
+moments (torch's SGD weight_decay is coupled). Keras's SGD momentum is the velocity form and its Adam
+adds epsilon before the bias correction. Which backend runs Keras decides sign(0) of the L1 term.
+
+Every statement is checked against the installed keras 3.15.1 (paths under site-packages/keras/src/;
+upstream: https://github.com/keras-team/keras/tree/v3.15.1/keras/src):
+- weight_decay: BaseOptimizer._apply_weight_decay, optimizers/base_optimizer.py:952-959
+  (w <- w - w*wd*lr, lr = self.learning_rate, the schedule's lr_t) runs BEFORE update_step
+  (base_optimizer.py:586-594, the gradient was taken at the old w, so this is decoupled decay with
+  scale "lr"); TF: backend/tensorflow/optimizer.py:89-106 (assign_sub(w*wd*lr)); torch:
+  backend/torch/optimizers/torch_optimizer.py:37-43 (w *= 1 - wd*lr_t); JAX: backend/jax/optimizer.py:78-84.
+  exclude_from_weight_decay(var_names=...) is a regex search on the variable's name
+  (base_optimizer.py:883-950); a Dense layer's variables are named "kernel" and "bias".
+- the learning rate: a LearningRateSchedule is called with `self._iterations` (base_optimizer.py:777-781),
+  which is incremented only after the update (base_optimizer.py:533): lr_t at t = 0, 1, ... as the neutral
+  multiplier. ExponentialDecay(staircase=True) = lr*rate^floor(t/steps) (schedules/learning_rate_schedule.py:162-175);
+  CosineDecay(alpha) = lr*((1-alpha)*(1+cos(pi*min(t,T)/T))/2 + alpha) (learning_rate_schedule.py:695-703, 713-731).
+- SGD (optimizers/sgd.py:95-124; torch: backend/torch/optimizers/torch_sgd.py:8-36): m = momentum*m - lr*g;
+  w += m (nesterov: w += momentum*m - lr*g) -> momentum_form "velocity". `nesterov` without momentum is silently
+  ignored (sgd.py:112 is reached only when m is not None): rejected here. momentum must be a float (sgd.py:74).
+- Adam/AdamW (optimizers/adam.py:102-137, adamw.py:53-95; torch: torch_adam.py:11-60): alpha =
+  lr*sqrt(1-b2^t)/(1-b1^t); w -= alpha*m/(sqrt(v)+epsilon) -> eps_placement "uncorrected"; default epsilon 1e-7
+  (adam.py:48); AdamW is Adam whose weight_decay defaults to 0.004 (adamw.py:56) and must not be None.
+  amsgrad is outside the neutral model: rejected.
+- L1L2(l1, l2) (regularizers/regularizers.py:169-208) returns l1*sum|w| + l2*sum(w^2); the trainer adds each
+  regularization loss, summed, to the compiled loss (trainers/trainer.py:385-402, 425-437; layers/layer.py:1295-1321),
+  not divided by the batch size. Its gradient at w = 0 is the backend's d|w|/dw at 0: measured (tests) 0 on
+  TensorFlow and torch, +1 on JAX (jax.grad(jnp.abs)(0.) = 1).
+- loss "mse" = keras.losses.MeanSquaredError (sum_over_batch_size, losses/loss.py:140-161); "half_mse" is the
+  same loss with compile(loss_weights=0.5) (trainers/compile_utils.py:734-735), an exact factor that leaves the
+  regularization losses unscaled, as in the neutral model.
+Precision (measured, tests/test_keras_backend.py; `precision_findings()` lists what applies to a run):
+- TensorFlow: keras.ops.cast(<Python float>, "float64") is tf.cast, which converts the float to a float32
+  tensor first (backend/tensorflow/core.py:210-218; tensorflow/tensorflow#35938, #64548). So a float64 run
+  uses float32-rounded momentum (sgd.py:104), weight_decay (backend/tensorflow/optimizer.py:97) and L1L2
+  factors (regularizers.py:201,205): describe() states those rounded values (exact). Adam's bias correction
+  uses float32-rounded betas (adam.py:107-112) and a schedule computes lr_t in float32 (convert_to_tensor of a
+  Python float is float32, learning_rate_schedule.py:164-167, 715-718): not expressible (findings).
+- JAX (float64 needs jax_enable_x64, set by train()): exact, except CosineDecay, whose ops.cos returns float32
+  because keras's result_type maps float64 to float32 on every backend but TensorFlow (backend/common/dtypes.py:
+  235-242, 275-277; jax/numpy.py:599-606; keras-team/keras#23223).
+- torch: the same result_type makes ops.matmul(float64, float64) compute and return float32 (torch/numpy.py:100-158)
+  and ops.mean compute in float32 (torch/numpy.py:165-197): a float64 Dense model trains with float32 forward
+  passes (finding; https://github.com/keras-team/keras/issues/23704).
+- float32, every backend: Adam's bias correction 1 - beta^t is computed in float32 from float32 betas (adam.py:
+  106-117); 1 - float32(0.999) = 9.9998713e-4 is 1.3e-5 off 1e-3, so the step is ~6e-6 larger than the exact
+  correction gives, above the float32 noise floor of the reference (finding).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, Optional
+
+import numpy as np
+from pydantic import model_validator
+
+from wdparity.backend import Backend, Inexpressible
+from wdparity.data import batches
+from wdparity.spec import (TENSORS, AdamSpec, DecayRule, NonNeg, Positive, Semantics, SgdSpec, Strict, Task, Unit,
+                           check_tensors, fail)
+
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
+# d|w|/dw at w = 0 through each backend's autodiff (tf.abs and torch.abs backward: sign(0) = 0; JAX: the
+# `select(x >= 0, g, -g)` JVP of abs gives +1). Measured in tests/test_keras_backend.py::test_measured_facts.
+L1_AT_ZERO = {"tensorflow": 0.0, "jax": 1.0, "torch": 0.0}
+DEFAULT_LR = {"SGD": 0.01, "Adam": 0.001, "AdamW": 0.001}          # sgd.py:45, adam.py:45, adamw.py:55
+KERAS_NAME = {"weight": "kernel", "bias": "bias"}
+OWN = {"SGD": ("momentum", "nesterov"), "Adam": ("beta_1", "beta_2", "epsilon", "amsgrad"),
+       "AdamW": ("beta_1", "beta_2", "epsilon", "amsgrad")}
+
+
+class L1L2(Strict):
+    """keras.regularizers.L1L2(l1, l2): adds l1*sum(|w|) + l2*sum(w^2) to the loss."""
+
+    l1: NonNeg = 0.0
+    l2: NonNeg = 0.0
+
+
+class KerasRun(Strict):
+    """keras.optimizers.SGD / Adam / AdamW keywords, the Dense layer's regularizers, the Keras backend."""
+
+    keras_backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
+    optimizer: Literal["SGD", "Adam", "AdamW"]
+    learning_rate: Optional[Positive] = None
+    momentum: Optional[Unit] = None
+    nesterov: Optional[bool] = None
+    beta_1: Optional[Unit] = None
+    beta_2: Optional[Unit] = None
+    epsilon: Optional[Positive] = None
+    amsgrad: Optional[bool] = None
+    weight_decay: Optional[NonNeg] = None
+    exclude_from_weight_decay: Optional[list[str]] = None
+    kernel_regularizer: Optional[L1L2] = None
+    bias_regularizer: Optional[L1L2] = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        for other, keys in OWN.items():
+            for key in keys:
+                if getattr(self, key) is not None and key not in OWN[self.optimizer]:
+                    raise fail(key, getattr(self, key), f"is not a keyword of keras.optimizers.{self.optimizer}")
+        if self.amsgrad:
+            raise fail("amsgrad", True, "must be false: AMSGrad (keras/src/optimizers/adam.py:128-131) is outside "
+                       "the neutral model")
+        if self.nesterov and not self.momentum:
+            raise fail("nesterov", True, "needs momentum > 0 (keras.optimizers.SGD silently ignores nesterov "
+                       "without momentum, keras/src/optimizers/sgd.py:104-124)")
+        if self.exclude_from_weight_decay is not None:
+            check_tensors("exclude_from_weight_decay", self.exclude_from_weight_decay)
+            if len(self.exclude_from_weight_decay) == len(TENSORS):
+                raise fail("exclude_from_weight_decay", self.exclude_from_weight_decay,
+                           "must leave at least one tensor decayed (excluding all makes weight_decay a no-op)")
+            wd = self.weight_decay if self.weight_decay is not None else (0.004 if self.optimizer == "AdamW" else 0.0)
+            if not wd:
+                raise fail("exclude_from_weight_decay", self.exclude_from_weight_decay,
+                           "needs weight_decay > 0 (otherwise it excludes from nothing)")
+        return self
+
+
+def _f32(x: float) -> float:
+    """x as tf.cast(x, float64) leaves it: rounded to float32 (keras/src/backend/tensorflow/core.py:210-218)."""
+    return float(np.float32(x))
+
+
+def _regularizer_rules(kernel: Optional[L1L2], bias: Optional[L1L2], l1_at_zero: float, r=float) -> list[DecayRule]:
+    """Coupled rules of the Dense layer's regularizers, canonical order: l2 (merged when equal), then l1."""
+    regs = {"weight": kernel or L1L2(), "bias": bias or L1L2()}
+    rules = []
+    for norm in ("l2", "l1"):
+        coef = {k: (2.0 * r(g.l2) if norm == "l2" else r(g.l1)) for k, g in regs.items()}   # d/dw l2*w^2 = 2*l2*w
+        extra = {"l1_at_zero": l1_at_zero} if norm == "l1" else {}
+        if coef["weight"] == coef["bias"] and coef["weight"] > 0:
+            rules.append(DecayRule(norm=norm, coefficient=coef["weight"], params=list(TENSORS), **extra))
+        else:
+            rules += [DecayRule(norm=norm, coefficient=coef[k], params=[k], **extra) for k in TENSORS if coef[k] > 0]
+    return rules
+
+
+def precision_findings(config: KerasRun, task: Task) -> list[str]:
+    """How this run departs from its own describe() by more than rounding (measured; the module docstring has
+    the sources). Empty: the run matches its neutral semantics to the fidelity tolerance."""
+    kb, out = config.keras_backend, []
+    adam, kind = config.optimizer != "SGD", task.schedule.kind
+    # (Adam's float32 bias corrections are stated by describe(): AdamSpec.bias_correction_dtype)
+    if task.dtype == "float64" and kb == "tensorflow":
+        if kind != "constant":
+            out.append("schedule-float32: the schedule computes lr_t in float32 (ops.convert_to_tensor of a "
+                       "Python float, keras/src/optimizers/schedules/learning_rate_schedule.py:164-167)")
+    if task.dtype == "float64" and kb == "jax" and kind == "cosine":
+        out.append("cosine-float32: CosineDecay's ops.cos returns float32 (keras/src/backend/common/dtypes.py:235-242, "
+                   "keras/src/backend/jax/numpy.py:599-606)")
+    if task.dtype == "float64" and kb == "torch":
+        out.append("matmul-float32: ops.matmul(float64, float64) computes in float32 on torch (keras/src/backend/"
+                   "common/dtypes.py:235-242, keras/src/backend/torch/numpy.py:100-158)")
+    return out
+
+
+class KerasBackend(Backend):
+    name = "keras"
+    install_hint = "pip install 'wdparity[keras]' (and 'wdparity[jax]' or 'wdparity[torch]' for those Keras backends)"
+    Config = KerasRun
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """keras and the framework of this process's KERAS_BACKEND (set per worker by worker_env)."""
+        return ("keras", os.environ.get("KERAS_BACKEND", "tensorflow"))
+
+    def precision_findings(self, config: KerasRun, task: Task) -> list[str]:
+        """The measured ways this run departs from its own describe() (module-level precision_findings)."""
+        return precision_findings(config, task)
+
+    def inherent(self, semantics: Semantics, task: Task) -> Semantics:
+        """Keras's Adam computes its bias corrections from float32 betas in every float32 run."""
+        if semantics.optimizer.name == "adam" and task.dtype == "float32":
+            opt = semantics.optimizer.model_copy(update={"bias_correction_dtype": "float32"})
+            return semantics.model_copy(update={"optimizer": opt})
+        return semantics
+
+    def worker_env(self, config: KerasRun) -> dict[str, str]:
+        return {"KERAS_BACKEND": config.keras_backend}
+
+    def describe(self, config: KerasRun, task: Task) -> Semantics:
+        """What the run does. On TensorFlow in float64, momentum, weight_decay and the regularizer factors are
+        the float32-rounded values Keras's tf.cast produces (module docstring); everything else as given."""
+        opt = config.optimizer
+        lr = config.learning_rate if config.learning_rate is not None else DEFAULT_LR[opt]
+        r = _f32 if (config.keras_backend == "tensorflow" and task.dtype == "float64") else float
+        if opt == "SGD":
+            momentum = r(config.momentum or 0.0)
+            optimizer = SgdSpec(name="sgd", lr=lr, momentum=momentum, nesterov=bool(config.nesterov),
+                                momentum_form="velocity" if momentum > 0 else "buffer")   # identical without momentum
+        else:
+            # 1 - beta^t from ops.cast(beta, dtype): float32 betas in float32 runs and under tf.cast (TF float64)
+            # (keras/src/optimizers/adam.py:106-117, keras/src/backend/tensorflow/core.py:210-218)
+            f32_bc = task.dtype == "float32" or config.keras_backend == "tensorflow"
+            optimizer = AdamSpec(name="adam", lr=lr, betas=[0.9 if config.beta_1 is None else config.beta_1,
+                                                           0.999 if config.beta_2 is None else config.beta_2],
+                                 eps=1e-7 if config.epsilon is None else config.epsilon, eps_placement="uncorrected",
+                                 bias_correction_dtype="float32" if f32_bc else None)
+        decay = _regularizer_rules(config.kernel_regularizer, config.bias_regularizer, L1_AT_ZERO[config.keras_backend], r)
+        wd = r(config.weight_decay if config.weight_decay is not None else (0.004 if opt == "AdamW" else 0.0))
+        if wd > 0:
+            params = [k for k in TENSORS if k not in (config.exclude_from_weight_decay or [])]
+            decay.append(DecayRule(norm="l2", coupling="decoupled", coefficient=wd, scale="lr", params=params))
+        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule)
+
+    def realize(self, semantics: Semantics, task: Task) -> dict:
+        opt = semantics.optimizer
+        if isinstance(opt, SgdSpec):
+            if opt.dampening:
+                raise Inexpressible(f"keras.optimizers.SGD has no dampening; nearest: momentum = {opt.momentum} "
+                                    f"without dampening (the velocity grows by 1/(1-{opt.dampening}))")
+            if opt.momentum > 0 and opt.momentum_form != "velocity":
+                raise Inexpressible(
+                    "keras.optimizers.SGD momentum is the velocity form (m = momentum*m - lr_t*g; w += m, "
+                    f"keras/src/optimizers/sgd.py:100-124); nearest: momentum = {opt.momentum} (identical while the "
+                    "learning rate is constant, differs when the schedule changes lr_t)")
+            if opt.momentum == 0 and opt.momentum_form != "buffer":
+                raise Inexpressible("without momentum Keras's SGD is described with momentum_form = \"buffer\" (the "
+                                    "two forms are identical); nearest: momentum_form = \"buffer\"")
+            run = {"optimizer": "SGD", "learning_rate": opt.lr}
+            if opt.momentum > 0:
+                run["momentum"] = opt.momentum
+            if opt.nesterov:
+                run["nesterov"] = True
+        else:
+            if opt.eps_placement != "uncorrected":
+                raise Inexpressible(f"Keras's Adam adds epsilon to sqrt(v) before the bias correction (keras/src/"
+                                    f"optimizers/adam.py:117-137); nearest: epsilon = {opt.eps}, eps_placement "
+                                    "\"uncorrected\" (its effective epsilon is smaller by sqrt(1-beta_2^t))")
+            run = {"optimizer": "Adam", "learning_rate": opt.lr, "beta_1": opt.betas[0], "beta_2": opt.betas[1],
+                   "epsilon": opt.eps}
+        regs = {k: {"l1": 0.0, "l2": 0.0} for k in TENSORS}
+        decoupled = [r for r in semantics.decay if r.coupling == "decoupled"]
+        l1 = {r.effective_l1_at_zero for r in semantics.decay if r.norm == "l1"}
+        for rule in semantics.decay:
+            if rule.coupling == "decoupled":
+                continue
+            for k in rule.params:
+                regs[k][rule.norm] += rule.coefficient / 2.0 if rule.norm == "l2" else rule.coefficient
+        for rule in decoupled:
+            if rule.norm != "l2":
+                raise Inexpressible("Keras has no decoupled L1 decay; nearest: an L1 regularizer (coupled: added to "
+                                    f"the loss), kernel_regularizer = {{l1 = {rule.coefficient}}}")
+            if rule.effective_scale != "lr":
+                ratio = rule.coefficient / opt.lr
+                raise Inexpressible(
+                    f"Keras's weight_decay is always scaled by the scheduled learning rate lr_t (keras/src/optimizers/"
+                    f"base_optimizer.py:952-959); nearest: weight_decay = {ratio:g} (= coefficient/lr, identical "
+                    + ("up to rounding)" if rule.effective_scale == "schedule" else "while the schedule is constant)"))
+        if len(decoupled) > 1:
+            raise Inexpressible("a Keras optimizer has one weight_decay; nearest: weight_decay = "
+                                f"{decoupled[0].coefficient} on {decoupled[0].params} (the other decoupled terms are lost)")
+        if len(l1) > 1:
+            raise Inexpressible("one Keras backend has one d|w|/dw at 0; nearest: every L1 term with "
+                                f"l1_at_zero = {min(l1)}")
+        if decoupled:
+            rule = decoupled[0]
+            run["optimizer"] = "AdamW" if run["optimizer"] == "Adam" else run["optimizer"]
+            run["weight_decay"] = rule.coefficient
+            if len(rule.params) < len(TENSORS):
+                run["exclude_from_weight_decay"] = [k for k in TENSORS if k not in rule.params]
+        for k, key in (("weight", "kernel_regularizer"), ("bias", "bias_regularizer")):
+            if regs[k]["l1"] or regs[k]["l2"]:
+                run[key] = {n: v for n, v in regs[k].items() if v}
+        # The Keras backend: one whose d|w|/dw at 0 is the asked one and whose describe() is exactly the asked
+        # semantics (TensorFlow float64 rounds momentum/weight_decay/factors), preferring one without a precision
+        # finding, TensorFlow first.
+        wanted = semantics.neutral()
+        fits = [b for b in KERAS_BACKENDS if not l1 or L1_AT_ZERO[b] in l1]
+        if not fits:
+            raise Inexpressible(f"Keras's L1 gradient at 0 is {L1_AT_ZERO} per backend; nearest: keras_backend = "
+                                f"\"tensorflow\" (l1_at_zero = 0.0, differs where a weight is exactly 0)")
+        candidates = [{"keras_backend": b, **run} for b in fits]
+        exact = [c for c in candidates if self.describe(self.parse(c), task).neutral() == wanted]
+        if not exact:
+            described = self.describe(self.parse(candidates[0]), task).neutral()
+            raise Inexpressible(f"Keras states these semantics differently (regularizers per tensor, one weight_decay"
+                                f"{', float32-rounded factors on TensorFlow in float64' if task.dtype == 'float64' else ''}"
+                                f"); nearest: {candidates[0]}, which means {described}")
+        clean = [c for c in exact if not precision_findings(self.parse(c), task)]
+        return (clean or exact)[0]
+
+    # ---------------------------------------------------------------- inside the worker
+    def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        run, task, dtype = KerasRun.model_validate(job["run"]), job["task"], job["dtype"]
+        active = os.environ.get("KERAS_BACKEND", "tensorflow")
+        if active != run.keras_backend:
+            raise RuntimeError(f"worker runs KERAS_BACKEND={active!r}, the run asks keras_backend={run.keras_backend!r}")
+        if active == "jax":   # what a JAX user does for float64; float32 runs keep JAX's default
+            import jax
+            jax.config.update("jax_enable_x64", dtype == "float64")
+        import keras
+
+        keras.config.set_floatx(dtype)
+        keras.config.set_dtype_policy(dtype)
+        keras.utils.clear_session()
+        d = int(task["num_inputs"])
+
+        def regularizer(r: Optional[L1L2]):
+            return None if r is None else keras.regularizers.L1L2(l1=float(r.l1), l2=float(r.l2))
+
+        dense = keras.layers.Dense(1, kernel_regularizer=regularizer(run.kernel_regularizer),
+                                   bias_regularizer=regularizer(run.bias_regularizer))
+        model = keras.Sequential([keras.Input(shape=(d,), dtype=dtype), dense])
+        dense.set_weights([np.asarray(data["w0"], dtype).reshape(d, 1), np.asarray(data["b0"], dtype).reshape(1)])
+
+        lr0 = float(run.learning_rate if run.learning_rate is not None else DEFAULT_LR[run.optimizer])
+        sched = task.get("schedule") or {"kind": "constant"}
+        schedules = keras.optimizers.schedules
+        if sched["kind"] == "step":
+            lr = schedules.ExponentialDecay(lr0, decay_steps=int(sched["every"]), decay_rate=float(sched["factor"]),
+                                            staircase=True)
+        elif sched["kind"] == "cosine":
+            lr = schedules.CosineDecay(lr0, decay_steps=int(sched["total"]), alpha=float(sched.get("floor", 0.0)))
+        else:
+            lr = lr0
+        given = {k: getattr(run, k) for k in ("weight_decay", *OWN[run.optimizer]) if getattr(run, k) is not None}
+        given = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in given.items()}
+        optimizer = getattr(keras.optimizers, run.optimizer)(learning_rate=lr, **given)
+        if run.exclude_from_weight_decay:
+            optimizer.exclude_from_weight_decay(var_names=[KERAS_NAME[k] for k in run.exclude_from_weight_decay])
+        model.compile(optimizer=optimizer, loss=keras.losses.MeanSquaredError(),
+                      loss_weights=0.5 if task["loss"] == "half_mse" else None)
+
+        X, y = np.asarray(data["X_train"], dtype), np.asarray(data["y_train"], dtype).reshape(-1, 1)
+        rows = batches(data["order"], int(task["batch_size"]))
+        W = np.empty((len(rows) + 1, d), dtype=dtype)
+        B = np.empty(len(rows) + 1, dtype=dtype)
+
+        def record(i):
+            kernel, bias = (keras.ops.convert_to_numpy(v) for v in (dense.kernel, dense.bias))
+            W[i], B[i] = kernel.reshape(-1), bias.reshape(-1)[0]
+
+        record(0)
+        for t, idx in enumerate(rows):
+            model.train_on_batch(X[idx], y[idx])
+            record(t + 1)
+        if W.dtype != np.dtype(dtype) or keras.ops.convert_to_numpy(dense.kernel).dtype != np.dtype(dtype):
+            raise RuntimeError(f"Keras trained in {keras.ops.convert_to_numpy(dense.kernel).dtype}, not {dtype}")
+        return {"weight": W, "bias": B}
+
+    def battery_extras(self) -> dict[str, tuple[dict, dict]]:
+        return {f"{kb}-{name}": (task, {"keras_backend": kb, **run})
+                for kb in KERAS_BACKENDS for name, (task, run) in native_cases().items()}
+
+
+def native_cases() -> dict[str, tuple[dict, dict]]:
+    """Keras knobs realize() never emits (defaults, Adam+weight_decay, SGD weight_decay, both regularizers,
+    exclusions, L1 at weights exactly 0), across losses, schedules and inits; run on every Keras backend."""
+    step = {"kind": "step", "every": 4, "factor": 0.5}
+    cosine = {"kind": "cosine", "total": 10, "floor": 0.1}
+    sgd = {"optimizer": "SGD", "learning_rate": 0.05}
+    mom = {"optimizer": "SGD", "learning_rate": 0.03, "momentum": 0.9}
+    return {
+        "sgd-default-lr": ({"loss": "mse"}, {"optimizer": "SGD"}),
+        "sgd-l2-kernel": ({}, {**sgd, "kernel_regularizer": {"l2": 0.15}}),
+        "sgd-l2-both-step": ({"loss": "mse", "schedule": step, "init": "normal_all"},
+                             {**sgd, "kernel_regularizer": {"l2": 0.1}, "bias_regularizer": {"l2": 0.02}}),
+        "sgd-weight-decay-cosine": ({"schedule": cosine}, {**sgd, "weight_decay": 0.4}),
+        "momentum-wd-exclude-bias": ({"schedule": step, "init": "normal_all"},
+                                     {**mom, "weight_decay": 0.4, "exclude_from_weight_decay": ["bias"]}),
+        "nesterov-l2-wd-cosine": ({"schedule": cosine}, {**mom, "nesterov": True, "kernel_regularizer": {"l2": 0.1},
+                                                         "weight_decay": 0.2}),
+        "adam-defaults": ({}, {"optimizer": "Adam", "learning_rate": 0.01}),
+        "adam-eps-l2-step": ({"loss": "mse", "schedule": step},
+                             {"optimizer": "Adam", "learning_rate": 0.01, "beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-3,
+                              "kernel_regularizer": {"l2": 0.1}, "bias_regularizer": {"l2": 0.1}}),
+        "adam-weight-decay-cosine": ({"schedule": cosine}, {"optimizer": "Adam", "learning_rate": 0.01,
+                                                            "weight_decay": 0.3}),
+        "adamw-default-wd-step": ({"schedule": step, "init": "normal_all"}, {"optimizer": "AdamW", "learning_rate": 0.01}),
+        "adamw-exclude-bias": ({"loss": "mse", "init": "normal_all"},
+                               {"optimizer": "AdamW", "learning_rate": 0.01, "weight_decay": 0.4,
+                                "exclude_from_weight_decay": ["bias"]}),
+        "adamw-exclude-kernel": ({"init": "normal_all"}, {"optimizer": "AdamW", "learning_rate": 0.01,
+                                                          "weight_decay": 0.4, "exclude_from_weight_decay": ["weight"]}),
+        "l1-zeros-sgd": ({"init": "zeros"}, {**sgd, "kernel_regularizer": {"l1": 0.05}}),
+        "l1-l2-zeros-momentum-step": ({"init": "zeros", "schedule": step},
+                                      {**mom, "kernel_regularizer": {"l1": 0.03, "l2": 0.05},
+                                       "bias_regularizer": {"l1": 0.02}}),
+        "l1-zeros-adamw-mse": ({"init": "zeros", "loss": "mse"},
+                               {"optimizer": "AdamW", "learning_rate": 0.01, "weight_decay": 0.1,
+                                "kernel_regularizer": {"l1": 0.01}}),
+    }
+
+
+backend = KerasBackend()
