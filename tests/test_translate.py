@@ -82,6 +82,11 @@ SOURCES = {
                            '{ transform = "scale_by_adam" }, { transform = "scale_by_learning_rate", learning_rate = 0.01 }]'),
     "mxnet_sgd_wd_mult": ("", 'backend = "mxnet"\noptimizer = "sgd"\nlearning_rate = 0.003\nwd = 2.0\nwd_mult = { bias = 0.0 }'),
     "mxnet_adam": ("", 'backend = "mxnet"\noptimizer = "adam"\nlearning_rate = 0.01\nwd = 0.1'),
+    "keras_l2_sgd": ("", 'backend = "keras"\noptimizer = "SGD"\nlearning_rate = 0.003\nkernel_regularizer = { l2 = 1.5 }'),
+    "keras_adamw_exclude": ("", 'backend = "keras"\noptimizer = "AdamW"\nlearning_rate = 0.01\nweight_decay = 0.1\n'
+                                'exclude_from_weight_decay = ["bias"]'),
+    "keras_sgd_momentum_wd": ("", 'backend = "keras"\noptimizer = "SGD"\nlearning_rate = 0.001\nmomentum = 0.9\n'
+                                  'weight_decay = 0.5'),
 }
 TARGETS = ["numpy", "torch", "keras", "optax", "mxnet"]
 

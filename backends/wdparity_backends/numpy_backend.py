@@ -26,6 +26,7 @@ class NumpyRun(Strict):
     betas: Optional[list[Unit]] = Field(None, min_length=2, max_length=2)
     eps: Optional[Positive] = None
     eps_placement: Optional[Literal["corrected", "uncorrected"]] = None
+    bias_correction_dtype: Optional[Literal["float32"]] = None
     decay: list[DecayRule] = Field(default_factory=list)
     penalty: Optional[Penalty] = None
     hyper_dtype: Literal["float64", "float32"] = "float64"
@@ -33,7 +34,7 @@ class NumpyRun(Strict):
     @model_validator(mode="after")
     def _keys_fit_optimizer(self):
         own = {"sgd": ("momentum", "dampening", "nesterov", "momentum_form"),
-               "adam": ("betas", "eps", "eps_placement")}
+               "adam": ("betas", "eps", "eps_placement", "bias_correction_dtype")}
         for other, keys in own.items():
             if other == self.optimizer:
                 continue
@@ -57,7 +58,7 @@ class NumpyBackend(Backend):
                          hyper_dtype=config.hyper_dtype)
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
-        opt = semantics.optimizer.model_dump()
+        opt = {k: v for k, v in semantics.optimizer.model_dump().items() if v is not None}
         run = {"backend": "numpy", "optimizer": opt.pop("name"), **opt}
         if semantics.decay:
             run["decay"] = [{k: v for k, v in r.neutral().items() if v is not None and (k != "via_loss" or

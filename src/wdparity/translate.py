@@ -142,6 +142,9 @@ def _variants(sem: dict) -> list[tuple[list[str], dict, frozenset]]:
     # approximations: each changes the math; the residual is measured
     other = "float32" if sem.get("hyper_dtype", "float64") == "float64" else "float64"
     variant(f"hyperparameters in {other}", "hyper", lambda v: v.update(hyper_dtype=other))
+    if opt["name"] == "adam" and opt.get("bias_correction_dtype"):
+        variant("bias corrections exact (not from float32 betas)", "bc",
+                lambda v: v["optimizer"].pop("bias_correction_dtype", None))
     if opt["name"] == "adam":
         flipped = "uncorrected" if opt["eps_placement"] == "corrected" else "corrected"
         variant("epsilon placement", "eps", lambda v: v["optimizer"].update(eps_placement=flipped))
