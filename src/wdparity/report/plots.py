@@ -59,11 +59,12 @@ def case_figure(result) -> str:
     ax_te.set_title(f"test loss ({common} for every run)")
     handles, labels = ax_w.get_legend_handles_labels()
     ax_leg.axis("off")
-    if handles:
-        ax_leg.legend(handles, labels, loc="center", fontsize=8, title="runs")
     for ax in (ax_w, ax_b, ax_e, ax_tr, ax_te):
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
+    if handles:   # kept as an artist: the pairs' legend below would otherwise replace it
+        ax_leg.add_artist(ax_leg.legend(handles, labels, loc="upper center", fontsize=7, title="runs",
+                                        ncol=2 if len(handles) > 5 else 1))
     drew = False
     for (a, b), c in sorted(result.curves.items()):
         rel = np.maximum.reduce([np.asarray(v, dtype=np.float64) for v in c["curve"].values()])
@@ -74,8 +75,9 @@ def case_figure(result) -> str:
         ax_e.axhline(c["tol"], color="red", ls="--", lw=0.8)
         drew = True
     ax_e.set_title("relative |a − b| (red: tolerance, dotted: first divergence)")
-    if drew:
-        ax_e.legend(fontsize=7, loc="best")
+    if drew:   # the pairs' legend goes beside the runs' one, so it never hides the curves
+        ax_leg.legend(*ax_e.get_legend_handles_labels(), loc="lower center", fontsize=6, title="pairs",
+                      ncol=2 if len(result.curves) > 6 else 1)
     else:
         ax_e.text(0.5, 0.5, "no pair compared", ha="center", va="center", transform=ax_e.transAxes)
     fig.tight_layout()
