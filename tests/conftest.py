@@ -31,6 +31,33 @@ def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subproc
                           env=full_env, cwd=cwd or ROOT, timeout=600)
 
 
+@pytest.fixture
+def bad_run(write_case):
+    """The InputError that loading a case with `run` (a backend's keys) raises, via a real TOML file."""
+    from wdparity.case import load_case
+    from wdparity.errors import InputError
+    from wdparity.translate import toml_value
+
+    def load(backend: str, run: dict, task: str = ""):
+        body = "\n".join(f"{k} = {toml_value(v)}" for k, v in run.items())
+        path = write_case(f'title = "t"\n[task]\n{task}\n[runs.a]\nbackend = "{backend}"\n{body}\n'
+                          '[runs.b]\nbackend = "numpy"\noptimizer = "sgd"\nlr = 0.1\n')
+        with pytest.raises(InputError) as err:
+            load_case(path)
+        return err.value
+    return load
+
+
+def run_probe(code: str, env: dict | None = None) -> dict:
+    """Run a measuring script in a fresh interpreter; it prints one JSON object on its last line."""
+    import os
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def check_json(path: Path, *extra: str) -> tuple[int, dict]:
     proc = cli("check", str(path), "--json", *extra)
     assert proc.stdout, proc.stderr

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from conftest import ROOT, check_json, cli
 
 CONTRACT_RUN_KEYS = {"backend", "status", "reason", "semantics", "fidelity", "final"}

@@ -19,12 +19,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from wdparity import backend as registry
 from wdparity import compare, fidelity, harness, reference
 from wdparity.backend import Inexpressible
-from wdparity.case import load_case, load_run
-from wdparity.data import make_data
-from wdparity.errors import InputError
 from wdparity.spec import Semantics, Task
 from wdparity_backends.keras_backend import (KERAS_BACKENDS, L1_AT_ZERO, backend, native_cases,
                                              precision_findings)
@@ -183,15 +179,10 @@ def test_precision_findings_name_the_mechanism():
     ({"optimizer": "sgd"}, "optimizer", ""),
     ({"optimizer": "SGD", "momentum": 1.5}, "momentum", ""),
 ])
-def test_bad_runs_name_the_key(write_case, run, key, words):
-    body = "\n".join(f"{k} = {json.dumps(v)}" if not isinstance(v, dict) else
-                     f"{k} = {{ {', '.join(f'{a} = {json.dumps(b)}' for a, b in v.items())} }}" for k, v in run.items())
-    path = write_case(f'title = "t"\n[runs.a]\nbackend = "keras"\n{body}\n'
-                      '[runs.b]\nbackend = "numpy"\noptimizer = "sgd"\nlr = 0.1\n')
-    with pytest.raises(InputError) as err:
-        load_case(path)
-    assert err.value.key == f"runs.a.{key}", str(err.value)
-    assert words in str(err.value)
+def test_bad_runs_name_the_key(bad_run, run, key, words):
+    err = bad_run("keras", run)
+    assert err.key == f"runs.a.{key}", str(err)
+    assert words in str(err)
 
 
 # ---------------------------------------------------------------- measured facts about the installed Keras
@@ -289,19 +280,8 @@ def _multiplier(schedule: dict, t: int) -> float:
 
 # ---------------------------------------------------------------- the battery
 def run_cases(cases: dict[str, tuple[dict, dict]], dtype: str) -> dict[str, tuple]:
-    """fidelity.run_battery, keeping the native trajectories: name -> (run, data, harness result)."""
-    items, loaded, data = [], {}, {}
-    for i, (name, (task_dict, run_dict)) in enumerate(sorted(cases.items())):
-        task = Task.model_validate({**task_dict, "dtype": dtype})
-        run = load_run("battery", dict(run_dict), task, f"battery:{name}", {})
-        key = f"t{i}"
-        data[key] = make_data(task.model_dump())
-        loaded[name] = (run, key)
-        job = {"task": run.task.model_dump(), "run": run.config.model_dump(),
-               "semantics": run.semantics.neutral(), "dtype": run.dtype}
-        items.append(harness.WorkItem(name, run.backend, registry.targets()[run.backend], run.python, run.env, job, key))
-    results = harness.run_items(items, data)
-    return {name: (run, data[key], results[name]) for name, (run, key) in loaded.items()}
+    """fidelity.run_native: name -> (run, data, harness result), keeping the native trajectories."""
+    return fidelity.run_native(cases, dtype)
 
 
 def replay(run, data: dict, tables: dict, monkeypatch) -> dict[str, np.ndarray]:

@@ -293,29 +293,13 @@ def test_battery_float32():
 def test_battery_float64_is_the_reference_with_float32_hyperparameters():
     """float64: native vs the replay with MXNet's float32 hyperparameters (and nag aliasing) at 1e-12;
     vs the reference of describe() (hyper_dtype = "float32") at 1e-9 everywhere but the FINDINGS."""
-    cases = _battery()
-    report = fidelity.run_battery(cases, "float64")
-    from wdparity import harness
-    for name, entry in report.items():
-        assert entry["status"] == "ok", (name, entry["reason"])
-    # the native trajectories themselves, to compare with the replay
-    items, data = [], {}
-    for i, (name, (task_dict, run)) in enumerate(sorted(cases.items())):
-        task = Task.model_validate({**task_dict, "dtype": "float64"})
-        loaded = load_run("battery", dict(run), task, name, {})
-        data[f"t{i}"] = make_data(task.model_dump())
-        job = {"task": loaded.task.model_dump(), "run": loaded.config.model_dump(),
-               "semantics": loaded.semantics.neutral(), "dtype": "float64"}
-        items.append(harness.WorkItem(name, "mxnet", "wdparity_backends.mxnet_backend:backend", loaded.python,
-                                      loaded.env, job, f"t{i}"))
-    native = harness.run_items(items, data)
-    for item in items:
-        res = native[item.id]
-        run, task = item.job["run"], item.job["task"]
-        rep = mxnet_replay(run, task, data[item.data_key], float32_hyper=True,
-                           nag_aliasing=FINDINGS.get(item.id) == "nag-aliasing")
-        assert _rel(res.arrays, rep) < 1e-12, (item.id, _rel(res.arrays, rep))
-        if item.id in FINDINGS64:
-            assert not report[item.id]["holds"], f"{item.id}: {FINDINGS64[item.id]} no longer reproduces"
+    for name, (loaded, data, res) in sorted(fidelity.run_native(_battery(), "float64").items()):
+        assert res.status == "ok", (name, res.reason)
+        run, task = loaded.config.model_dump(), loaded.task.model_dump()
+        rep = mxnet_replay(run, task, data, float32_hyper=True, nag_aliasing=FINDINGS.get(name) == "nag-aliasing")
+        assert _rel(res.arrays, rep) < 1e-12, (name, _rel(res.arrays, rep))
+        fid = fidelity.fidelity(loaded.semantics.neutral(), res.arrays, data, loaded.task.batch_size, "float64")
+        if name in FINDINGS64:
+            assert not fid["holds"], f"{name}: {FINDINGS64[name]} no longer reproduces"
         else:
-            assert report[item.id]["holds"], (item.id, report[item.id]["max_rel_err"])
+            assert fid["holds"], (name, fid["max_rel_err"])

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from wdparity import fidelity
 from wdparity.backend import Inexpressible
-from wdparity.case import load_case
-from wdparity.errors import InputError
 from wdparity.spec import Semantics, Task
 from wdparity_backends.optax_backend import JAX_L1_AT_ZERO, backend
+from conftest import run_probe
 
 HAVE_JAX = importlib.util.find_spec("jax") is not None and importlib.util.find_spec("optax") is not None
 needs_jax = pytest.mark.skipif(not HAVE_JAX, reason="jax/optax not installed (pip install 'wdparity[jax]')")
@@ -125,18 +121,10 @@ def test_describe_aliases_and_penalties():
     ({"chain": [{"transform": "scale", "step_size": -0.1}, adw(0.1), {"transform": "trace", "decay": 0.9}]}, None,
      "chain[1].transform", "before every scaling"),
 ])
-def test_bad_runs_name_the_key(write_case, run, schedule, key, words):
-    sched = '\nschedule = { kind = "step", every = 2, factor = 0.5 }' if schedule else ""
-    body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in run.items() if k != "chain")
-    if "chain" in run:
-        items = ", ".join("{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in t.items()) + " }" for t in run["chain"])
-        body += f"\nchain = [{items}]"
-    path = write_case(f'title = "t"\n[task]{sched}\n[runs.a]\nbackend = "optax"\n{body}\n'
-                      '[runs.b]\nbackend = "numpy"\noptimizer = "sgd"\nlr = 0.1\n')
-    with pytest.raises(InputError) as err:
-        load_case(path)
-    assert err.value.key == f"runs.a.{key}", str(err.value)
-    assert words in str(err.value)
+def test_bad_runs_name_the_key(bad_run, run, schedule, key, words):
+    err = bad_run("optax", run, 'schedule = { kind = "step", every = 2, factor = 0.5 }' if schedule else "")
+    assert err.key == f"runs.a.{key}", str(err)
+    assert words in str(err)
 
 
 # ---------------------------------------------------------------- measured facts about the installed JAX/optax
@@ -167,9 +155,7 @@ PROBE = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def probe():
-    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_probe(PROBE)
 
 
 @needs_jax

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from wdparity import fidelity
 from wdparity.backend import Inexpressible
-from wdparity.case import load_case
-from wdparity.errors import InputError
 from wdparity.spec import Semantics, Task
 from wdparity_backends.torch_backend import DEFAULT_WD, TORCH_L1_AT_ZERO, backend
+from conftest import run_probe
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed (pip install 'wdparity[torch]')")
@@ -166,20 +163,10 @@ def test_every_battery_extra_describes():
     ({"optimizer": "SGD", "penalty": {"l1": 0.1, "params": ["kernel"]}}, "penalty.params", "names no tensor"),
     ({"optimizer": "SGD", "learning_rate": 0.1}, "learning_rate", "not a known key"),
 ])
-def test_bad_runs_name_the_key(write_case, run, key, words):
-    def toml(v):
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {toml(x)}" for k, x in v.items()) + " }"
-        if isinstance(v, list):
-            return "[" + ", ".join(toml(x) for x in v) + "]"
-        return json.dumps(v)
-    body = "\n".join(f"{k} = {toml(v)}" for k, v in run.items())
-    path = write_case(f'title = "t"\n[runs.a]\nbackend = "torch"\n{body}\n'
-                      '[runs.b]\nbackend = "numpy"\noptimizer = "sgd"\nlr = 0.1\n')
-    with pytest.raises(InputError) as err:
-        load_case(path)
-    assert err.value.key == f"runs.a.{key}", str(err.value)
-    assert words in str(err.value)
+def test_bad_runs_name_the_key(bad_run, run, key, words):
+    err = bad_run("torch", run)
+    assert err.key == f"runs.a.{key}", str(err)
+    assert words in str(err)
 
 
 # ---------------------------------------------------------------- measured facts about the installed torch
@@ -228,9 +215,7 @@ PROBE = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def probe():
-    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_probe(PROBE)
 
 
 @needs_torch

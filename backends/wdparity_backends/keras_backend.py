@@ -145,7 +145,7 @@ def precision_findings(config: KerasRun, task: Task) -> list[str]:
     """How this run departs from its own describe() by more than rounding (measured; the module docstring has
     the sources). Empty: the run matches its neutral semantics to the fidelity tolerance."""
     kb, out = config.keras_backend, []
-    adam, kind = config.optimizer != "SGD", task.schedule.kind
+    kind = task.schedule.kind
     # (Adam's float32 bias corrections are stated by describe(): AdamSpec.bias_correction_dtype)
     if task.dtype == "float64" and kb == "tensorflow":
         if kind != "constant":

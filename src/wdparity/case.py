@@ -70,6 +70,14 @@ class Run:
     def dtype(self) -> str:
         return self.task.dtype
 
+    def work_item(self, ident: str, data_key: str):
+        """This run as a job for its backend's worker (data shared under `data_key`)."""
+        from .harness import WorkItem
+
+        job = {"task": self.task.model_dump(), "run": self.config.model_dump(),
+               "semantics": self.semantics.neutral(), "dtype": self.dtype}
+        return WorkItem(ident, self.backend, registry.targets()[self.backend], self.python, self.env, job, data_key)
+
 
 @dataclass
 class Case:

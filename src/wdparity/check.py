@@ -53,11 +53,7 @@ def check_cases(paths: list[str], *, overrides: Optional[dict[str, str]] = None,
     for ci, case in enumerate(cases):
         data[f"c{ci}"] = make_data(case.task.model_dump())
         for name in sorted(case.runs):
-            run = case.runs[name]
-            job = {"task": run.task.model_dump(), "run": run.config.model_dump(),
-                   "semantics": run.semantics.neutral(), "dtype": run.dtype}
-            target = registry.targets()[run.backend]
-            items.append(harness.WorkItem(f"c{ci}-{name}", run.backend, target, run.python, run.env, job, f"c{ci}"))
+            items.append(case.runs[name].work_item(f"c{ci}-{name}", f"c{ci}"))
     if on_loaded:
         on_loaded(len(items))
     skipped = {}
@@ -195,7 +191,7 @@ def judge_claim(case: Case, runs_json: dict, pairs: list[dict]) -> dict:
         claim["holds"] = bool(diverging and set(found) == set(case.causes))
     if claim["holds"] is False and claim["reason"] is None:
         claim["reason"] = (f"expected {case.claim}" + (f" with causes {case.causes}" if case.causes else "")
-                           + f"; measured " + ("equivalent" if not found and all(p["verdict"] == "equivalent" for p in pairs)
+                           + "; measured " + ("equivalent" if not found and all(p["verdict"] == "equivalent" for p in pairs)
                                               else f"causes {found}"))
     return claim
 

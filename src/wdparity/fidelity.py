@@ -86,9 +86,9 @@ def native_battery(name: str) -> tuple[dict[str, tuple[dict, dict]], dict[str, s
     return cases, inexpressible
 
 
-def run_battery(cases: dict[str, tuple[dict, dict]], dtype: str = "float64",
-                timeout: float = harness.DEFAULT_TIMEOUT) -> dict[str, dict]:
-    """Train every case natively (one worker per backend) and compare with its own describe()."""
+def run_native(cases: dict[str, tuple[dict, dict]], dtype: str = "float64",
+               timeout: float = harness.DEFAULT_TIMEOUT) -> dict[str, tuple]:
+    """Train every case natively (one worker per backend): name -> (run, data, harness result)."""
     loaded, items, data = {}, [], {}
     for i, (name, (task_dict, run_dict)) in enumerate(sorted(cases.items())):
         task = Task.model_validate({**task_dict, "dtype": dtype})
@@ -96,17 +96,19 @@ def run_battery(cases: dict[str, tuple[dict, dict]], dtype: str = "float64",
         key = f"t{i}"
         data[key] = make_data(task.model_dump())
         loaded[name] = (run, key)
-        job = {"task": run.task.model_dump(), "run": run.config.model_dump(), "semantics": run.semantics.neutral(),
-               "dtype": run.dtype}
-        target = registry.targets()[run.backend]
-        items.append(harness.WorkItem(name, run.backend, target, run.python, run.env, job, key))
+        items.append(run.work_item(name, key))
     results = harness.run_items(items, data, timeout=timeout)
+    return {name: (run, data[key], results[name]) for name, (run, key) in loaded.items()}
+
+
+def run_battery(cases: dict[str, tuple[dict, dict]], dtype: str = "float64",
+                timeout: float = harness.DEFAULT_TIMEOUT) -> dict[str, dict]:
+    """Train every case natively and compare with the reference of its own describe()."""
     report = {}
-    for name, (run, key) in loaded.items():
-        res = results[name]
+    for name, (run, data, res) in run_native(cases, dtype, timeout).items():
         entry = {"status": res.status, "reason": res.reason, "semantics": run.semantics.neutral(), "versions": res.versions}
         if res.status == "ok":
-            entry.update(fidelity(run.semantics.neutral(), res.arrays, data[key], run.task.batch_size, run.dtype))
+            entry.update(fidelity(run.semantics.neutral(), res.arrays, data, run.task.batch_size, run.dtype))
         report[name] = entry
     return report
 

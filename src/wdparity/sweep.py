@@ -131,10 +131,7 @@ def run_sweep(path: str, timeout: float = harness.DEFAULT_TIMEOUT) -> SweepResul
     data = make_data(spec.task.model_dump())
     items = []
     for (name, i), run in runs.items():
-        job = {"task": run.task.model_dump(), "run": run.config.model_dump(), "semantics": run.semantics.neutral(),
-               "dtype": run.dtype}
-        items.append(harness.WorkItem(f"{name}-{i}", run.backend, registry.targets()[run.backend], run.python,
-                                      run.env, job, "d"))
+        items.append(run.work_item(f"{name}-{i}", "d"))
     results = harness.run_items(items, {"d": data}, timeout=timeout)
     curves, versions = {}, {}
     for name, conv in spec.conventions.items():

@@ -248,15 +248,16 @@ def to_toml(t: Translation) -> str:
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             nested[key] = value
         else:
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {toml_value(value)}")
     for key, rows in nested.items():
         for row in rows:
             lines.append(f"[[runs.{t.name}.{key}]]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in row.items()]
+            lines += [f"{k} = {toml_value(v)}" for k, v in row.items()]
     return "\n".join(lines) + "\n"
 
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
+    """A Python value as a TOML literal (inline tables for dicts)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -264,7 +265,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
