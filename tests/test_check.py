@@ -87,6 +87,7 @@ def test_claim_that_does_not_hold_exits_1(write_case):
     rc, out = check_json(write_case(text))
     assert out["claim"]["holds"] is False and rc == 1
     assert out["claim"]["found_causes"] == ["optimizer"]
+    assert "measured causes ['optimizer']" in out["claim"]["reason"]
 
 
 def test_no_semantic_difference_but_numeric_divergence_is_unexplained(write_case, monkeypatch):

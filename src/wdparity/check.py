@@ -132,7 +132,7 @@ def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseRes
         if curve is not None:
             curves[(a, b)] = curve
     out = {"case": case.path, "title": case.title, "versions": dict(sorted(versions.items())), "runs": runs_json,
-           "pairs": pairs, "claim": judge_claim(case, runs_json, pairs),
+           "pairs": pairs, "claim": judge_claim(case, runs_json, pairs, versions),
            "tolerance": {"float32_noise_floor": floor, "float32": tol32, "float64": compare.TOL64,
                          "rule": f"float32 pairs: {compare.FLOOR_FACTOR:g} x the largest difference between the "
                                  "reference in float32 and float64 over this case's runs (at least "
@@ -172,7 +172,7 @@ def judge_pair(case: Case, data: dict, runs_json: dict, trajs: dict, a: str, b: 
     return pair, {"curve": curve, "tol": tol, "first": summary["first_divergent_step"]}
 
 
-def judge_claim(case: Case, runs_json: dict, pairs: list[dict]) -> dict:
+def judge_claim(case: Case, runs_json: dict, pairs: list[dict], versions: Optional[dict] = None) -> dict:
     claim = {"expected": case.claim, "causes": list(case.causes), "holds": None, "found_causes": [], "reason": None}
     found = sorted({c for p in pairs if p["verdict"] != "equivalent" for c in p["causes"]})
     claim["found_causes"] = found
@@ -193,6 +193,9 @@ def judge_claim(case: Case, runs_json: dict, pairs: list[dict]) -> dict:
         claim["reason"] = (f"expected {case.claim}" + (f" with causes {case.causes}" if case.causes else "")
                            + "; measured " + ("equivalent" if not found and all(p["verdict"] == "equivalent" for p in pairs)
                                               else f"causes {found}"))
+        frameworks = {k: v for k, v in (versions or {}).items() if k not in ("wdparity", "python", "numpy")}
+        if frameworks:   # the release on which the claim stopped holding
+            claim["reason"] += " on " + ", ".join(f"{k} {v}" for k, v in sorted(frameworks.items()))
     return claim
 
 
