@@ -8,6 +8,7 @@ tests to register deliberately broken backends) and loaded only when a case name
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -98,11 +99,17 @@ def _extra() -> dict[str, str]:
 
 def targets() -> dict[str, str]:
     """name -> "module:attr" of every registered backend (entry points win over built-ins)."""
+    return dict(_targets(os.environ.get("WDPARITY_EXTRA_BACKENDS", "")))
+
+
+@functools.lru_cache(maxsize=4)
+def _targets(extra: str) -> tuple[tuple[str, str], ...]:
+    """Scanning entry points costs ~10 ms: done once per process (and per test-only extra list)."""
     found = {ep.name: ep.value for ep in entry_points(group=GROUP)}
     out = {name: t for name, t in BUILTIN.items() if name in found or _module_exists(t.split(":")[0])}
     out.update(found)
     out.update(_extra())
-    return dict(sorted(out.items()))
+    return tuple(sorted(out.items()))
 
 
 def _module_exists(module: str) -> bool:

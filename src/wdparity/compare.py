@@ -74,8 +74,8 @@ def noise_floor(semantics: list[dict], data: dict, batch_size: int) -> float:
     """The float32 noise floor: max over runs of rel err(reference float32, reference float64)."""
     floor = 0.0
     for sem in semantics:
-        r64 = reference.run(sem, data, batch_size, "float64")
-        r32 = reference.run(sem, data, batch_size, "float32")
+        r64 = reference.run_cached(sem, data, batch_size, "float64")
+        r32 = reference.run_cached(sem, data, batch_size, "float32")
         n = min(stable_length(r64), stable_length(r32))
         if n > 1:
             floor = max(floor, max_rel(r32, r64, n))

@@ -142,14 +142,14 @@ def diagnose(sem_a: dict, traj_b: dict, sem_b: dict, data: dict, batch_size: int
     """
     edits = semantic_edits(sem_a, sem_b)
     n = compare.stable_length(traj_b)
-    base_traj = reference.run(sem_a, data, batch_size, dtype)
+    base_traj = reference.run_cached(sem_a, data, batch_size, dtype)
     n = min(n, compare.stable_length(base_traj))
     before = compare.max_rel(base_traj, traj_b, n)
     labels = sorted({label for label, _ in edits})
     checks, causes = [], []
 
     def err_with(selected: list[Edit]) -> float:
-        moved = reference.run(apply(sem_a, selected), data, batch_size, dtype)
+        moved = reference.run_cached(apply(sem_a, selected), data, batch_size, dtype)
         return compare.max_rel(moved, traj_b, min(n, compare.stable_length(moved)))
 
     for label in labels:
@@ -161,7 +161,7 @@ def diagnose(sem_a: dict, traj_b: dict, sem_b: dict, data: dict, batch_size: int
                        "err_with_all_but_this_removed": float(without), "confirmed": confirmed})
         if confirmed:
             causes.append(label)
-    everything = reference.run(apply(sem_a, edits), data, batch_size, dtype)
+    everything = reference.run_cached(apply(sem_a, edits), data, batch_size, dtype)
     residual = compare.max_rel(everything, traj_b, min(n, compare.stable_length(everything)))
     if not np.isfinite(residual) or residual > tol:
         causes.append("unexplained")

@@ -116,7 +116,7 @@ def run_battery(cases: dict[str, tuple[dict, dict]], dtype: str = "float64",
 def fidelity(semantics: dict, native: dict, data: dict, batch_size: int, dtype: str,
              tol32: Optional[float] = None) -> dict:
     """A native trajectory against the float64 reference of its own semantics (on its stable prefix)."""
-    ref = reference.run(semantics, data, batch_size, "float64")
+    ref = reference.run_cached(semantics, data, batch_size, "float64")
     expected = len(ref["weight"])
     if len(native.get("weight", ())) != expected or len(native.get("bias", ())) != expected:
         return {"max_rel_err": None, "tol": None, "holds": False,

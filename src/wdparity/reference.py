@@ -205,6 +205,28 @@ def gradients(params: Params, X: np.ndarray, y: np.ndarray, factor, hyper_dtype:
     return {"weight": factor * (X.T @ r) / n, "bias": factor * r.sum() / n}
 
 
+_MEMO: dict[tuple, tuple[dict, dict]] = {}
+MEMO_SIZE = 64
+
+
+def run_cached(semantics: dict, data: dict, batch_size: int, dtype: str = "float64") -> dict[str, np.ndarray]:
+    """run(), remembered: judging a case replays the same semantics for the noise floor, fidelity and
+    diagnosis. Keyed by the semantics' JSON and the data object (kept alive with the entry); read-only."""
+    import json
+
+    key = (json.dumps(semantics, sort_keys=True), id(data), batch_size, dtype)
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is data:
+        return hit[1]
+    out = run(semantics, data, batch_size, dtype)
+    for arr in out.values():
+        arr.setflags(write=False)
+    if len(_MEMO) >= MEMO_SIZE:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[key] = (data, out)
+    return out
+
+
 def run(semantics: dict, data: dict, batch_size: int, dtype: str = "float64") -> dict[str, np.ndarray]:
     """Train with the reference; returns {"weight": (S+1, d), "bias": (S+1,)} including the start.
 

@@ -190,7 +190,7 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
     name = f"{run_name}_as_{to}"
     data = make_data(case.task.model_dump())
     batch = run.task.batch_size
-    source_traj = reference.run(sem, data, batch, "float64")
+    source_traj = reference.run_cached(sem, data, batch, "float64")
     tol = compare.calibrate(compare.noise_floor([sem], data, batch))
     singles = _variants(sem)
     candidates = [([], sem)] + [(notes, v) for notes, v, _ in singles]
@@ -206,7 +206,7 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
         table, actual = found
         if actual == sem:
             return Translation({"backend": to, **table}, name, True, 0.0, tol, [], changed)
-        traj = reference.run(actual, data, batch, "float64")
+        traj = reference.run_cached(actual, data, batch, "float64")
         n = min(compare.stable_length(traj), compare.stable_length(source_traj))
         err = compare.max_rel(traj, source_traj, n)
         if best is None or err < best[0]:
