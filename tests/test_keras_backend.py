@@ -53,17 +53,9 @@ def on_backend(cases: dict[str, tuple[dict, dict]], kb: str) -> dict[str, tuple[
 # ---------------------------------------------------------------- realize / describe
 def test_round_trip_over_the_neutral_battery():
     expressed, reasons = {}, {}
-    for name, (task, sem) in fidelity.neutral_battery().items():
-        for dtype in ("float32", "float64"):
-            t = Task.model_validate({**task, "dtype": dtype})
-            native = backend.inherent(sem, t)   # float32 bias corrections for Adam in float32 runs
-            try:
-                run = backend.realize(native, t)
-            except Inexpressible as exc:
-                reasons[name] = str(exc)
-                continue
-            assert backend.describe(backend.parse(run), t).neutral() == native.neutral(), (name, dtype, run)
-            expressed.setdefault(dtype, {})[name] = run
+    for dtype in ("float32", "float64"):   # inherent(): float32 bias corrections for Adam in float32 runs
+        expressed[dtype], why = fidelity.round_trip("keras", dtype)
+        reasons.update(why)
     assert len(expressed["float32"]) == 24 and set(expressed["float32"]) == set(expressed["float64"])
     assert {r["keras_backend"] for r in expressed["float32"].values()} == {"tensorflow"}
     # in float64 TensorFlow rounds momentum/weight_decay/factors to float32: realize moves to an exact backend

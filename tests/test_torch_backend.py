@@ -30,17 +30,8 @@ def rules(run: dict) -> list[tuple]:
 
 # ---------------------------------------------------------------- realize / describe
 def test_round_trip_over_the_neutral_battery():
-    expressed, reasons = 0, {}
-    for name, (task, sem) in fidelity.neutral_battery().items():
-        t = Task.model_validate(task)
-        try:
-            run = backend.realize(sem, t)
-        except Inexpressible as exc:
-            reasons[name] = str(exc)
-            continue
-        assert backend.describe(backend.parse(run), t).neutral() == sem.neutral(), (name, run)
-        expressed += 1
-    assert expressed == 36
+    expressed, reasons = fidelity.round_trip("torch")
+    assert len(expressed) == 36
     # exactly what torch cannot hold, each reason naming the nearest expressible setting
     assert {n.split("-")[0] for n in reasons} == {"sgd", "momentum", "dampened", "nesterov", "velocity", "adam",
                                                   "adam_eps", "adam_uncorrected"}

@@ -68,6 +68,29 @@ def neutral_battery(hyper_dtype: str = "float64") -> dict[str, tuple[dict, Seman
     return out
 
 
+def round_trip(name: str, dtype: Optional[str] = None) -> tuple[dict[str, dict], dict[str, str]]:
+    """The named check every adapter gets: realize() inverts describe() on the neutral battery.
+
+    Returns (case -> realized table, case -> why inexpressible). Each realized table must describe
+    back to exactly the semantics asked for (after the framework's inherent precision); an
+    AssertionError names the first case that does not.
+    """
+    backend = registry.get(name)
+    expressed, reasons = {}, {}
+    for case, (task, sem) in neutral_battery().items():
+        t = Task.model_validate({**task, **({"dtype": dtype} if dtype else {})})
+        native = backend.inherent(sem, t)
+        try:
+            run = backend.realize(native, t)
+        except Inexpressible as exc:
+            reasons[case] = str(exc)
+            continue
+        back = backend.describe(backend.parse(run), t).neutral()
+        assert back == native.neutral(), f"{name}: describe(realize(s)) != s for {case}: {run} means {back}"
+        expressed[case] = run
+    return expressed, reasons
+
+
 def native_battery(name: str) -> tuple[dict[str, tuple[dict, dict]], dict[str, str]]:
     """(name -> (task, native run table), name -> why a neutral case is not expressible)."""
     backend = registry.get(name)
