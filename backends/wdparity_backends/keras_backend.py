@@ -59,7 +59,7 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import model_validator
 
-from wdparity.backend import Backend, Inexpressible
+from wdparity.backend import Backend, Inexpressible, load_battery
 from wdparity.data import batches
 from wdparity.spec import (TENSORS, AdamSpec, DecayRule, NonNeg, Positive, Semantics, SgdSpec, Strict, Task, Unit,
                            check_tensors, fail)
@@ -351,42 +351,8 @@ class KerasBackend(Backend):
 
 
 def native_cases() -> dict[str, tuple[dict, dict]]:
-    """Keras knobs realize() never emits (defaults, Adam+weight_decay, SGD weight_decay, both regularizers,
-    exclusions, L1 at weights exactly 0), across losses, schedules and inits; run on every Keras backend."""
-    step = {"kind": "step", "every": 4, "factor": 0.5}
-    cosine = {"kind": "cosine", "total": 10, "floor": 0.1}
-    sgd = {"optimizer": "SGD", "learning_rate": 0.05}
-    mom = {"optimizer": "SGD", "learning_rate": 0.03, "momentum": 0.9}
-    return {
-        "sgd-default-lr": ({"loss": "mse"}, {"optimizer": "SGD"}),
-        "sgd-l2-kernel": ({}, {**sgd, "kernel_regularizer": {"l2": 0.15}}),
-        "sgd-l2-both-step": ({"loss": "mse", "schedule": step, "init": "normal_all"},
-                             {**sgd, "kernel_regularizer": {"l2": 0.1}, "bias_regularizer": {"l2": 0.02}}),
-        "sgd-weight-decay-cosine": ({"schedule": cosine}, {**sgd, "weight_decay": 0.4}),
-        "momentum-wd-exclude-bias": ({"schedule": step, "init": "normal_all"},
-                                     {**mom, "weight_decay": 0.4, "exclude_from_weight_decay": ["bias"]}),
-        "nesterov-l2-wd-cosine": ({"schedule": cosine}, {**mom, "nesterov": True, "kernel_regularizer": {"l2": 0.1},
-                                                         "weight_decay": 0.2}),
-        "adam-defaults": ({}, {"optimizer": "Adam", "learning_rate": 0.01}),
-        "adam-eps-l2-step": ({"loss": "mse", "schedule": step},
-                             {"optimizer": "Adam", "learning_rate": 0.01, "beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-3,
-                              "kernel_regularizer": {"l2": 0.1}, "bias_regularizer": {"l2": 0.1}}),
-        "adam-weight-decay-cosine": ({"schedule": cosine}, {"optimizer": "Adam", "learning_rate": 0.01,
-                                                            "weight_decay": 0.3}),
-        "adamw-default-wd-step": ({"schedule": step, "init": "normal_all"}, {"optimizer": "AdamW", "learning_rate": 0.01}),
-        "adamw-exclude-bias": ({"loss": "mse", "init": "normal_all"},
-                               {"optimizer": "AdamW", "learning_rate": 0.01, "weight_decay": 0.4,
-                                "exclude_from_weight_decay": ["bias"]}),
-        "adamw-exclude-kernel": ({"init": "normal_all"}, {"optimizer": "AdamW", "learning_rate": 0.01,
-                                                          "weight_decay": 0.4, "exclude_from_weight_decay": ["weight"]}),
-        "l1-zeros-sgd": ({"init": "zeros"}, {**sgd, "kernel_regularizer": {"l1": 0.05}}),
-        "l1-l2-zeros-momentum-step": ({"init": "zeros", "schedule": step},
-                                      {**mom, "kernel_regularizer": {"l1": 0.03, "l2": 0.05},
-                                       "bias_regularizer": {"l1": 0.02}}),
-        "l1-zeros-adamw-mse": ({"init": "zeros", "loss": "mse"},
-                               {"optimizer": "AdamW", "learning_rate": 0.01, "weight_decay": 0.1,
-                                "kernel_regularizer": {"l1": 0.01}}),
-    }
+    """Keras knobs realize() never emits (batteries/keras.toml); battery_extras runs them on every Keras backend."""
+    return load_battery("keras")
 
 
 backend = KerasBackend()

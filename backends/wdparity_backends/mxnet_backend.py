@@ -192,59 +192,6 @@ class MxnetBackend(Backend):
             run["penalty"] = {"l1": l1[0].coefficient, "params": list(l1[0].params)}
         return run
 
-    def battery_extras(self) -> dict[str, tuple[dict, dict]]:
-        """Native knobs realize() never emits: wd_mult, nag, penalties (L1 at exactly zero), rescale_grad,
-        MXNet defaults, lazy_update, short last batches (step(len(batch))), both losses, both schedules."""
-        step = {"kind": "step", "every": 4, "factor": 0.5}
-        cosine = {"kind": "cosine", "total": 10, "floor": 0.1}
-        return {
-            "d2l-concise-bias-wd-mult-0": ({}, {"optimizer": "sgd", "learning_rate": 0.05, "wd": 0.3,
-                                                "wd_mult": {"bias": 0.0}}),
-            "d2l-chapter-lambda5": ({"num_inputs": 200, "n_train": 20, "n_test": 20, "batch_size": 1, "epochs": 2},
-                                    {"optimizer": "sgd", "learning_rate": 0.003, "wd": 5.0, "wd_mult": {"bias": 0.0}}),
-            "wd-mult-both-normal-all": ({"init": "normal_all"}, {"optimizer": "sgd", "learning_rate": 0.05, "wd": 0.2,
-                                                                 "wd_mult": {"weight": 1.5, "bias": 0.5}}),
-            "gluon-decays-bias-normal-all": ({"init": "normal_all", "loss": "mse"},
-                                             {"optimizer": "sgd", "learning_rate": 0.03, "wd": 0.4}),
-            "momentum-step": ({"schedule": step}, {"optimizer": "sgd", "learning_rate": 0.03, "momentum": 0.9,
-                                                   "wd": 0.2}),
-            "momentum-cosine-mse": ({"schedule": cosine, "loss": "mse"},
-                                    {"optimizer": "sgd", "learning_rate": 0.02, "momentum": 0.8, "wd": 0.1,
-                                     "wd_mult": {"bias": 0.0}}),
-            "nag-step": ({"schedule": step}, {"optimizer": "nag", "learning_rate": 0.03, "momentum": 0.9, "wd": 0.1}),
-            "nag-cosine-zeros": ({"schedule": cosine, "init": "zeros"},
-                                 {"optimizer": "nag", "learning_rate": 0.03, "momentum": 0.7}),
-            "nag-no-momentum": ({}, {"optimizer": "nag", "learning_rate": 0.05, "wd": 0.1}),
-            "adam-wd": ({}, {"optimizer": "adam", "learning_rate": 0.01, "wd": 0.3}),
-            "adam-wd-mult-cosine": ({"schedule": cosine}, {"optimizer": "adam", "learning_rate": 0.01, "beta1": 0.8,
-                                                           "beta2": 0.99, "epsilon": 1e-3, "wd": 0.2,
-                                                           "wd_mult": {"bias": 0.0}}),
-            "adam-step-mse": ({"schedule": step, "loss": "mse"},
-                              {"optimizer": "adam", "learning_rate": 0.02, "epsilon": 1e-6, "wd": 0.05}),
-            "penalty-l2": ({}, {"optimizer": "sgd", "learning_rate": 0.05, "penalty": {"l2": 0.15}}),
-            "penalty-l1-zeros": ({"init": "zeros"}, {"optimizer": "sgd", "learning_rate": 0.05,
-                                                     "penalty": {"l1": 0.05}}),
-            "adam-penalty-l1-l2-both-zeros": ({"init": "zeros"},
-                                              {"optimizer": "adam", "learning_rate": 0.01,
-                                               "penalty": {"l1": 0.02, "l2": 0.1, "params": ["weight", "bias"]}}),
-            "penalty-plus-wd-momentum-mse": ({"loss": "mse"}, {"optimizer": "sgd", "learning_rate": 0.02,
-                                                               "momentum": 0.9, "wd": 0.1,
-                                                               "penalty": {"l2": 0.05, "params": ["bias"]}}),
-            "rescale-grad-sgd": ({}, {"optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.5, "wd": 0.2,
-                                      "rescale_grad": 0.5}),
-            "rescale-grad-adam": ({}, {"optimizer": "adam", "learning_rate": 0.01, "epsilon": 1e-3, "wd": 0.1,
-                                       "rescale_grad": 4.0, "wd_mult": {"bias": 0.0}}),
-            "short-last-batch-sgd": ({"batch_size": 5}, {"optimizer": "sgd", "learning_rate": 0.04, "momentum": 0.9,
-                                                         "wd": 0.3}),
-            "short-last-batch-adam-mse": ({"batch_size": 3, "loss": "mse"},
-                                          {"optimizer": "adam", "learning_rate": 0.01, "wd": 0.1}),
-            "full-batch": ({"batch_size": 16, "epochs": 6}, {"optimizer": "sgd", "learning_rate": 0.1, "wd": 0.5}),
-            "defaults-sgd": ({}, {"optimizer": "sgd"}),
-            "defaults-adam": ({"schedule": step}, {"optimizer": "adam"}),
-            "lazy-update-off": ({}, {"optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9, "wd": 0.2,
-                                     "lazy_update": False}),
-        }
-
     def worker_env(self, config: MxnetRun) -> dict[str, str]:
         # One engine thread and the synchronous engine: deterministic, and no idle pools for tiny models.
         return {"MXNET_ENGINE_TYPE": "NaiveEngine", "MXNET_CPU_WORKER_NTHREADS": "1"}

@@ -403,48 +403,5 @@ class OptaxBackend(Backend):
             W[t + 1], B[t + 1] = np.asarray(params["weight"]), np.asarray(params["bias"])
         return {"weight": W, "bias": B}
 
-    def battery_extras(self) -> dict[str, tuple[dict, dict]]:
-        return battery_extras()
-
-
-def battery_extras() -> dict[str, tuple[dict, dict]]:
-    """Native knobs realize() never emits: orders, masks, penalties, alias defaults, scale conventions."""
-    step = {"schedule": {"kind": "step", "every": 4, "factor": 0.5}}
-    cos = {"schedule": {"kind": "cosine", "total": 10, "floor": 0.1}}
-    T = lambda name, **kw: {"transform": name, **kw}                                             # noqa: E731
-    adw = lambda wd, *mask: T("add_decayed_weights", weight_decay=wd, **({"mask": list(mask)} if mask else {}))  # noqa
-    lr = lambda v, **kw: T("scale_by_learning_rate", learning_rate=v, **kw)                      # noqa: E731
-    adam, mse, zeros, bias0 = T("scale_by_adam"), {"loss": "mse"}, {"init": "zeros"}, {"init": "normal_all"}
-    sgd, adm = {"optimizer": "sgd", "learning_rate": 0.05}, {"optimizer": "adam", "learning_rate": 0.01}
-    return {
-        "chain-l2-before-adam": ({}, {"chain": [adw(0.3), adam, lr(0.01)]}),
-        "chain-decay-after-adam": (step, {"chain": [adam, adw(0.4), lr(0.01)]}),
-        "chain-decay-after-lr": (cos, {"chain": [adam, lr(0.01), adw(-0.004)]}),
-        "chain-both-sides": (mse, {"chain": [adw(0.2, "weight"), adam, adw(0.3), lr(0.01)]}),
-        "chain-mask-trace": (bias0, {"chain": [adw(0.3, "weight"), T("trace", decay=0.9), lr(0.03)]}),
-        "chain-bias-only-nesterov": ({**step, **bias0}, {"chain": [T("trace", decay=0.9, nesterov=True),
-                                                                   adw(0.2, "bias"), lr(0.03)]}),
-        "chain-velocity": (step, {"chain": [adw(0.1), lr(0.03), T("trace", decay=0.9), adw(-0.002)]}),
-        "chain-paper-adamw": ({**cos, **mse}, {"chain": [T("scale_by_adam", b1=0.8, b2=0.99, eps=1e-3),
-                                                         T("scale", step_size=0.01), adw(0.5),
-                                                         T("scale_by_schedule", init_value=-1.0)]}),
-        "chain-flip-sign": ({}, {"chain": [adam, lr(0.01, flip_sign=False), adw(0.004), T("scale", step_size=-1.0)]}),
-        "chain-no-core": (mse, {"chain": [adw(0.1), lr(0.05), adw(-0.003, "weight")]}),
-        "sgd": ({**cos, **mse}, sgd),
-        "sgd-momentum0": ({}, {**sgd, "momentum": 0.0}),
-        "sgd-nesterov": (step, {**sgd, "learning_rate": 0.03, "momentum": 0.9, "nesterov": True}),
-        "adam-defaults": (cos, adm),
-        "adam-eps": (mse, {**adm, "b1": 0.8, "b2": 0.99, "eps": 1e-3}),
-        "adamw-default-wd": ({}, {**adm, "optimizer": "adamw"}),
-        "adamw-mask": ({**step, **bias0}, {**adm, "optimizer": "adamw", "weight_decay": 0.4, "mask": ["weight"]}),
-        "penalty-l2": (mse, {**sgd, "momentum": 0.9, "penalty": {"l2": 0.15, "params": ["weight", "bias"]}}),
-        "penalty-l1-zeros": (zeros, {**sgd, "penalty": {"l1": 0.05}}),
-        "penalty-l1-bias-adam": (cos, {**adm, "penalty": {"l1": 0.02, "params": ["bias"]}}),
-        "penalty-l1-l2-adamw": ({**zeros, **mse}, {**adm, "optimizer": "adamw", "weight_decay": 0.1,
-                                                   "penalty": {"l1": 0.01, "l2": 0.05}}),
-        "penalty-chain-velocity": ({**zeros, **cos}, {"chain": [lr(0.03), T("trace", decay=0.8)],
-                                                      "penalty": {"l1": 0.03, "l2": 0.1, "params": list(TENSORS)}}),
-    }
-
 
 backend = OptaxBackend()

@@ -309,10 +309,6 @@ class TorchBackend(Backend):
                 break
         return {"weight": W, "bias": B}
 
-    def battery_extras(self) -> dict[str, tuple[dict, dict]]:
-        return battery_extras()
-
-
 def _scheduler(torch, optimizer, schedule: dict, lr: float, steps: int):
     """The run's schedule as torch.optim.lr_scheduler objects (stepped once per optimizer step)."""
     sched = torch.optim.lr_scheduler
@@ -328,61 +324,6 @@ def _scheduler(torch, optimizer, schedule: dict, lr: float, steps: int):
         return sched.SequentialLR(optimizer, [cosine, hold], milestones=[total])
     return None
 
-
-def battery_extras() -> dict[str, tuple[dict, dict]]:
-    """Native knobs realize() never emits: defaults, implicit groups, penalties, kernels, both cosine paths."""
-    step = {"kind": "step", "every": 4, "factor": 0.5}
-    cosine = {"kind": "cosine", "total": 10, "floor": 0.1}       # 12 steps: past total -> SequentialLR
-    cosine_long = {"kind": "cosine", "total": 20, "floor": 0.0}  # never past total -> CosineAnnealingLR alone
-    sgd, adam = {"optimizer": "SGD", "lr": 0.05}, {"optimizer": "Adam", "lr": 0.01}
-    adamw = {"optimizer": "AdamW", "lr": 0.01}
-    all_ = ["weight", "bias"]
-    return {
-        "sgd-default-lr": ({"loss": "mse"}, {"optimizer": "SGD"}),
-        "sgd-wd-mse": ({"loss": "mse", "schedule": cosine_long}, {**sgd, "weight_decay": 0.1}),
-        "sgd-seed000-groups": ({"init": "normal_all", "loss": "mse"}, {**sgd, "lr": 0.02, "param_groups": [
-            {"params": ["weight"], "weight_decay": 3.0}, {"params": ["bias"]}]}),
-        "sgd-groups-differ": ({"init": "normal_all", "schedule": step}, {**sgd, "lr": 0.03, "momentum": 0.9,
-                              "param_groups": [{"params": ["weight"], "weight_decay": 0.3},
-                                               {"params": ["bias"], "weight_decay": 0.05}]}),
-        "sgd-implicit-group": ({"init": "normal_all"}, {**sgd, "weight_decay": 0.1, "param_groups": [
-            {"params": ["weight"], "weight_decay": 0.4}]}),
-        "sgd-bias-only-group": ({"init": "normal_all", "schedule": cosine}, {**sgd, "param_groups": [
-            {"params": ["bias"], "weight_decay": 0.5}]}),
-        "sgd-dampening": ({"schedule": cosine}, {**sgd, "lr": 0.03, "momentum": 0.8, "dampening": 0.3,
-                                                 "weight_decay": 0.2}),
-        "sgd-nesterov": ({"schedule": step, "loss": "mse"}, {**sgd, "lr": 0.02, "momentum": 0.9, "nesterov": True,
-                                                             "weight_decay": 0.1}),
-        "sgd-foreach": ({"schedule": step}, {**sgd, "lr": 0.03, "momentum": 0.9, "weight_decay": 0.1,
-                                             "foreach": True}),
-        "sgd-fused": ({"schedule": cosine}, {**sgd, "lr": 0.03, "momentum": 0.8, "dampening": 0.2,
-                                             "weight_decay": 0.1, "fused": True}),
-        "adam-defaults": ({"schedule": cosine}, {"optimizer": "Adam"}),
-        "adam-wd-cosine": ({"schedule": cosine_long, "loss": "mse"}, {**adam, "weight_decay": 0.3,
-                                                                     "amsgrad": False, "maximize": False}),
-        "adam-decoupled-flag": ({"schedule": step}, {**adam, "weight_decay": 0.4, "decoupled_weight_decay": True}),
-        "adam-fused-eps": ({"loss": "mse"}, {**adam, "betas": [0.8, 0.99], "eps": 1e-3, "weight_decay": 0.1,
-                                             "fused": True}),
-        "adamw-default-wd": ({}, {**adamw}),
-        "adamw-weight-only": ({"init": "normal_all", "schedule": step}, {**adamw, "weight_decay": 0.4, "param_groups": [
-            {"params": ["weight"]}, {"params": ["bias"], "weight_decay": 0.0}]}),
-        "adamw-implicit-default": ({"init": "normal_all", "loss": "mse"}, {**adamw, "param_groups": [
-            {"params": ["weight"], "weight_decay": 0.5}]}),
-        "adamw-foreach": ({"schedule": cosine}, {**adamw, "weight_decay": 0.2, "foreach": True}),
-        "adamw-fused": ({"schedule": cosine_long}, {**adamw, "betas": [0.85, 0.995], "weight_decay": 0.2,
-                                                    "fused": True}),
-        "penalty-l2": ({"loss": "mse"}, {**sgd, "lr": 0.03, "momentum": 0.9,
-                                         "penalty": {"l2": 0.15, "params": all_}}),
-        "penalty-l1-zeros": ({"init": "zeros"}, {**sgd, "penalty": {"l1": 0.05}}),
-        "penalty-l1-bias-adam": ({"init": "zeros", "schedule": cosine}, {**adam, "penalty": {"l1": 0.02,
-                                                                                             "params": ["bias"]}}),
-        "penalty-l1-l2-adamw": ({"init": "zeros", "loss": "mse"}, {**adamw, "weight_decay": 0.1,
-                                                                   "penalty": {"l1": 0.01, "l2": 0.05}}),
-        "penalty-and-wd": ({"schedule": step}, {**sgd, "weight_decay": 0.1, "penalty": {"l2": 0.05, "l1": 0.01,
-                                                                                        "params": all_}}),
-        "penalty-adam-groups": ({"init": "zeros", "loss": "mse"}, {**adam, "param_groups": [
-            {"params": ["weight"], "weight_decay": 0.2}], "penalty": {"l1": 0.03, "params": ["bias"]}}),
-    }
 
 
 backend = TorchBackend()

@@ -71,6 +71,10 @@ class Backend:
         """The interpreter that runs this backend's worker when no override is given (None: this one)."""
         return None
 
+    def battery_extras(self) -> dict[str, tuple[dict, dict]]:
+        """Native knobs realize() never emits, for the fidelity battery: batteries/NAME.toml (data, not code)."""
+        return load_battery(self.name)
+
     # ---- inside the worker
     def versions(self) -> dict[str, str]:
         out = {}
@@ -87,6 +91,18 @@ class Backend:
         job = {"task": effective task dict, "run": config dict, "semantics": neutral dict, "dtype": str}.
         """
         raise NotImplementedError
+
+
+def load_battery(name: str) -> dict[str, tuple[dict, dict]]:
+    """wdparity_backends/batteries/NAME.toml: [cases."case"] task = {...}, run = {...}; {} when absent."""
+    import tomllib
+    from importlib.resources import files
+
+    path = files("wdparity_backends").joinpath("batteries", f"{name}.toml")
+    if not path.is_file():
+        return {}
+    cases = tomllib.loads(path.read_text(encoding="utf-8")).get("cases", {})
+    return {case: (dict(spec.get("task", {})), dict(spec["run"])) for case, spec in cases.items()}
 
 
 def _extra() -> dict[str, str]:
