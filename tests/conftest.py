@@ -48,6 +48,23 @@ def bad_run(write_case):
     return load
 
 
+def assert_battery_green(name: str, dtype: str, realized: int, inexpressible: int) -> dict:
+    """The whole fidelity battery of backend `name`: every case runs and meets the reference of its own
+    describe() (1e-9 relative in float64); the counts pin how much of the neutral battery it expresses."""
+    from wdparity import fidelity
+
+    cases, refused = fidelity.native_battery(name)
+    extras = len(fidelity.registry.get(name).battery_extras())
+    assert (len(cases), len(refused)) == (realized + extras, inexpressible)
+    report = fidelity.run_battery(cases, dtype)
+    failed = {k: (v["status"], v.get("reason"), v.get("max_rel_err"), v.get("tol")) for k, v in report.items()
+              if v["status"] != "ok" or not v["holds"]}
+    assert not failed
+    if dtype == "float64":
+        assert max(v["max_rel_err"] for v in report.values()) <= 1e-9
+    return report
+
+
 def run_probe(code: str, env: dict | None = None) -> dict:
     """Run a measuring script in a fresh interpreter; it prints one JSON object on its last line."""
     import os

@@ -10,7 +10,7 @@ import pytest
 from wdparity import fidelity
 from wdparity.spec import Semantics, Task
 from wdparity_backends.optax_backend import JAX_L1_AT_ZERO, backend
-from conftest import run_probe
+from conftest import assert_battery_green, run_probe
 
 HAVE_JAX = importlib.util.find_spec("jax") is not None and importlib.util.find_spec("optax") is not None
 needs_jax = pytest.mark.skipif(not HAVE_JAX, reason="jax/optax not installed (pip install 'wdparity[jax]')")
@@ -172,11 +172,4 @@ def test_ndim_mask_idiom_silently_matches_nothing(probe):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_battery(dtype):
-    cases, inexpressible = fidelity.native_battery("optax")
-    assert len(cases) == 50 + len(backend.battery_extras()) and len(inexpressible) == 30
-    report = fidelity.run_battery(cases, dtype)
-    failed = {k: (v["status"], v.get("reason"), v.get("max_rel_err"), v.get("tol")) for k, v in report.items()
-              if v["status"] != "ok" or not v["holds"]}
-    assert not failed
-    if dtype == "float64":
-        assert max(v["max_rel_err"] for v in report.values()) <= 1e-9
+    assert_battery_green("optax", dtype, realized=50, inexpressible=30)

@@ -12,7 +12,7 @@ from wdparity import fidelity
 from wdparity.backend import Inexpressible
 from wdparity.spec import Semantics, Task
 from wdparity_backends.torch_backend import DEFAULT_WD, TORCH_L1_AT_ZERO, backend
-from conftest import run_probe
+from conftest import assert_battery_green, run_probe
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed (pip install 'wdparity[torch]')")
@@ -235,14 +235,7 @@ def test_torch_schedulers_match_the_neutral_multiplier(probe):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_battery(dtype):
-    cases, inexpressible = fidelity.native_battery("torch")
-    assert len(cases) == 36 + len(backend.battery_extras()) and len(inexpressible) == 44
-    report = fidelity.run_battery(cases, dtype)
-    failed = {k: (v["status"], v.get("reason"), v.get("max_rel_err"), v.get("tol")) for k, v in report.items()
-              if v["status"] != "ok" or not v["holds"]}
-    assert not failed
-    if dtype == "float64":
-        assert max(v["max_rel_err"] for v in report.values()) <= 1e-9
+    assert_battery_green("torch", dtype, realized=36, inexpressible=44)
 
 
 @needs_torch
