@@ -61,6 +61,7 @@ from pydantic import model_validator
 
 from wdparity.backend import Backend, Inexpressible, load_battery
 from wdparity.data import batches
+from wdparity.recording import Recorder
 from wdparity.spec import (TENSORS, AdamSpec, DecayRule, NonNeg, Positive, Semantics, SgdSpec, Strict, Task, Unit,
                            check_tensors, fail)
 
@@ -330,20 +331,18 @@ class KerasBackend(Backend):
 
         X, y = np.asarray(data["X_train"], dtype), np.asarray(data["y_train"], dtype).reshape(-1, 1)
         rows = batches(data["order"], int(task["batch_size"]))
-        W = np.empty((len(rows) + 1, d), dtype=dtype)
-        B = np.empty(len(rows) + 1, dtype=dtype)
+        rec = Recorder(data, len(rows), d, dtype)
 
         def record(i):
-            kernel, bias = (keras.ops.convert_to_numpy(v) for v in (dense.kernel, dense.bias))
-            W[i], B[i] = kernel.reshape(-1), bias.reshape(-1)[0]
+            rec.record(i, *(keras.ops.convert_to_numpy(v) for v in (dense.kernel, dense.bias)))
 
         record(0)
         for t, idx in enumerate(rows):
             model.train_on_batch(X[idx], y[idx])
             record(t + 1)
-        if W.dtype != np.dtype(dtype) or keras.ops.convert_to_numpy(dense.kernel).dtype != np.dtype(dtype):
+        if keras.ops.convert_to_numpy(dense.kernel).dtype != np.dtype(dtype):
             raise RuntimeError(f"Keras trained in {keras.ops.convert_to_numpy(dense.kernel).dtype}, not {dtype}")
-        return {"weight": W, "bias": B}
+        return rec.result()
 
     def battery_extras(self) -> dict[str, tuple[dict, dict]]:
         return {f"{kb}-{name}": (task, {"keras_backend": kb, **run})

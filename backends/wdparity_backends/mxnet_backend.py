@@ -207,6 +207,7 @@ class MxnetBackend(Backend):
         from mxnet import autograd, gluon, nd
 
         from wdparity.data import batches
+        from wdparity.recording import Recorder
 
         task, run, dtype = job["task"], job["run"], job["dtype"]
         opt = run["optimizer"]
@@ -246,8 +247,10 @@ class MxnetBackend(Backend):
         loss_fn = gluon.loss.L2Loss(weight=1.0 if task["loss"] == "half_mse" else 2.0)
         penalty = run.get("penalty")
         X, y = data["X_train"].astype(dtype), data["y_train"].astype(dtype)
-        W, B = [net.weight.data().asnumpy().reshape(d)], [net.bias.data().asnumpy().reshape(())]
-        for rows in batches(data["order"], int(task["batch_size"])):
+        steps = batches(data["order"], int(task["batch_size"]))
+        rec = Recorder(data, len(steps), d, dtype)
+        rec.record(0, net.weight.data().asnumpy(), net.bias.data().asnumpy())
+        for t, rows in enumerate(steps):
             xb, yb = nd.array(X[rows], dtype=dtype), nd.array(y[rows], dtype=dtype)
             with autograd.record():
                 loss = loss_fn(net(xb), yb)
@@ -257,9 +260,8 @@ class MxnetBackend(Backend):
                     loss = loss + self._penalty(nd, net, penalty)
             loss.backward()
             trainer.step(len(rows))      # the short last batch is rescaled by its own size
-            W.append(net.weight.data().asnumpy().reshape(d))
-            B.append(net.bias.data().asnumpy().reshape(()))
-        return {"weight": np.stack(W), "bias": np.stack(B)}
+            rec.record(t + 1, net.weight.data().asnumpy(), net.bias.data().asnumpy())
+        return rec.result()
 
     @staticmethod
     def _penalty(nd, net, penalty: dict):

@@ -37,6 +37,7 @@ from pydantic import Discriminator, Tag, model_validator
 
 from wdparity.backend import Backend, Inexpressible
 from wdparity.data import batches, loss_factor
+from wdparity.recording import Recorder
 from wdparity.errors import InputError
 from wdparity.spec import (TENSORS, AdamSpec, DecayRule, Finite, NonNeg, Penalty, Positive, Semantics, SgdSpec,
                            Strict, Task, Unit, check_tensors, fail)
@@ -395,13 +396,12 @@ class OptaxBackend(Backend):
         params = {"weight": jnp.asarray(data["w0"], dtype), "bias": jnp.asarray(data["b0"], dtype)}
         opt_state = tx.init(params)
         rows = batches(data["order"], int(task["batch_size"]))
-        W = np.empty((len(rows) + 1, params["weight"].size), dtype=dtype)
-        B = np.empty(len(rows) + 1, dtype=dtype)
-        W[0], B[0] = np.asarray(params["weight"]), np.asarray(params["bias"])
+        rec = Recorder(data, len(rows), params["weight"].size, dtype)
+        rec.record(0, np.asarray(params["weight"]), np.asarray(params["bias"]))
         for t, idx in enumerate(rows):
             params, opt_state = step(params, opt_state, X[idx], y[idx])
-            W[t + 1], B[t + 1] = np.asarray(params["weight"]), np.asarray(params["bias"])
-        return {"weight": W, "bias": B}
+            rec.record(t + 1, np.asarray(params["weight"]), np.asarray(params["bias"]))
+        return rec.result()
 
 
 backend = OptaxBackend()

@@ -40,6 +40,7 @@ from pydantic import Field, model_validator
 
 from wdparity.backend import Backend, Inexpressible
 from wdparity.data import batches
+from wdparity.recording import Recorder
 from wdparity.spec import (TENSORS, AdamSpec, DecayRule, NonNeg, Penalty, Positive, Semantics, SgdSpec, Strict,
                            Task, Unit, check_tensors, fail)
 
@@ -284,9 +285,8 @@ class TorchBackend(Backend):
         half = task["loss"] == "half_mse"
         pen = run.penalty
 
-        W = np.full((len(rows) + 1, d), np.nan, dtype=np_dtype)
-        B = np.full(len(rows) + 1, np.nan, dtype=np_dtype)
-        W[0], B[0] = net.weight.detach().numpy().ravel(), net.bias.detach().numpy()[0]
+        rec = Recorder(data, len(rows), d, np_dtype)
+        rec.record(0, net.weight.detach().numpy(), net.bias.detach().numpy())
         for t, idx in enumerate(rows):
             index = torch.as_tensor(idx)
             optimizer.zero_grad()
@@ -304,10 +304,9 @@ class TorchBackend(Backend):
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            W[t + 1], B[t + 1] = net.weight.detach().numpy().ravel(), net.bias.detach().numpy()[0]
-            if not (np.isfinite(W[t + 1]).all() and np.isfinite(B[t + 1])):
+            if not rec.record(t + 1, net.weight.detach().numpy(), net.bias.detach().numpy()):
                 break
-        return {"weight": W, "bias": B}
+        return rec.result()
 
 def _scheduler(torch, optimizer, schedule: dict, lr: float, steps: int):
     """The run's schedule as torch.optim.lr_scheduler objects (stepped once per optimizer step)."""

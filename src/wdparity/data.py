@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .recording import plan, recorded_steps
+
 ARRAYS = ("X_train", "y_train", "X_test", "y_test", "w0", "b0", "order")
 
 
@@ -32,8 +34,13 @@ def make_data(task: dict) -> dict[str, np.ndarray]:
         order = np.stack([rng.permutation(n_train) for _ in range(int(task["epochs"]))])
     else:
         order = np.tile(np.arange(n_train), (int(task["epochs"]), 1))
-    return {"X_train": X_train, "y_train": y_train, "X_test": X_test, "y_test": y_test,
-            "w0": w0, "b0": b0, "order": order.astype(np.int64)}
+    out = {"X_train": X_train, "y_train": y_train, "X_test": X_test, "y_test": y_test,
+           "w0": w0, "b0": b0, "order": order.astype(np.int64)}
+    if "batch_size" in task:   # the recording plan (recording.py): absent = every step in full
+        how = plan(task)
+        if how["mode"] == "checkpoints":
+            out["record_steps"] = recorded_steps(len(batches(out["order"], int(task["batch_size"]))), how["every"])
+    return out
 
 
 def batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:

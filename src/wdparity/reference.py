@@ -18,6 +18,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from .data import batches, loss_factor
+from .recording import Recorder
 from .schedules import multiplier
 
 Params = dict[str, np.ndarray]
@@ -228,7 +229,8 @@ def run_cached(semantics: dict, data: dict, batch_size: int, dtype: str = "float
 
 
 def run(semantics: dict, data: dict, batch_size: int, dtype: str = "float64") -> dict[str, np.ndarray]:
-    """Train with the reference; returns {"weight": (S+1, d), "bias": (S+1,)} including the start.
+    """Train with the reference; returns {"weight": (S+1, d), "bias": (S+1,)} including the start
+    (at scale, the rows of data["record_steps"] and per-step summaries: see recording.py).
 
     A run that becomes non-finite or explodes is stopped there; its remaining steps are NaN.
     """
@@ -239,17 +241,16 @@ def run(semantics: dict, data: dict, batch_size: int, dtype: str = "float64") ->
     steps = batches(data["order"], batch_size)
     opt = build(semantics, dt)
     state = opt.init(params)
-    W = np.full((len(steps) + 1, params["weight"].size), np.nan, dtype=dt)
-    B = np.full(len(steps) + 1, np.nan, dtype=dt)
-    W[0], B[0] = params["weight"], params["bias"]
-    limit = EXPLOSION_FACTOR * max(1.0, float(np.max(np.abs(W[0]), initial=0.0)), abs(float(B[0])))
+    rec = Recorder(data, len(steps), params["weight"].size, dt)
+    rec.record(0, params["weight"], params["bias"])
+    limit = EXPLOSION_FACTOR * max(1.0, float(np.max(np.abs(params["weight"]), initial=0.0)), abs(float(params["bias"])))
     with np.errstate(all="ignore"):
         for t, rows in enumerate(steps):
             grads = gradients(params, X[rows], y[rows], factor, semantics.get("hyper_dtype", "float64"))
             updates, state = opt.update(grads, state, params, t)
             params = {k: params[k] + updates[k] for k in params}
-            W[t + 1], B[t + 1] = params["weight"], params["bias"]
+            rec.record(t + 1, params["weight"], params["bias"])
             big = max(float(np.max(np.abs(params["weight"]), initial=0.0)), abs(float(params["bias"])))
             if not np.isfinite(big) or big > limit:
                 break
-    return {"weight": W, "bias": B}
+    return rec.result()

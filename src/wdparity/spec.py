@@ -105,6 +105,10 @@ class Task(Strict):
     seed: int = Field(0, ge=0)
     dtype: DType = "float32"
     schedule: Schedule = ConstantSchedule()
+    # How trajectories are kept (recording.py): "auto" records every step in full up to 2e7 weight values
+    # per run, else per-step norm/bias/digest plus w every `checkpoint_every` steps.
+    record: Literal["auto", "full", "checkpoints"] = "auto"
+    checkpoint_every: Optional[int] = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _batch_fits(self):
