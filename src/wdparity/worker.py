@@ -25,6 +25,15 @@ def _write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)   # Linux: KiB
+    except (ImportError, OSError):
+        return 0.0
+
+
 def main(jobdir: str) -> int:
     import numpy as np
 
@@ -77,6 +86,7 @@ def main(jobdir: str) -> int:
                 status = {"status": "error", "reason": f"{type(exc).__name__}: {exc}".strip(),
                           "traceback": "".join(tb[-6:])}
         status["seconds"] = round(time.perf_counter() - start, 4)
+        status["peak_rss_mb"] = _peak_rss_mb()   # the worker's high-water mark so far (scale goal: per worker)
         _write_json(root / f"{ident}.json", status)
         print(f"done {ident}", flush=True)
     return 0
