@@ -16,12 +16,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import __version__, compare, diagnose, fidelity, harness, stability
+from . import __version__, compare, diagnose, fidelity, harness, recording, replay, stability
 from . import backend as registry
 from .case import Case, Run, load_case
 from .data import losses, make_data
 
-TIMING_FIELDS = ("seconds",)  # the only fields of the JSON that vary between identical invocations
+TIMING_FIELDS = ("seconds", "peak_rss_mb")  # the only fields of the JSON that vary between identical invocations
 
 
 @dataclass
@@ -70,11 +70,13 @@ def check_cases(paths: list[str], *, overrides: Optional[dict[str, str]] = None,
     if on_done:
         for ident in skipped:
             on_done(ident)
-    return [judge(case, data[f"c{ci}"], {n: results[f"c{ci}-{n}"] for n in case.runs}) for ci, case in enumerate(cases)]
+    judged = [judge(case, data[f"c{ci}"], {n: results[f"c{ci}-{n}"] for n in case.runs}) for ci, case in enumerate(cases)]
+    replay.localize(judged, timeout=timeout)   # checkpoint mode: the exact first divergent step
+    return judged
 
 
-def _trajectory_problem(arrays: dict, run: Run) -> Optional[str]:
-    steps = run.task.steps + 1
+def _trajectory_problem(arrays: dict, run: Run, data: dict) -> Optional[str]:
+    steps = len(data["record_steps"]) if "record_steps" in data else run.task.steps + 1
     d = run.task.num_inputs
     if set(arrays) < {"weight", "bias"}:
         return f"trajectory lacks {sorted({'weight', 'bias'} - set(arrays))}"
@@ -97,15 +99,16 @@ def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseRes
         status, reason = res.status, res.reason
         entry = {"backend": run.backend, "status": status, "reason": reason, "semantics": sem,
                  "fidelity": None, "final": None, "dtype": run.dtype}
-        if status == "ok" and (problem := _trajectory_problem(res.arrays, run)):
+        if status == "ok" and (problem := _trajectory_problem(res.arrays, run, data)):
             status, reason = "error", f"{run.backend} returned a bad trajectory: {problem}"
         if status == "ok":
-            traj = {"weight": np.asarray(res.arrays["weight"]).reshape(run.task.steps + 1, -1),
+            traj = {**res.arrays, "weight": np.asarray(res.arrays["weight"]).reshape(len(res.arrays["weight"]), -1),
                     "bias": np.asarray(res.arrays["bias"]).reshape(-1)}
             trajs[name] = traj
             n = compare.stable_length(traj)
             bound = stability.sgd_bound(sem, data, run.task.batch_size)
-            unstable = stability.describe_instability(bound, n if n < len(traj["bias"]) else None)
+            left = int(recording.steps_of(traj)[n]) if n < len(traj["bias"]) else None
+            unstable = stability.describe_instability(bound, left)
             if unstable:
                 status, reason = "unstable", unstable
             if bound is not None:
@@ -120,6 +123,7 @@ def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseRes
         entry["status"], entry["reason"] = status, reason
         entry["versions"] = {k: v for k, v in res.versions.items() if k != "executable"}
         entry["seconds"] = round(res.seconds, 3)
+        entry["peak_rss_mb"] = res.peak_rss_mb
         for mod in registry.get(run.backend).modules if res.status == "ok" else ():
             if mod in res.versions:
                 key = mod if versions.get(mod, res.versions[mod]) == res.versions[mod] else f"{mod} ({name})"
@@ -133,6 +137,7 @@ def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseRes
             curves[(a, b)] = curve
     out = {"case": case.path, "title": case.title, "versions": dict(sorted(versions.items())), "runs": runs_json,
            "pairs": pairs, "claim": judge_claim(case, runs_json, pairs, versions),
+           "recording": recording.describe(data, recording.plan(case.task.model_dump())),
            "tolerance": {"float32_noise_floor": floor, "float32": tol32, "float64": compare.TOL64,
                          "rule": f"float32 pairs: {compare.FLOOR_FACTOR:g} x the largest difference between the "
                                  "reference in float32 and float64 over this case's runs (at least "
@@ -156,6 +161,12 @@ def judge_pair(case: Case, data: dict, runs_json: dict, trajs: dict, a: str, b: 
     tol = compare.tolerance_for((ra.dtype, rb.dtype), tol32)
     summary = compare.summarize(trajs[a], trajs[b], tol)
     curve = summary.pop("curve")
+    steps = recording.steps_of(trajs[a])
+    if summary["first_divergent_step"] is not None:   # a row index; at scale rows are checkpoints
+        row = summary["first_divergent_step"]
+        summary["first_divergent_step"] = int(steps[row])
+        if row > 0 and steps[row] - steps[row - 1] > 1:   # somewhere in (previous checkpoint, this one]
+            pair["localize"] = [int(steps[row - 1]) + 1, int(steps[row])]
     pair.update(summary)
     pair["tol"] = tol
     if summary["verdict"] == "diverges":
@@ -169,7 +180,7 @@ def judge_pair(case: Case, data: dict, runs_json: dict, trajs: dict, a: str, b: 
         pair["causes"] = causes
         pair["diagnosis"] = {"checks": found["checks"], "residual_after_all": finite(found["residual_after_all"]),
                              "runs_off_their_own_semantics": infidel}
-    return pair, {"curve": curve, "tol": tol, "first": summary["first_divergent_step"]}
+    return pair, {"curve": curve, "x": steps, "tol": tol, "first": summary["first_divergent_step"]}
 
 
 def judge_claim(case: Case, runs_json: dict, pairs: list[dict], versions: Optional[dict] = None) -> dict:

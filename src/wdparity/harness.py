@@ -51,6 +51,7 @@ class Result:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    peak_rss_mb: Optional[float] = None
 
 
 def _stage_packages(tmp: Path) -> Path:
@@ -173,7 +174,7 @@ def _run_worker(jobdir: Path, key: tuple, group: list[WorkItem], stage: Path, ti
             out[it.id] = Result("error", reason, versions=versions, seconds=elapsed)
             continue
         res = Result(status.get("status", "error"), status.get("reason"), versions=versions,
-                     seconds=float(status.get("seconds", 0.0)))
+                     seconds=float(status.get("seconds", 0.0)), peak_rss_mb=status.get("peak_rss_mb"))
         if res.status == "ok":
             try:
                 with np.load(jobdir / f"{it.id}.npz") as npz:

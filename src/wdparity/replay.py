@@ -1,0 +1,57 @@
+"""The exact first divergent step at scale: replay the window between two checkpoints in full.
+
+In checkpoint mode (recording.py) a pair is compared at its recorded rows, so its first divergent
+row only bounds the step: after the previous checkpoint, at or before this one. `localize` runs
+both sides of every such pair again, all pairs of all cases in one more worker per backend, with
+that window recorded in full (the task data carry the rows; every run is deterministic, so the
+replay retraces the first pass), and takes the first step whose relative error exceeds the pair's
+tolerance. The metric's scale is taken over the checkpoints and the window together, so a step the
+first pass found within tolerance stays within it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import compare, harness, recording
+
+
+def localize(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> int:
+    """Replace each pair's checkpoint-bounded first divergent step by the exact one; returns how many."""
+    items, data, todo = [], {}, []
+    for ci, res in enumerate(results):
+        for j, pair in enumerate(res.json["pairs"]):
+            window = pair.pop("localize", None)
+            if window is None:
+                continue
+            key = f"r{ci}p{j}"
+            data[key] = recording.with_window(res.data, (window[0], window[1]))
+            for side in (pair["a"], pair["b"]):
+                items.append(res.case.runs[side].work_item(f"{key}-{side}", key))
+            todo.append((res, pair, key, window))
+    if not todo:
+        return 0
+    out = harness.run_items(items, data, timeout=timeout)
+    for res, pair, key, window in todo:
+        sides = [out[f"{key}-{pair[s]}"] for s in ("a", "b")]
+        entry = {"window": window, "checkpoint_step": pair["first_divergent_step"],
+                 "by": "both runs replayed with the window recorded in full"}
+        if any(r.status != "ok" for r in sides):
+            entry["reason"] = "; ".join(f"{r.status}: {r.reason}" for r in sides if r.status != "ok")
+            pair["localized"] = entry
+            continue
+        a, b = ({"weight": np.asarray(r.arrays["weight"]).reshape(len(r.arrays["weight"]), -1),
+                 "bias": np.asarray(r.arrays["bias"]).reshape(-1)} for r in sides)
+        steps = recording.steps_of(sides[0].arrays)
+        summary = compare.summarize(a, b, pair["tol"])
+        row = summary["first_divergent_step"]
+        if row is not None and window[0] <= steps[row] <= window[1]:
+            pair["first_divergent_step"], pair["tensor"] = int(steps[row]), summary["tensor"]
+            curve = res.curves.get((pair["a"], pair["b"]))
+            if curve is not None:
+                curve["first"] = pair["first_divergent_step"]
+        else:   # the replay did not retrace the first pass: say so rather than guess
+            entry["reason"] = (f"the replay's first divergent row is step {None if row is None else int(steps[row])},"
+                               " outside the window: the runs are not deterministic")
+        pair["localized"] = entry
+    return len(todo)
