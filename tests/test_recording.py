@@ -121,3 +121,10 @@ def test_torch_and_optax_record_checkpoints_like_the_reference(write_case):
     assert torch["status"] == "ok" and torch["fidelity"]["holds"] is True
     assert res.trajectories["torch"]["step"].tolist() == res.trajectories["coupled"]["step"].tolist()
     assert _pair(res.json, "coupled", "torch")["verdict"] == "equivalent"
+
+
+def test_windows_add_up_without_changing_the_checkpoints():
+    data = {"record_steps": recording.recorded_steps(100, 30)}
+    both = recording.with_window(recording.with_window(data, (1, 3)), (95, 120))
+    assert both["record_steps"].tolist() == [0, 1, 2, 3, 30, 60, 90, 95, 96, 97, 98, 99, 100]
+    assert data["record_steps"].tolist() == [0, 30, 60, 90, 100]

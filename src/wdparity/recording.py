@@ -51,10 +51,9 @@ def recorded_steps(steps: int, every: int, window: Optional[tuple[int, int]] = N
 def with_window(data: dict, window: tuple[int, int]) -> dict:
     """The same task data recording steps lo..hi in full as well (arrays shared, not copied)."""
     rows = data["record_steps"]
-    steps = int(rows[-1])
-    every = int(rows[1] - rows[0]) if len(rows) > 1 else 1
+    lo, hi = max(0, int(window[0])), min(int(rows[-1]), int(window[1]))
     out = dict(data)
-    out["record_steps"] = np.union1d(rows, recorded_steps(steps, every, window))
+    out["record_steps"] = np.union1d(rows, np.arange(lo, hi + 1, dtype=np.int64))
     return out
 
 

@@ -208,6 +208,7 @@ def gradients(params: Params, X: np.ndarray, y: np.ndarray, factor, hyper_dtype:
 
 _MEMO: dict[tuple, tuple[dict, dict]] = {}
 MEMO_SIZE = 64
+MEMO_BYTES = 512 * 2**20   # at 100k inputs one entry is ~40 MB of checkpoints: keep the judge's memory bounded
 
 
 def run_cached(semantics: dict, data: dict, batch_size: int, dtype: str = "float64") -> dict[str, np.ndarray]:
@@ -222,7 +223,8 @@ def run_cached(semantics: dict, data: dict, batch_size: int, dtype: str = "float
     out = run(semantics, data, batch_size, dtype)
     for arr in out.values():
         arr.setflags(write=False)
-    if len(_MEMO) >= MEMO_SIZE:
+    while _MEMO and (len(_MEMO) >= MEMO_SIZE or
+                     sum(a.nbytes for _, entry in _MEMO.values() for a in entry.values()) > MEMO_BYTES):
         _MEMO.pop(next(iter(_MEMO)))
     _MEMO[key] = (data, out)
     return out

@@ -17,18 +17,21 @@ from . import compare, harness, recording
 
 
 def localize(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> int:
-    """Replace each pair's checkpoint-bounded first divergent step by the exact one; returns how many."""
+    """Replace each pair's checkpoint-bounded first divergent step by the exact one; returns how many.
+
+    Each run is replayed once per case, with the windows of all its case's pairs recorded together."""
     items, data, todo = [], {}, []
     for ci, res in enumerate(results):
-        for j, pair in enumerate(res.json["pairs"]):
-            window = pair.pop("localize", None)
-            if window is None:
-                continue
-            key = f"r{ci}p{j}"
-            data[key] = recording.with_window(res.data, (window[0], window[1]))
-            for side in (pair["a"], pair["b"]):
-                items.append(res.case.runs[side].work_item(f"{key}-{side}", key))
-            todo.append((res, pair, key, window))
+        pairs = [p for p in res.json["pairs"] if "localize" in p]
+        if not pairs:
+            continue
+        key = f"r{ci}"
+        data[key] = res.data
+        for pair in pairs:
+            data[key] = recording.with_window(data[key], tuple(pair["localize"]))
+        for side in sorted({p[s] for p in pairs for s in ("a", "b")}):
+            items.append(res.case.runs[side].work_item(f"{key}-{side}", key))
+        todo += [(res, pair, key, pair.pop("localize")) for pair in pairs]
     if not todo:
         return 0
     out = harness.run_items(items, data, timeout=timeout)
@@ -45,13 +48,13 @@ def localize(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> int:
         steps = recording.steps_of(sides[0].arrays)
         summary = compare.summarize(a, b, pair["tol"])
         row = summary["first_divergent_step"]
-        if row is not None and window[0] <= steps[row] <= window[1]:
+        if row is not None and steps[row] <= window[1]:   # earlier than the window only via another pair's window
             pair["first_divergent_step"], pair["tensor"] = int(steps[row]), summary["tensor"]
             curve = res.curves.get((pair["a"], pair["b"]))
             if curve is not None:
                 curve["first"] = pair["first_divergent_step"]
         else:   # the replay did not retrace the first pass: say so rather than guess
             entry["reason"] = (f"the replay's first divergent row is step {None if row is None else int(steps[row])},"
-                               " outside the window: the runs are not deterministic")
+                               " after the window: the runs are not deterministic")
         pair["localized"] = entry
     return len(todo)
