@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import platform
+import queue
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -64,15 +66,59 @@ def check_cases(paths: list[str], *, overrides: Optional[dict[str, str]] = None,
             if missing:
                 hint = f"; {backend.install_hint}" if backend.install_hint else ""
                 skipped[item.id] = harness.Result("skipped", f"{', '.join(missing)} not installed in {sys.executable}{hint}")
-    results = harness.run_items([it for it in items if it.id not in skipped], data, timeout=timeout,
-                                on_done=(lambda it: on_done(it.id)) if on_done else None)
-    results.update(skipped)
     if on_done:
         for ident in skipped:
             on_done(ident)
-    judged = [judge(case, data[f"c{ci}"], {n: results[f"c{ci}-{n}"] for n in case.runs}) for ci, case in enumerate(cases)]
-    replay.localize(judged, timeout=timeout)   # checkpoint mode: the exact first divergent step
-    return judged
+    judged = _JudgeAsTheyFinish(cases, data, skipped)
+    harness.run_items([it for it in items if it.id not in skipped], data, timeout=timeout,
+                      on_done=(lambda it: on_done(it.id)) if on_done else None, on_result=judged.arrived)
+    results = judged.wait()
+    replay.localize(results, timeout=timeout)   # checkpoint mode: the exact first divergent step
+    return results
+
+
+class _JudgeAsTheyFinish:
+    """Judges each case in a background thread as soon as its last run arrives, while the other
+    workers still train (the main thread keeps the harness, so Ctrl-C still stops every worker)."""
+
+    def __init__(self, cases: list[Case], data: dict, results: dict):
+        self.cases, self.data, self.results = cases, data, dict(results)
+        self.waiting = {ci: {f"c{ci}-{n}" for n in case.runs} - set(results) for ci, case in enumerate(cases)}
+        self.done: list[Optional[CaseResult]] = [None] * len(cases)
+        self.ready: queue.Queue = queue.Queue()
+        self.error: Optional[BaseException] = None
+        self.lock = threading.Lock()
+        for ci, left in self.waiting.items():
+            if not left:
+                self.ready.put(ci)
+        self.thread = threading.Thread(target=self._work, daemon=True)
+        self.thread.start()
+
+    def arrived(self, ident: str, result: harness.Result) -> None:
+        ci = int(ident.split("-", 1)[0][1:])
+        with self.lock:   # reader threads of several workers call this
+            self.results[ident] = result
+            last = ident in self.waiting[ci] and len(self.waiting[ci]) == 1
+            self.waiting[ci].discard(ident)
+        if last:
+            self.ready.put(ci)
+
+    def _work(self) -> None:
+        while (ci := self.ready.get()) is not None:
+            try:
+                case = self.cases[ci]
+                self.done[ci] = judge(case, self.data[f"c{ci}"], {n: self.results[f"c{ci}-{n}"] for n in case.runs})
+            except BaseException as exc:   # re-raised in the caller's thread
+                self.error = exc
+                return
+
+    def wait(self) -> list[CaseResult]:
+        self.ready.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return [res or judge(case, self.data[f"c{ci}"], {n: self.results[f"c{ci}-{n}"] for n in case.runs})
+                for ci, (case, res) in enumerate(zip(self.cases, self.done))]
 
 
 def _trajectory_problem(arrays: dict, run: Run, data: dict) -> Optional[str]:
