@@ -70,5 +70,26 @@ class NumpyBackend(Backend):
     def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return reference.run(job["semantics"], data, int(job["task"]["batch_size"]), job["dtype"])
 
+    def batch_groups(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[list[int]]:
+        """Jobs whose semantics differ only in lr and decay coefficients train as one batched reference
+        run (wdparity.batched); checkpoint recording (record_steps) stays serial."""
+        import json
+
+        from wdparity import batched
+
+        if "record_steps" in data:
+            return batched.partition([None] * len(jobs))
+        return batched.partition([json.dumps([job["task"], job["dtype"], batched.structure_key(job["semantics"])],
+                                             sort_keys=True) for job in jobs])
+
+    def train_batch(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        from wdparity import batched
+
+        def vectorized(group: list[dict], data: dict) -> list[dict]:
+            return batched.run([j["semantics"] for j in group], data, int(group[0]["task"]["batch_size"]),
+                               group[0]["dtype"])
+
+        return batched.train_grouped(self.batch_groups(jobs, data), jobs, data, self.train, vectorized)
+
 
 backend = NumpyBackend()

@@ -92,6 +92,16 @@ class Backend:
         """
         raise NotImplementedError
 
+    # ---- batches (`wdparity sweep`): many configs of one run, trained together where the adapter can
+    def batch_groups(self, jobs: list[dict[str, Any]], data: dict[str, np.ndarray]) -> list[list[int]]:
+        """Indices of `jobs` that train_batch trains together in one vectorized run (pure: no framework
+        import, so the parent can tell a sweep's mode). Default: each job alone, i.e. serially."""
+        return [[i] for i in range(len(jobs))]
+
+    def train_batch(self, jobs: list[dict[str, Any]], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """train() for every job, in order. Adapters that vectorize override this (and batch_groups)."""
+        return [self.train(job, data) for job in jobs]
+
 
 def load_battery(name: str) -> dict[str, tuple[dict, dict]]:
     """wdparity_backends/batteries/NAME.toml: [cases."case"] task = {...}, run = {...}; {} when absent."""

@@ -34,6 +34,15 @@ def _peak_rss_mb() -> float:
         return 0.0
 
 
+def _train_batch(backend, jobs: list, data: dict) -> dict:
+    """Backend.train_batch (or train() per job for an adapter without it), config i's arrays as "i.NAME"."""
+    batch = getattr(backend, "train_batch", None)
+    outs = batch(jobs, data) if batch is not None else [backend.train(job, data) for job in jobs]
+    if len(outs) != len(jobs):
+        raise RuntimeError(f"train_batch returned {len(outs)} trajectories for {len(jobs)} jobs")
+    return {f"{i}.{name}": value for i, out in enumerate(outs) for name, value in out.items()}
+
+
 def main(jobdir: str) -> int:
     import numpy as np
 
@@ -77,7 +86,10 @@ def main(jobdir: str) -> int:
                 if path not in data_cache:
                     with np.load(root.parent / path) as npz:
                         data_cache[path] = {k: npz[k] for k in npz.files}
-                out = backend.train(item["job"], data_cache[path])
+                if "batch" in item["job"]:   # many configs in one item (wdparity sweep): "{i}.weight", ...
+                    out = _train_batch(backend, item["job"]["batch"], data_cache[path])
+                else:
+                    out = backend.train(item["job"], data_cache[path])
                 arrays = {k: np.asarray(v) for k, v in out.items()}
                 np.savez(root / f"{ident}.npz", **arrays)
                 status = {"status": "ok", "reason": None}
