@@ -403,5 +403,21 @@ class OptaxBackend(Backend):
             rec.record(t + 1, np.asarray(params["weight"]), np.asarray(params["bias"]))
         return rec.result()
 
+    def batch_groups(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[list[int]]:
+        """Runs differing only in learning rates, decay and penalty values train as one jit(vmap) with the
+        chain built from traced scalars (optax_batch.py); checkpoint recording (record_steps) stays serial."""
+        from wdparity.batched import partition
+
+        from .optax_batch import batch_key
+
+        return partition([None if "record_steps" in data else batch_key(job) for job in jobs])
+
+    def train_batch(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        from wdparity.batched import train_grouped
+
+        from . import optax_batch
+
+        return train_grouped(self.batch_groups(jobs, data), jobs, data, self.train, optax_batch.train)
+
 
 backend = OptaxBackend()

@@ -308,6 +308,22 @@ class TorchBackend(Backend):
                 break
         return rec.result()
 
+    def batch_groups(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[list[int]]:
+        """Runs differing only in lr / weight_decay values train as one optimizer with a param group per
+        config (torch_batch.py); checkpoint recording (record_steps) stays serial."""
+        from wdparity.batched import partition
+
+        from .torch_batch import batch_key
+
+        return partition([None if "record_steps" in data else batch_key(job) for job in jobs])
+
+    def train_batch(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        from wdparity.batched import train_grouped
+
+        from . import torch_batch
+
+        return train_grouped(self.batch_groups(jobs, data), jobs, data, self.train, torch_batch.train)
+
 def _scheduler(torch, optimizer, schedule: dict, lr: float, steps: int):
     """The run's schedule as torch.optim.lr_scheduler objects (stepped once per optimizer step)."""
     sched = torch.optim.lr_scheduler
