@@ -71,16 +71,17 @@ class NumpyBackend(Backend):
         return reference.run(job["semantics"], data, int(job["task"]["batch_size"]), job["dtype"])
 
     def batch_groups(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[list[int]]:
-        """Jobs whose semantics differ only in lr and decay coefficients train as one batched reference
-        run (wdparity.batched); checkpoint recording (record_steps) stays serial."""
+        """Jobs whose semantics differ only in lr and decay coefficients (a missing rule counting as
+        coefficient 0) train as one batched reference run (wdparity.batched); checkpoint recording
+        (record_steps) stays serial."""
         import json
 
         from wdparity import batched
 
         if "record_steps" in data:
             return batched.partition([None] * len(jobs))
-        return batched.partition([json.dumps([job["task"], job["dtype"], batched.structure_key(job["semantics"])],
-                                             sort_keys=True) for job in jobs])
+        return batched.groups([job["semantics"] for job in jobs],
+                              [json.dumps([job["task"], job["dtype"]], sort_keys=True) for job in jobs])
 
     def train_batch(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         from wdparity import batched

@@ -12,8 +12,9 @@ cast), and the forward product uses np.matmul on stacked (n, d) @ (d, 1) blocks,
 BLAS routine per config as the serial (n, d) @ (d,).
 
 Only lr (optimizer.lr) and the decay coefficients may differ between the configs of a batch; every
-other field is structure (`structure_key`). NumPy + stdlib only, like reference.py: the numpy
-backend's worker imports it.
+other field is structure (`structure_key`). A config without a rule the others have (lambda = 0 drops
+a penalty's rule) joins them with that rule at coefficient 0 (`align`), which changes no number.
+NumPy + stdlib only, like reference.py: the numpy backend's worker imports it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,46 @@ def structure_key(semantics: dict) -> str:
     for rule in sem.get("decay", []):
         rule["coefficient"] = None
     return json.dumps(sem, sort_keys=True)
+
+
+def _signature(rule: dict) -> str:
+    return json.dumps({k: v for k, v in rule.items() if k != "coefficient"}, sort_keys=True)
+
+
+def loose_key(semantics: dict) -> str:
+    """structure_key without the decay rules: semantics that differ in which rules they have (lambda = 0
+    drops a penalty's rule) may still train together once `align` gives them the same rules."""
+    return structure_key({**semantics, "decay": []})
+
+
+def align(semantics: list[dict]) -> Optional[list[dict]]:
+    """The semantics with one list of decay rules: a rule a config lacks is added with coefficient 0.0.
+    Exact: g + 0*dir(w) == g and step - 0*dir(w) == step for finite w (a non-finite run is stopped).
+    None when the configs' own rules do not all fit in that order (an addition order would change)."""
+    longest = [_signature(r) for r in max(semantics, key=lambda s: len(s.get("decay", [])))["decay"]]
+    if len(set(longest)) != len(longest):
+        return None
+    out = []
+    for sem in semantics:
+        own = {_signature(r): r for r in sem.get("decay", [])}
+        position = iter(longest)
+        if len(own) != len(sem.get("decay", [])) or not all(sig in position for sig in own):
+            return None
+        decay = [own.get(sig) or {**json.loads(sig), "coefficient": 0.0} for sig in longest]
+        out.append({**sem, "decay": decay})
+    return out
+
+
+def groups(semantics: list[dict], extra: list[str]) -> list[list[int]]:
+    """Which configs the batched reference trains together: equal `extra` (task, dtype) and loose_key,
+    and rules that `align`; a set that does not align falls back to equal structure_key."""
+    out = []
+    for loose in partition([f"{e}|{loose_key(s)}" for e, s in zip(extra, semantics)]):
+        if len(loose) == 1 or align([semantics[i] for i in loose]) is not None:
+            out.append(loose)
+        else:
+            out += [[loose[i] for i in strict] for strict in partition([structure_key(semantics[i]) for i in loose])]
+    return out
 
 
 def partition(keys: list[Optional[str]]) -> list[list[int]]:
@@ -169,6 +210,7 @@ def run(semantics: list[dict], data: dict, batch_size: int, dtype: str = "float6
     As in the reference, a config whose weights become non-finite or explode is stopped at that step
     (its later rows are NaN); the others go on.
     """
+    semantics = align(semantics) or semantics
     keys = {structure_key(s) for s in semantics}
     if len(keys) != 1:
         raise ValueError(f"a batch must share one structure (all but lr and coefficients); got {len(keys)}")
@@ -182,9 +224,10 @@ def run(semantics: list[dict], data: dict, batch_size: int, dtype: str = "float6
     steps = batches(data["order"], batch_size)
     opt = build(semantics, dt)
     state = opt.init(params)
-    W = np.full((len(steps) + 1, G, w0.size), np.nan, dtype=dt)
-    B = np.full((len(steps) + 1, G), np.nan, dtype=dt)
-    W[0], B[0] = params["weight"], params["bias"]
+    W = np.empty((G, len(steps) + 1, w0.size), dtype=dt)   # config-major: each config's rows are contiguous
+    B = np.empty((G, len(steps) + 1), dtype=dt)
+    W[:, 0], B[:, 0] = params["weight"], params["bias"]
+    last = np.full(G, len(steps))   # the last recorded step per config; rows after it stay NaN, as in the reference
     limit = ref.EXPLOSION_FACTOR * max(1.0, float(np.max(np.abs(w0), initial=0.0)), abs(float(b0)))
     alive = np.ones(G, dtype=bool)
     with np.errstate(all="ignore"):
@@ -192,11 +235,14 @@ def run(semantics: list[dict], data: dict, batch_size: int, dtype: str = "float6
             grads = gradients(params, X[rows], y[rows], factor, hyper)
             updates, state = opt.update(grads, state, params, t)
             params = {k: params[k] + updates[k] for k in params}
-            W[t + 1, alive], B[t + 1, alive] = params["weight"][alive], params["bias"][alive]
+            W[:, t + 1], B[:, t + 1] = params["weight"], params["bias"]
             wmax = np.max(np.abs(params["weight"]), axis=1, initial=0.0).astype(np.float64)
             babs = np.abs(params["bias"]).astype(np.float64)
             big = np.where(babs > wmax, babs, wmax)          # Python's max(wmax, babs), NaN included
-            alive &= np.isfinite(big) & ~(big > limit)
+            stop = alive & ~(np.isfinite(big) & ~(big > limit))
+            last[stop], alive = t + 1, alive & ~stop
             if not alive.any():
                 break
-    return [{"weight": np.ascontiguousarray(W[:, g]), "bias": np.ascontiguousarray(B[:, g])} for g in range(G)]
+    for g in range(G):
+        W[g, last[g] + 1:], B[g, last[g] + 1:] = np.nan, np.nan
+    return [{"weight": W[g], "bias": B[g]} for g in range(G)]
