@@ -1,4 +1,4 @@
-"""The `wdparity` command (contract): run, check, explain, translate, setup. Exit 0 all good, 1 a claim failed or a run
+"""The `wdparity` command (contract): run, check, sweep, explain, translate, setup. Exit 0 all good, 1 a claim failed or a run
 errored, 2 bad input or usage — one line on stderr naming the file, the key and the value.
 
 Imports are lazy so `wdparity --help` stays fast: nothing heavy loads before a command runs.
@@ -64,6 +64,13 @@ def build_parser() -> Parser:
     run.add_argument("paths", nargs="*", help=f"case files or folders (default {DEFAULT_CATALOGUE}/)")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT}/)")
     run.add_argument("--no-plots", action="store_true", help="skip the HTML plots (faster)")
+
+    sweep = sub.add_parser("sweep", parents=[common], help="train a lambda x lr grid per convention (vectorized) "
+                           "and draw final test loss against lambda")
+    sweep.add_argument("paths", nargs="+", metavar="FILE", help="sweep or grid files (TOML with [sweep]), or folders")
+    sweep.add_argument("--out", default=DEFAULT_OUT, help=f"where sweep.json and sweep.html go (default {DEFAULT_OUT}/)")
+    sweep.add_argument("--serial", action="store_true", help="train every config as its own run (no batching)")
+    sweep.add_argument("--no-plots", action="store_true", help="write sweep.html without the figure")
 
     check = sub.add_parser("check", parents=[common], help="check one case file")
     check.add_argument("case", help="the case file (TOML)")
@@ -147,6 +154,29 @@ def cmd_run(args) -> int:
     return exit_code(results)
 
 
+def cmd_sweep(args) -> int:
+    from .grid import load_grid, run_grid
+    from .grid_report import print_grid, write
+    from .sweep import is_sweep
+
+    files = case_files(args.paths)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError("", "--out", "must be a folder (a file of that name exists)", args.out)
+    for path in files:
+        if not is_sweep(path):
+            raise InputError(path, "sweep", "is required: `wdparity sweep` takes sweep files ([sweep] values = [...])",
+                             None, has_value=False)
+    overrides, timeout = _python_overrides(args.python), _timeout(args.timeout)
+    grids = [load_grid(path, overrides) for path in files]   # every file validated before anything runs
+    results = [run_grid(grid, serial=args.serial, timeout=timeout) for grid in grids]
+    for result in results:
+        print_grid(result)
+    written = write(results, out, "serial" if args.serial else "vectorized", plots=not args.no_plots)
+    print(f"wrote {', '.join(str(w) for w in written)}")
+    return 1 if any(r.errored for r in results) else 0
+
+
 def cmd_explain(args) -> int:
     from .translate import explain
 
@@ -220,8 +250,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        commands = {"check": cmd_check, "run": cmd_run, "explain": cmd_explain, "translate": cmd_translate,
-                    "conventions": cmd_conventions, "setup": cmd_setup}
+        commands = {"check": cmd_check, "run": cmd_run, "sweep": cmd_sweep, "explain": cmd_explain,
+                    "translate": cmd_translate, "conventions": cmd_conventions, "setup": cmd_setup}
         return commands[args.command](args)
     except UsageError as exc:
         print(f"wdparity: error: {exc}", file=sys.stderr)

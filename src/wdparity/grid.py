@@ -1,0 +1,194 @@
+"""lambda x lr grids (`wdparity sweep`): every convention at every (lambda, lr), vectorized where it can be.
+
+Why a module of its own: sweep.py draws one lambda axis inside `wdparity run`, one native run per
+point. A learning-rate axis multiplies that (8 x 8 = 64 runs a convention), which is affordable only
+when a backend trains the configs of a convention together: `Backend.batch_groups` says which jobs
+an adapter can vectorize (the batched reference, one torch optimizer with a param group per config,
+jax.vmap over optax hyperparameters) and one worker item {"batch": [job, ...]} carries them. What
+an adapter cannot batch goes as serial items, through the same worker, exactly as before.
+
+Grid file = a sweep file (sweep.py) plus an optional learning-rate axis:
+
+    [sweep]
+    values = [0.0, 0.1, 1.0]      # lambda, written at each convention's `key` (times `factor`)
+    lr = [0.001, 0.003]           # optional; then every convention names `lr_key`
+    [conventions.NAME]
+    lr_key = "chain.1.learning_rate"   # dotted path receiving lr: "lr", "learning_rate", ...
+
+Without `lr` each convention runs at its own learning rate (an existing sweep file works as is).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from pydantic import Field, ValidationError
+
+from . import backend as registry
+from . import harness
+from .case import Run, load_run, read_toml
+from .data import losses, make_data
+from .errors import InputError, from_validation_error
+from .spec import Positive
+from .sweep import Convention, SweepFile, SweepRange, set_path
+
+KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+))*$"
+LR_EXAMPLES = '"lr", "learning_rate", "chain.1.learning_rate"'
+
+
+class GridRange(SweepRange):
+    lr: Optional[list[Positive]] = Field(None, min_length=1)
+
+
+class GridConvention(Convention):
+    lr_key: Optional[str] = Field(None, min_length=1, pattern=KEY_PATTERN)
+
+
+class GridFile(SweepFile):
+    sweep: GridRange
+    conventions: dict[str, GridConvention] = Field(min_length=1)
+
+
+@dataclass
+class Grid:
+    path: str
+    spec: GridFile
+    lambdas: list[float]
+    lrs: Optional[list[float]]              # None: each convention at its own lr
+    runs: dict[str, list[Run]]              # convention -> configs, lambda-major: k = i * len(lrs) + j
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.lambdas), len(self.lrs or [None])
+
+
+def load_grid(path: str, overrides: Optional[dict[str, str]] = None) -> Grid:
+    """Read and validate a grid (or sweep) file and expand it into one validated Run per config."""
+    data = read_toml(Path(path))
+    try:
+        spec = GridFile.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc, path, data)
+    lrs = None if spec.sweep.lr is None else [float(v) for v in spec.sweep.lr]
+    runs: dict[str, list[Run]] = {}
+    for name, conv in spec.conventions.items():
+        where = f"conventions.{name}.lr_key"
+        if lrs is not None and conv.lr_key is None:
+            raise InputError(path, where, f"is required because [sweep] lr = {lrs} is given: the dotted path that "
+                             f"receives the learning rate in this run (e.g. {LR_EXAMPLES})", None)
+        if lrs is None and conv.lr_key is not None:
+            raise InputError(path, where, "needs a learning-rate axis ([sweep] lr = [...]); without one it would "
+                             "set nothing", conv.lr_key)
+        runs[name] = []
+        for lam in spec.sweep.values:
+            raw = set_path(conv.run, conv.key, float(conv.factor * lam), path, f"conventions.{name}.key")
+            for lr in lrs or [None]:
+                table = raw if lr is None else set_path(raw, conv.lr_key, lr, path, where)
+                run = load_run(name, table, spec.task, path, overrides or {})
+                got = run.semantics.optimizer.lr
+                if lr is not None and not math.isclose(got, lr, rel_tol=1e-12):
+                    raise InputError(path, where, f"must lead to the run's learning rate: with {lr:g} written there "
+                                     f"the run's optimizer lr is {got:g}", conv.lr_key)
+                runs[name].append(run)
+    return Grid(path, spec, [float(v) for v in spec.sweep.values], lrs, runs)
+
+
+@dataclass
+class GridResult:
+    path: str
+    title: str
+    sources: list[str]
+    task: dict
+    lambdas: list[float]
+    lrs: Optional[list[float]]
+    conventions: dict[str, dict]   # name -> label, backend, mode, seconds, items, configs [{lambda, lr, status, ...}]
+    versions: dict[str, str]
+
+    def to_json(self) -> dict:
+        return {"sweep": self.path, "title": self.title, "sources": self.sources, "task": self.task,
+                "grid": {"lambda": self.lambdas, "lr": self.lrs}, "conventions": self.conventions,
+                "versions": self.versions}
+
+    def matrix(self, name: str, key: str = "test_loss") -> np.ndarray:
+        """(n_lambda, n_lr) of a per-config number, NaN where there is none."""
+        vals = [np.nan if c[key] is None else c[key] for c in self.conventions[name]["configs"]]
+        return np.array(vals, dtype=np.float64).reshape(len(self.lambdas), len(self.lrs or [None]))
+
+    @property
+    def errored(self) -> bool:
+        return any(c["status"] == "error" for conv in self.conventions.values() for c in conv["configs"])
+
+
+def plan_items(grid: Grid, data: dict, serial: bool = False) -> tuple[list, dict[str, str], dict[str, tuple]]:
+    """Worker items for the grid: (items, mode per convention, item id -> (convention, config indices)).
+
+    A group of two or more jobs that the backend can vectorize becomes one {"batch": [...]} item; every
+    other config is an item of its own (with serial=True, all of them: the fair serial baseline)."""
+    items, modes, carries = [], {}, {}
+    for name, runs in grid.runs.items():
+        single = [run.work_item(f"{name}-{k}", "d") for k, run in enumerate(runs)]
+        groups = ([[k] for k in range(len(runs))] if serial else
+                  registry.get(runs[0].backend).batch_groups([it.job for it in single], data))
+        modes[name] = "vectorized" if any(len(g) > 1 for g in groups) else "serial"
+        for n, group in enumerate(groups):
+            if len(group) == 1:
+                item = single[group[0]]
+            else:
+                item = dataclasses.replace(single[group[0]], id=f"{name}-batch{n}",
+                                           job={"batch": [single[k].job for k in group]})
+            items.append(item)
+            carries[item.id] = (name, list(group))
+    return items, modes, carries
+
+
+def run_grid(grid: Grid, serial: bool = False, timeout: float = harness.DEFAULT_TIMEOUT,
+             on_done: Optional[Callable] = None) -> GridResult:
+    """Train every config natively (one worker per backend) and collect final losses per config."""
+    task = grid.spec.task
+    data = make_data(task.model_dump())
+    items, modes, carries = plan_items(grid, data, serial)
+    results = harness.run_items(items, {"d": data}, timeout=timeout, on_done=on_done)
+    conventions, versions = {}, {}
+    for name, runs in grid.runs.items():
+        configs: list[Optional[dict]] = [None] * len(runs)
+        seconds, n_items = 0.0, 0
+        for ident, (owner, ks) in carries.items():
+            if owner != name:
+                continue
+            res = results[ident]
+            seconds, n_items = seconds + res.seconds, n_items + 1
+            for mod in registry.get(runs[0].backend).modules:
+                if mod in res.versions:
+                    versions[mod] = res.versions[mod]
+            for i, k in enumerate(ks):
+                arrays = res.arrays if len(ks) == 1 else {key.split(".", 1)[1]: v for key, v in res.arrays.items()
+                                                          if key.split(".", 1)[0] == str(i)}
+                configs[k] = _final(grid, runs, k, res.status, res.reason, arrays, data)
+        conv = grid.spec.conventions[name]
+        conventions[name] = {"label": conv.label, "backend": runs[0].backend, "mode": modes[name],
+                             "seconds": round(seconds, 4), "items": n_items, "configs": configs}
+    return GridResult(grid.path, grid.spec.title, list(grid.spec.sources), task.model_dump(), grid.lambdas,
+                      grid.lrs, conventions, dict(sorted(versions.items())))
+
+
+def _final(grid: Grid, runs: list[Run], k: int, status: str, reason: Optional[str], arrays: dict,
+           data: dict) -> dict:
+    i, j = divmod(k, grid.shape[1])
+    out = {"lambda": grid.lambdas[i], "lr": float(runs[k].semantics.optimizer.lr), "status": status,
+           "reason": reason, "train_loss": None, "test_loss": None}
+    if status != "ok":
+        return out
+    if "weight" not in arrays:
+        return {**out, "status": "error", "reason": "the worker returned no trajectory for this config"}
+    w = np.asarray(arrays["weight"])[-1:].reshape(1, -1)
+    b = np.asarray(arrays["bias"]).reshape(-1)[-1:]
+    tr, te = losses(data, w, b, grid.spec.task.loss)
+    if not (np.isfinite(w).all() and np.isfinite(b).all() and np.isfinite(tr[0]) and np.isfinite(te[0])):
+        return {**out, "status": "unstable", "reason": "the weights left the finite range during training "
+                "(this lr is too large at this lambda)"}
+    return {**out, "train_loss": float(tr[0]), "test_loss": float(te[0])}
