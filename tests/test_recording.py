@@ -75,6 +75,7 @@ def test_recorder_keeps_summaries_every_step_and_rows_only_at_checkpoints():
     assert out["weight"][:, 0].tolist() == [0.0, 4.0, 8.0, 10.0] and out["weight"].dtype == np.float32
     assert out["bias"].tolist() == [0.0, 2.0, 4.0, 5.0]
     np.testing.assert_allclose(out["norm"], np.sqrt(3) * np.arange(11))
+    assert out["absmax"].tolist() == [float(t) for t in range(11)]
     assert len(set(out["digest"].tolist())) == 11
     assert recording.digest(np.full(3, 2.0, np.float32)) == out["digest"][2]
     assert not rec.record(3, np.array([1.0, np.inf, 0.0]), np.array([0.0]))
@@ -97,6 +98,8 @@ def test_checkpoints_find_the_same_verdicts_and_first_divergent_step_as_full(wri
         assert pc["verdict"] == pf["verdict"], (a, b)
         assert pc["first_divergent_step"] == pf["first_divergent_step"], (a, b)
         assert pc["causes"] == pf["causes"]
+        if pc["verdict"] == "equivalent":   # the scale comes from per-step summaries: same metric at the same rows
+            assert pc["max_rel_err"] <= pf["max_rel_err"]
     diverging = _pair(jc, "coupled", "sgdw")
     assert diverging["first_divergent_step"] % 17 != 0   # found inside a window, not at a checkpoint
     assert diverging["localized"]["window"][0] <= diverging["first_divergent_step"] <= diverging["localized"]["window"][1]

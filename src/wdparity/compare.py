@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import reference
+from . import recording, reference
 
 TOL64 = 1e-9            # float64 vs float64: the fidelity standard of every adapter
 FLOOR_FACTOR = 10.0     # float32 tolerance = this x the measured float32 noise floor
@@ -41,7 +41,9 @@ def errors(a: dict[str, np.ndarray], b: dict[str, np.ndarray], upto: Optional[in
         y = np.asarray(b[name], dtype=np.float64).reshape(len(b[name]), -1)[:upto]
         with np.errstate(all="ignore"):
             diff = np.abs(x - y).max(axis=1, initial=0.0)
-            scale = max(float(np.abs(x).max(initial=0.0)), float(np.abs(y).max(initial=0.0)))
+            sx, sy = recording.scale_upto(a, name, upto), recording.scale_upto(b, name, upto)
+            scale = max(float(np.abs(x).max(initial=0.0)) if sx is None else sx,
+                        float(np.abs(y).max(initial=0.0)) if sy is None else sy)
         out[name] = {"abs": diff, "scale": scale, "rel": diff / scale if scale > 0 else np.zeros_like(diff)}
     return out
 

@@ -85,6 +85,7 @@ class Recorder:
         self.B = np.full(steps + 1, np.nan, dtype=self.dtype)
         if not self.full:
             self.norm = np.full(steps + 1, np.nan)
+            self.absmax = np.full(steps + 1, np.nan)   # the comparison's scale, exactly as full recording has it
             self.digest = np.zeros(steps + 1, dtype=np.uint64)
 
     def record(self, t: int, w, b) -> bool:
@@ -99,6 +100,7 @@ class Recorder:
         w = w.astype(self.dtype, copy=False)
         with np.errstate(all="ignore"):
             self.norm[t] = np.linalg.norm(w.astype(np.float64))
+            self.absmax[t] = np.max(np.abs(w)) if w.size else 0.0
         self.digest[t] = digest(w)
         return bool(np.isfinite(self.B[t]) and np.isfinite(self.norm[t]))
 
@@ -106,7 +108,19 @@ class Recorder:
         if self.full:
             return {"weight": self.W, "bias": self.B}
         return {"weight": self.W, "bias": self.B[self.steps], "step": self.steps, "bias_all": self.B,
-                "norm": self.norm, "digest": self.digest}
+                "norm": self.norm, "absmax": self.absmax, "digest": self.digest}
+
+
+def scale_upto(traj: dict, name: str, upto_row: Optional[int]) -> Optional[float]:
+    """max |tensor| over every step up to the given recorded row, from the per-step summaries (None in full
+    mode, where the rows themselves hold every step)."""
+    if "step" not in traj:
+        return None
+    steps = np.asarray(traj["step"])[:upto_row]
+    if not len(steps):
+        return 0.0
+    per_step = traj["absmax"] if name == "weight" else np.abs(np.asarray(traj["bias_all"], dtype=np.float64))
+    return float(np.max(np.asarray(per_step, dtype=np.float64)[: int(steps[-1]) + 1], initial=0.0))
 
 
 def steps_of(traj: dict) -> np.ndarray:
@@ -135,5 +149,5 @@ def describe(data: dict, task_plan: dict) -> dict:
     out = dict(task_plan)
     if rows is not None:
         out["recorded_rows"] = int(len(rows))
-        out["per_step"] = ["bias", "norm", "digest"]
+        out["per_step"] = ["bias", "norm", "absmax", "digest"]
     return out

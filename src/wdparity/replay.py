@@ -5,8 +5,8 @@ row only bounds the step: after the previous checkpoint, at or before this one. 
 both sides of every such pair again, all pairs of all cases in one more worker per backend, with
 that window recorded in full (the task data carry the rows; every run is deterministic, so the
 replay retraces the first pass), and takes the first step whose relative error exceeds the pair's
-tolerance. The metric's scale is taken over the checkpoints and the window together, so a step the
-first pass found within tolerance stays within it.
+tolerance. The metric's scale (each tensor's largest magnitude over all steps) comes from the per-step
+summaries, so the relative error of a recorded step is exactly what full recording gives.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def localize(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> int:
             entry["reason"] = "; ".join(f"{r.status}: {r.reason}" for r in sides if r.status != "ok")
             pair["localized"] = entry
             continue
-        a, b = ({"weight": np.asarray(r.arrays["weight"]).reshape(len(r.arrays["weight"]), -1),
+        a, b = ({**r.arrays, "weight": np.asarray(r.arrays["weight"]).reshape(len(r.arrays["weight"]), -1),
                  "bias": np.asarray(r.arrays["bias"]).reshape(-1)} for r in sides)
         steps = recording.steps_of(sides[0].arrays)
         summary = compare.summarize(a, b, pair["tol"])
