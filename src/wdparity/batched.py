@@ -144,9 +144,16 @@ def _sgd_velocity(lr: Vec, momentum: float, nesterov: bool, schedule: dict, dtyp
 
 
 def _scale_by_lr(lr: Vec, schedule: dict, dtype, H, factor: Callable[[int], float] = lambda t: 1.0) -> ref.Transform:
+    cache: dict[tuple, dict] = {}   # per (eta_t, factor(t)): constant under a constant schedule
+
     def fn(u, p, t):
-        step = (-H(lr * multiplier(schedule, t) * factor(t))).astype(dtype)
-        return {k: _per_config(step, u[k]) * u[k] for k in u}
+        m, f = multiplier(schedule, t), factor(t)
+        if (m, f) not in cache:
+            step = (-H(lr * m * f)).astype(dtype)
+            cache.clear()
+            cache[(m, f)] = {k: _per_config(step, u[k]) for k in u}
+        steps = cache[(m, f)]
+        return {k: steps[k] * u[k] for k in u}
 
     return ref._stateless(fn)
 
@@ -196,7 +203,10 @@ def build(semantics: list[dict], dtype=np.float64) -> ref.Transform:
 def gradients(params: dict, X: np.ndarray, y: np.ndarray, factor, hyper_dtype: str = "float64") -> dict:
     """reference.gradients per config: params {"weight": (G, d), "bias": (G,)}, one batch of rows."""
     r = np.matmul(X, params["weight"][:, :, None])[:, :, 0] + params["bias"][:, None] - y   # (G, n)
-    xr = np.matmul(X.T, r[:, :, None])[:, :, 0]                                             # (G, d)
+    if r.shape[1] == 1:   # X.T @ r with one row is x_j * r: one product per element, the same number
+        xr = r * X
+    else:
+        xr = np.matmul(X.T, r[:, :, None])[:, :, 0]                                         # (G, d)
     if hyper_dtype == "float32":
         scale = r.dtype.type(np.float32(1.0 / r.shape[1]))
         return {"weight": scale * (factor * xr), "bias": scale * (factor * r.sum(axis=1))}
@@ -236,7 +246,9 @@ def run(semantics: list[dict], data: dict, batch_size: int, dtype: str = "float6
             updates, state = opt.update(grads, state, params, t)
             params = {k: params[k] + updates[k] for k in params}
             W[:, t + 1], B[:, t + 1] = params["weight"], params["bias"]
-            wmax = np.max(np.abs(params["weight"]), axis=1, initial=0.0).astype(np.float64)
+            if float(np.abs(params["weight"]).max()) <= limit and float(np.abs(params["bias"]).max()) <= limit:
+                continue   # every config finite and within the limit (NaN fails <=): none stops here
+            wmax = np.abs(params["weight"]).max(axis=1).astype(np.float64)   # d >= 1: initial=0 changes nothing
             babs = np.abs(params["bias"]).astype(np.float64)
             big = np.where(babs > wmax, babs, wmax)          # Python's max(wmax, babs), NaN included
             stop = alive & ~(np.isfinite(big) & ~(big > limit))
