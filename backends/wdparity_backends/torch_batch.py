@@ -95,6 +95,11 @@ def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.nd
               if k not in VARYING and getattr(first, k) is not None}
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
+    if "foreach" not in kwargs and "fused" not in kwargs:
+        # What the serial run's foreach=None resolves to for CPU tensors (foreach kernels need CUDA/XPU/MTIA:
+        # torch/optim/optimizer.py:161, utils/_foreach_utils.py:8): the single-tensor loop. Stated once here
+        # instead of resolved again for each of the G groups at every step (13% of this loop, profiled).
+        kwargs["foreach"] = False if X.device.type == "cpu" else None
     optimizer = getattr(torch.optim, first.optimizer)(groups, **kwargs)
 
     rows = batches(data["order"], int(task["batch_size"]))
