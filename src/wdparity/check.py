@@ -49,15 +49,20 @@ def finite(x) -> Optional[float]:
 
 def check_cases(paths: list[str], *, overrides: Optional[dict[str, str]] = None, timeout: float = harness.DEFAULT_TIMEOUT,
                 on_loaded: Optional[Callable[[int], None]] = None,
-                on_done: Optional[Callable[[str], None]] = None) -> list[CaseResult]:
+                on_done: Optional[Callable[[str], None]] = None,
+                extra: Optional[tuple[list, dict, dict]] = None) -> list[CaseResult]:
+    """`extra` = (items, data, results): more work (a sweep's) for the same workers, so each backend still
+    starts once per invocation; their results land in the `results` dict."""
     cases = [load_case(p, overrides) for p in paths]      # every InputError surfaces before any run
     items, data = [], {}
     for ci, case in enumerate(cases):
         data[f"c{ci}"] = make_data(case.task.model_dump())
         for name in sorted(case.runs):
             items.append(case.runs[name].work_item(f"c{ci}-{name}", f"c{ci}"))
+    extra_items, extra_data, extra_results = extra or ([], {}, {})
+    extra_ids = {it.id for it in extra_items}
     if on_loaded:
-        on_loaded(len(items))
+        on_loaded(len(items) + len(extra_items))
     skipped = {}
     for item in items:
         if item.python is None:
@@ -70,8 +75,15 @@ def check_cases(paths: list[str], *, overrides: Optional[dict[str, str]] = None,
         for ident in skipped:
             on_done(ident)
     judged = _JudgeAsTheyFinish(cases, data, skipped)
-    harness.run_items([it for it in items if it.id not in skipped], data, timeout=timeout,
-                      on_done=(lambda it: on_done(it.id)) if on_done else None, on_result=judged.arrived)
+
+    def arrived(ident: str, result: harness.Result) -> None:
+        if ident in extra_ids:
+            extra_results[ident] = result
+        else:
+            judged.arrived(ident, result)
+
+    harness.run_items([it for it in items if it.id not in skipped] + extra_items, {**data, **extra_data},
+                      timeout=timeout, on_done=(lambda it: on_done(it.id)) if on_done else None, on_result=arrived)
     results = judged.wait()
     replay.localize(results, timeout=timeout)   # checkpoint mode: the exact first divergent step
     return results

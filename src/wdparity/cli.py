@@ -132,7 +132,7 @@ def cmd_run(args) -> int:
     from .report.console import progress
     from .report.writer import write_reports
 
-    from .sweep import is_sweep, load_sweep, run_sweep
+    from .sweep import is_sweep, load_sweep
 
     files = case_files(args.paths)
     sweeps = [f for f in files if is_sweep(f)]
@@ -142,16 +142,42 @@ def cmd_run(args) -> int:
         raise InputError("", "--out", "must be a folder (a file of that name exists)", args.out)
     for path in sweeps:   # validate sweeps before anything runs, like cases
         load_sweep(path)
-    timeout = _timeout(args.timeout)
+    timeout, overrides = _timeout(args.timeout), _python_overrides(args.python)
+    plans, sweep_items, sweep_data, sweep_results = sweep_work(sweeps, overrides)
     with progress(len(files)) as bar:
-        results = check_cases(files, overrides=_python_overrides(args.python), timeout=timeout,
-                              on_loaded=bar.start, on_done=bar.advance)
-    swept = [run_sweep(path, timeout) for path in sweeps]
+        results = check_cases(files, overrides=overrides, timeout=timeout, on_loaded=bar.start, on_done=bar.advance,
+                              extra=(sweep_items, sweep_data, sweep_results))
+    swept = [finish_sweep(plan, sweep_results) for plan in plans]
     written = write_reports(results, out, plots=not args.no_plots, sweeps=swept)
     from .report.console import print_summary
 
     print_summary(results, written)
     return exit_code(results)
+
+
+def sweep_work(paths: list[str], overrides: dict) -> tuple[list, list, dict, dict]:
+    """The sweeps' worker items (vectorized where a backend can), to run beside the cases."""
+    import dataclasses
+
+    from .data import make_data
+    from .grid import load_grid, plan_items
+
+    plans, items, data = [], [], {}
+    for k, path in enumerate(paths):
+        grid = load_grid(path, overrides)
+        data[f"s{k}"] = make_data(grid.spec.task.model_dump())
+        own, modes, carries = plan_items(grid, data[f"s{k}"])
+        items += [dataclasses.replace(it, id=f"s{k}-{it.id}", data_key=f"s{k}") for it in own]
+        plans.append((f"s{k}", grid, data[f"s{k}"], modes, carries))
+    return plans, items, data, {}
+
+
+def finish_sweep(plan: tuple, results: dict):
+    from .grid import collect
+    from .sweep import from_grid
+
+    key, grid, data, modes, carries = plan
+    return from_grid(collect(grid, data, modes, carries, {ident: results[f"{key}-{ident}"] for ident in carries}))
 
 
 def cmd_sweep(args) -> int:

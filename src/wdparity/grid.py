@@ -149,10 +149,16 @@ def plan_items(grid: Grid, data: dict, serial: bool = False) -> tuple[list, dict
 def run_grid(grid: Grid, serial: bool = False, timeout: float = harness.DEFAULT_TIMEOUT,
              on_done: Optional[Callable] = None) -> GridResult:
     """Train every config natively (one worker per backend) and collect final losses per config."""
-    task = grid.spec.task
-    data = make_data(task.model_dump())
+    data = make_data(grid.spec.task.model_dump())
     items, modes, carries = plan_items(grid, data, serial)
     results = harness.run_items(items, {"d": data}, timeout=timeout, on_done=on_done)
+    return collect(grid, data, modes, carries, results)
+
+
+def collect(grid: Grid, data: dict, modes: dict[str, str], carries: dict[str, tuple],
+            results: dict[str, harness.Result]) -> GridResult:
+    """The grid's result from its items' results (run here or in a shared invocation: `wdparity run`)."""
+    task = grid.spec.task
     conventions, versions = {}, {}
     for name, runs in grid.runs.items():
         configs: list[Optional[dict]] = [None] * len(runs)
