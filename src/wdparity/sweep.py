@@ -157,6 +157,15 @@ def run_sweep(path: str, timeout: float = harness.DEFAULT_TIMEOUT) -> SweepResul
                        dict(sorted(versions.items())))
 
 
+def from_grid(grid) -> SweepResult:
+    """A lambda-only grid's result (grid.GridResult, trained vectorized where it can be) as a sweep's."""
+    curves = {name: {"label": conv["label"], "backend": conv["backend"],
+                     "test_loss": [c["test_loss"] for c in conv["configs"]],
+                     "train_loss": [c["train_loss"] for c in conv["configs"]],
+                     "status": [c["status"] for c in conv["configs"]]} for name, conv in grid.conventions.items()}
+    return SweepResult(grid.path, grid.title, list(grid.sources), list(grid.lambdas), curves, grid.versions)
+
+
 def sweep_figure(result: SweepResult) -> str:
     """Final test (solid) and train (dotted) loss against nominal lambda, one colour per convention."""
     from .report.plots import _plt, svg
