@@ -93,6 +93,7 @@ def test_checkpoints_find_the_same_verdicts_and_first_divergent_step_as_full(wri
     assert jf["recording"] == {"mode": "full"}
     assert jc["recording"]["mode"] == "checkpoints" and jc["recording"]["every"] == 17
     assert jf["claim"]["holds"] is True and jc["claim"]["holds"] is True
+    assert jc["tolerance"] == jf["tolerance"]   # the float32 noise floor over every step, in lockstep
     for a, b in (("coupled", "sgdw"), ("coupled", "sgdw32"), ("sgdw", "sgdw32")):
         pf, pc = _pair(jf, a, b), _pair(jc, a, b)
         assert pc["verdict"] == pf["verdict"], (a, b)

@@ -236,23 +236,28 @@ def run(semantics: dict, data: dict, batch_size: int, dtype: str = "float64") ->
 
     A run that becomes non-finite or explodes is stopped there; its remaining steps are NaN.
     """
+    rec = Recorder(data, len(batches(data["order"], batch_size)), data["w0"].size, np.dtype(dtype))
+    for t, params in trajectory(semantics, data, batch_size, dtype):
+        rec.record(t, params["weight"], params["bias"])
+    return rec.result()
+
+
+def trajectory(semantics: dict, data: dict, batch_size: int, dtype: str = "float64"):
+    """Yields (t, params) from the start (t = 0) to the last step, or to the step that exploded."""
     dt = np.dtype(dtype).type
     X, y = data["X_train"].astype(dt), data["y_train"].astype(dt)
     params = {"weight": data["w0"].astype(dt), "bias": np.asarray(data["b0"], dtype=dt)}
     factor = dt(loss_factor(semantics.get("loss", "half_mse")))
-    steps = batches(data["order"], batch_size)
     opt = build(semantics, dt)
     state = opt.init(params)
-    rec = Recorder(data, len(steps), params["weight"].size, dt)
-    rec.record(0, params["weight"], params["bias"])
+    yield 0, params
     limit = EXPLOSION_FACTOR * max(1.0, float(np.max(np.abs(params["weight"]), initial=0.0)), abs(float(params["bias"])))
     with np.errstate(all="ignore"):
-        for t, rows in enumerate(steps):
+        for t, rows in enumerate(batches(data["order"], batch_size)):
             grads = gradients(params, X[rows], y[rows], factor, semantics.get("hyper_dtype", "float64"))
             updates, state = opt.update(grads, state, params, t)
             params = {k: params[k] + updates[k] for k in params}
-            rec.record(t + 1, params["weight"], params["bias"])
+            yield t + 1, params
             big = max(float(np.max(np.abs(params["weight"]), initial=0.0)), abs(float(params["bias"])))
             if not np.isfinite(big) or big > limit:
-                break
-    return rec.result()
+                return
