@@ -168,26 +168,6 @@ def from_grid(grid) -> SweepResult:
 
 def sweep_figure(result: SweepResult) -> str:
     """Final test (solid) and train (dotted) loss against nominal lambda, one colour per convention."""
-    from .report.plots import _plt, svg
+    from .report.plots import sweep_figure as draw
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4))
-    values = np.array(result.values, dtype=float)
-    positive = values[values > 0]
-    zero_at = positive.min() / 3 if positive.size else 1e-3   # lambda = 0 drawn left of the smallest value
-    xs = np.where(values > 0, values, zero_at)
-    for name, c in result.curves.items():
-        y = np.array([np.nan if v is None else v for v in c["test_loss"]], dtype=float)
-        line, = ax.loglog(xs, y, marker="o", ms=3, lw=1.4, label=c["label"])
-        ytr = np.array([np.nan if v is None else v for v in c["train_loss"]], dtype=float)
-        ax.loglog(xs, ytr, ls=":", lw=1, color=line.get_color())
-    if (values == 0).any():
-        ax.axvline(zero_at, color="grey", lw=0.5)
-        ax.annotate("λ = 0", (zero_at, 1), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=7)
-    ax.set_xlabel("nominal λ (the number written in each framework's knob)")
-    ax.set_ylabel("final loss (solid: test, dotted: train)")
-    ax.set_title(result.title, fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return svg(fig)
+    return draw(result)
