@@ -1,7 +1,7 @@
 """report.html: one self-contained page (inline SVG plots), rendered by jinja2 with autoescape.
 
 Every string that came from a case file (titles, sources, run names, reasons) is escaped by the
-template engine; only the SVG that matplotlib produced is inserted as markup.
+template engine; only the SVG that report/svgplot.py drew (its text escaped there) is inserted as markup.
 """
 
 from __future__ import annotations

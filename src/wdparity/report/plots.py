@@ -42,6 +42,7 @@ CASE_W, CASE_H, PAD = 1100, 540, 6
 
 def case_figure(result) -> str:
     """One SVG for a CaseResult: ||w||, bias, pair errors; train and test loss (per recorded step)."""
+    from .. import recording
     from ..data import losses
 
     fig = Figure(CASE_W, CASE_H, label=f"figure: {result.case.title}")
@@ -57,19 +58,19 @@ def case_figure(result) -> str:
     ax_te = fig.add_axes(cell[4], title=f"test loss ({common} for every run)", xlabel=step, ylog=True)
     runs = []
     for i, (name, traj) in enumerate(sorted(result.trajectories.items())):
-        w = np.asarray(traj["weight"], dtype=np.float64)
-        with np.errstate(all="ignore"):
-            norm = np.linalg.norm(w, axis=1)
-        ax_w.plot(*thin(norm), color(i))
-        ax_b.plot(*thin(traj["bias"]), color(i))
-        tr, te = losses(result.data, w, traj["bias"], common)
-        ax_tr.plot(*thin(tr), color(i))
-        ax_te.plot(*thin(te), color(i))
+        ax_w.plot(*thin(recording.norms(traj)[1]), color(i))      # every step, also at scale
+        ax_b.plot(*thin(recording.biases(traj)[1]), color(i))
+        steps = recording.steps_of(traj)                            # the recorded rows (checkpoints at scale)
+        tr, te = losses(result.data, np.asarray(traj["weight"], dtype=np.float64), traj["bias"], common)
+        for ax, series in ((ax_tr, tr), (ax_te, te)):
+            x, y = thin(series)
+            ax.plot(steps[x], y, color(i))
         runs.append((name, color(i), None, False))
     pairs = []
     for i, ((a, b), c) in enumerate(sorted(result.curves.items())):
         rel = np.maximum.reduce([np.asarray(v, dtype=np.float64) for v in c["curve"].values()])
-        ax_e.plot(*thin(np.where(rel > 0, rel, np.nan)), color(i))
+        x, y = thin(np.where(rel > 0, rel, np.nan))
+        ax_e.plot(np.asarray(c.get("x", np.arange(len(rel))))[x], y, color(i))
         if c["first"] is not None:
             ax_e.vline(c["first"], color(i), "dotted")
         if c["tol"] is not None and np.isfinite(c["tol"]) and c["tol"] > 0:
