@@ -3,7 +3,8 @@
 The seed 002 chapter's closing experiment, at scale: final test loss against the *nominal* lambda,
 one curve per framework convention ("weight_decay = lambda" in torch, "L2(lambda)" in Keras, ...).
 Where conventions agree the curves coincide; a factor of 2 shifts a curve by log10(2); a mask or a
-coupling shows as a different shape. Every point is a native run in its framework's worker.
+coupling shows as a different shape. Every point is a native run in its framework's worker; `wdparity run`
+trains them beside the cases, vectorized where the backend can (grid.py).
 
 Sweep file (TOML):
 
@@ -28,13 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from . import backend as registry
-from . import harness
 from .case import RUN_NAME, load_run, read_toml
-from .data import losses, make_data
 from .errors import InputError, from_validation_error
 from .spec import NonNeg, Strict, Task, fail
 
@@ -124,37 +121,6 @@ def load_sweep(path: str):
             raw = set_path(conv.run, conv.key, float(conv.factor * lam), path, f"conventions.{name}.key")
             runs[(name, i)] = load_run(f"{name}", raw, spec.task, path, {})
     return spec, runs
-
-
-def run_sweep(path: str, timeout: float = harness.DEFAULT_TIMEOUT) -> SweepResult:
-    spec, runs = load_sweep(path)
-    data = make_data(spec.task.model_dump())
-    items = []
-    for (name, i), run in runs.items():
-        items.append(run.work_item(f"{name}-{i}", "d"))
-    results = harness.run_items(items, {"d": data}, timeout=timeout)
-    curves, versions = {}, {}
-    for name, conv in spec.conventions.items():
-        test, train, status = [], [], []
-        for i in range(len(spec.sweep.values)):
-            res = results[f"{name}-{i}"]
-            status.append(res.status)
-            for mod in registry.get(runs[(name, i)].backend).modules:
-                if mod in res.versions:
-                    versions[mod] = res.versions[mod]
-            if res.status != "ok":
-                test.append(None)
-                train.append(None)
-                continue
-            w = np.asarray(res.arrays["weight"])[-1:].reshape(1, -1)
-            b = np.asarray(res.arrays["bias"]).reshape(-1)[-1:]
-            tr, te = losses(data, w, b, spec.task.loss)
-            train.append(float(tr[0]) if np.isfinite(tr[0]) else None)
-            test.append(float(te[0]) if np.isfinite(te[0]) else None)
-        curves[name] = {"label": conv.label, "backend": conv.run.get("backend"), "test_loss": test,
-                        "train_loss": train, "status": status}
-    return SweepResult(path, spec.title, list(spec.sources), [float(v) for v in spec.sweep.values], curves,
-                       dict(sorted(versions.items())))
 
 
 def from_grid(grid) -> SweepResult:
