@@ -4,23 +4,20 @@ Why a module of its own: grid.py trains and collects; this turns a GridResult in
 reads. The figure is the seed 002 chapter's closing plot at scale: final test loss against the
 nominal lambda, per framework convention. A lambda x lr grid has 8 curves per convention, so the
 first panel draws each convention's best-lr envelope (min over lr at each lambda, where conventions
-agree the envelopes coincide), and one small panel per convention draws every lr. The SVG is
-written here directly (a few axes and polylines), with no plotting library.
+agree the envelopes coincide), and one small panel per convention draws every lr, with the report's
+own SVG plotter (report/svgplot.py).
 """
 
 from __future__ import annotations
 
 import html
 import json
-import math
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from .grid import GridResult
 
-CONV_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 LR_COLORS = ("#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "#4ac16d", "#a0da39", "#e0c91f")   # viridis
 
 
@@ -83,105 +80,49 @@ def print_grid(result: GridResult, console=None) -> None:
                   highlight=False)
 
 
-# ---------------------------------------------------------------- SVG
-def _decades(lo: float, hi: float) -> list[int]:
-    return list(range(math.floor(lo), math.ceil(hi) + 1))
-
-
-def _panel(x0: float, y0: float, w: float, h: float, title: str, lines: list[tuple[np.ndarray, np.ndarray, str, float]],
-           xr: tuple[float, float], yr: tuple[float, float], zero_at: Optional[float], xlabel: bool) -> list[str]:
-    """One log-log panel: frame, decade grid and labels, polylines (broken at non-finite values)."""
-    left, top, right, bottom = x0 + 46, y0 + 22, x0 + w - 8, y0 + h - (34 if xlabel else 22)
-    fx = lambda v: left + (math.log10(v) - xr[0]) / (xr[1] - xr[0]) * (right - left)     # noqa: E731
-    fy = lambda v: bottom - (math.log10(v) - yr[0]) / (yr[1] - yr[0]) * (bottom - top)   # noqa: E731
-    out = [f'<rect x="{left:.1f}" y="{top:.1f}" width="{right - left:.1f}" height="{bottom - top:.1f}" '
-           'fill="#fff" stroke="#444" stroke-width="0.8"/>',
-           f'<text x="{(left + right) / 2:.1f}" y="{y0 + 14:.1f}" font-size="11" text-anchor="middle">'
-           f'{html.escape(title)}</text>']
-    for k in _decades(*xr):
-        if xr[0] <= k <= xr[1]:
-            px = fx(10.0 ** k)
-            out.append(f'<path d="M{px:.1f} {top:.1f}V{bottom:.1f}" stroke="#e3e3e3" stroke-width="0.8"/>')
-            out.append(f'<text x="{px:.1f}" y="{bottom + 12:.1f}" font-size="9" text-anchor="middle">1e{k}</text>')
-    for k in _decades(*yr):
-        if yr[0] <= k <= yr[1]:
-            py = fy(10.0 ** k)
-            out.append(f'<path d="M{left:.1f} {py:.1f}H{right:.1f}" stroke="#e3e3e3" stroke-width="0.8"/>')
-            out.append(f'<text x="{left - 4:.1f}" y="{py + 3:.1f}" font-size="9" text-anchor="end">1e{k}</text>')
-    if zero_at is not None:
-        px = fx(zero_at)
-        out.append(f'<path d="M{px:.1f} {top:.1f}V{bottom:.1f}" stroke="#999" stroke-width="0.6" '
-                   'stroke-dasharray="3 2"/>')
-        out.append(f'<text x="{px + 3:.1f}" y="{top + 10:.1f}" font-size="9" fill="#555">λ = 0</text>')
-    if xlabel:
-        out.append(f'<text x="{(left + right) / 2:.1f}" y="{y0 + h - 6:.1f}" font-size="10" text-anchor="middle">'
-                   'nominal λ (the number written in each framework\'s knob)</text>')
-    for xs, ys, color, width in lines:
-        ok = np.isfinite(xs) & np.isfinite(ys) & (ys > 0)
-        runs, cur = [], []
-        for x, y, good in zip(xs, ys, ok):
-            if good:
-                cur.append(f"{fx(x):.1f},{fy(y):.1f}")
-            elif cur:
-                runs.append(cur)
-                cur = []
-        runs += [cur] if cur else []
-        for pts in runs:
-            if len(pts) == 1:
-                cx, cy = pts[0].split(",")
-                out.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{color}"/>')
-            else:
-                out.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{color}" '
-                           f'stroke-width="{width:g}" stroke-linejoin="round"/>')
-    return out
-
-
-def _legend(x: float, y: float, entries: list[tuple[str, str]], per_row: int, col_w: float) -> list[str]:
-    out = []
-    for i, (label, color) in enumerate(entries):
-        r, c = divmod(i, per_row)
-        lx, ly = x + c * col_w, y + r * 15
-        out.append(f'<path d="M{lx:.1f} {ly:.1f}h18" stroke="{color}" stroke-width="2"/>')
-        out.append(f'<text x="{lx + 22:.1f}" y="{ly + 3.5:.1f}" font-size="9.5">{html.escape(label)}</text>')
-    return out
-
-
+# ---------------------------------------------------------------- SVG (report/svgplot.py, as the report's figures)
 def grid_figure(result: GridResult) -> str:
     """Envelope panel (best lr per lambda, one line per convention), then one panel per convention, one line per lr."""
+    from .report.svgplot import Figure, color, legend
+
     lams = np.array(result.lambdas, dtype=float)
     positive = lams[lams > 0]
-    zero_at = positive.min() / 3 if positive.size and (lams == 0).any() else None
-    xs = np.where(lams > 0, lams, zero_at if zero_at is not None else np.nan)
-    mats = {n: result.matrix(n) for n in result.conventions}
-    finite = np.concatenate([m[np.isfinite(m) & (m > 0)] for m in mats.values()] + [np.array([1.0])])
-    fin_x = xs[np.isfinite(xs)]
-    xr = (math.log10(fin_x.min()) - 0.1, math.log10(fin_x.max()) + 0.1) if fin_x.size else (-1.0, 1.0)
-    yr = (math.log10(finite.min()) - 0.1, math.log10(finite.max()) + 0.1)
-    W = 920.0
+    zero_at = positive.min() / 3 if positive.size else 1e-3   # lambda = 0 drawn left of the smallest value
+    xs = np.where(lams > 0, lams, zero_at)
+    has_zero = bool((lams == 0).any())
     names = list(result.conventions)
-    out = _panel(0, 0, W * 0.62, 300, "best lr per λ (envelope over the lr axis)" if result.lrs else "final test loss",
-                 [(xs, best_over_lr(result, n)[0], CONV_COLORS[i % 8], max(1.0, 3.4 - 0.6 * i))
-                  for i, n in enumerate(names)],   # wide to narrow: coinciding conventions stay visible
-                 xr, yr, zero_at, True)
-    out += _legend(W * 0.64, 30, [(result.conventions[n]["label"], CONV_COLORS[i % 8]) for i, n in enumerate(names)],
-                   1, W * 0.36)
-    height = 310.0
-    if result.lrs and len(result.lrs) > 1:
-        per_row, pw, ph = 3, W / 3, 220.0
-        for i, n in enumerate(names):
+    many = bool(result.lrs) and len(result.lrs) > 1
+    per_row, pad, top_h, panel_h, width, legend_w = 3, 8.0, 330.0, 230.0, 940.0, 320.0
+    rows = -(-len(names) // per_row) if many else 0
+    height = top_h + rows * panel_h + (84.0 if many else 0.0)
+    fig = Figure(width, height, label=f"figure: {result.title}")
+    ax = fig.add_axes((pad, pad, width - legend_w - 2 * pad, top_h - 2 * pad), xlog=True, ylog=True,
+                      title="final test loss, best lr per λ" if many else "final test loss",
+                      xlabel="nominal λ (the number written in each framework's knob)", ylabel="final test loss",
+                      top_note=14 if has_zero else 0)
+    entries = []
+    for i, name in enumerate(names):   # wide to narrow: conventions that coincide all stay visible
+        ax.plot(xs, best_over_lr(result, name)[0], color(i), width=max(1.0, 3.4 - 0.6 * i), marker=not many)
+        entries.append((f"{name}: {result.conventions[name]['label']}", color(i), None, False))
+    if has_zero:
+        ax.vline(zero_at, "#999", dash="dashed", label="λ = 0")
+    fig.extra += legend(width - legend_w, pad + 24, legend_w - pad, top_h - 60, entries, size=9.5)[0]
+    if many:
+        shade = [LR_COLORS[j * len(LR_COLORS) // len(result.lrs)] for j in range(len(result.lrs))]
+        pw = width / per_row
+        for i, name in enumerate(names):
             r, c = divmod(i, per_row)
-            lines = [(xs, mats[n][:, j], LR_COLORS[j * len(LR_COLORS) // len(result.lrs)], 1.2)
-                     for j in range(len(result.lrs))]
-            out += _panel(c * pw, height + r * ph, pw, ph, f"{n} ({result.conventions[n]['mode']})", lines, xr, yr,
-                          zero_at, False)
-        height += -(-len(names) // per_row) * ph + 8
-        out += _legend(10, height, [(f"lr {lr:g}", LR_COLORS[j * len(LR_COLORS) // len(result.lrs)])
-                                    for j, lr in enumerate(result.lrs)], 8, W / 8)
-        height += 18
-    head = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W:g} {height:g}" width="{W:g}" '
-            f'height="{height:g}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" role="img" '
-            f'aria-label="final test loss against lambda per convention">')
-    return "\n".join([head, '<rect width="100%" height="100%" fill="#fff"/>', *out, "</svg>"])
+            sub = fig.add_axes((c * pw + pad, top_h + r * panel_h, pw - 2 * pad, panel_h - pad), xlog=True, ylog=True,
+                               title=f"{name} ({result.conventions[name]['mode']})", title_size=10.5)
+            m = result.matrix(name)
+            for j in range(len(result.lrs)):
+                sub.plot(xs, m[:, j], shade[j], width=1.2)
+            if has_zero:
+                sub.vline(zero_at, "#999", dash="dashed")
+        lr_entries = [(f"lr {lr:g}", shade[j], None, False) for j, lr in enumerate(result.lrs)]
+        fig.extra += legend(pad, top_h + rows * panel_h + 4, width - 2 * pad, 76, lr_entries,
+                            title="per convention: final test loss against λ, one line per lr", size=9.5)[0]
+    return fig.svg()
 
 
 # ---------------------------------------------------------------- HTML and files
