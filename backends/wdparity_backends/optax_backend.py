@@ -392,7 +392,9 @@ class OptaxBackend(Backend):
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state
 
-        X, y = jnp.asarray(data["X_train"], dtype), jnp.asarray(data["y_train"], dtype)
+        # Batches are cut on the host and handed to the jitted step, as from a numpy data loader: an eager
+        # jnp gather X[idx] dispatches ~6 primitives op by op, ~1 ms per step on CPU (10x the step itself).
+        X, y = np.asarray(data["X_train"], dtype), np.asarray(data["y_train"], dtype)
         params = {"weight": jnp.asarray(data["w0"], dtype), "bias": jnp.asarray(data["b0"], dtype)}
         opt_state = tx.init(params)
         rows = batches(data["order"], int(task["batch_size"]))
