@@ -337,9 +337,44 @@ class KerasBackend(Backend):
             rec.record(i, *(keras.ops.convert_to_numpy(v) for v in (dense.kernel, dense.bias)))
 
         record(0)
-        for t, idx in enumerate(rows):
-            model.train_on_batch(X[idx], y[idx])
-            record(t + 1)
+        # TensorFlow and JAX: the model's own compiled train step, called for every batch. train_on_batch runs
+        # this same Model.train_step (compiled loss and loss_weights, regularization losses, optimizer) under
+        # tf.function(reduce_retracing=True, jit_compile=model.jit_compile) / jax.jit (keras/src/backend/
+        # tensorflow/trainer.py:130-148, backend/jax/trainer.py:261-279), but per call it also resets the
+        # metrics, matches a generator against the tf.function signature, and on JAX writes every state array
+        # back into the Keras variables and the loss to a Python float: 1.5-4x the step (benchmarks/
+        # adapter_overhead.py). torch: Keras runs train_step eagerly there, train_on_batch stays.
+        if active in ("tensorflow", "jax"):
+            optimizer.build(model.trainable_variables)   # what train_on_batch's first call does (_symbolic_build)
+        if active == "tensorflow":
+            import tensorflow as tf
+
+            @tf.autograph.experimental.do_not_convert
+            def train_step(x, y):
+                model.train_step((x, y))
+                return dense.kernel.value.read_value(), dense.bias.value.read_value()   # after the update
+
+            train_step = tf.function(train_step, reduce_retracing=True, jit_compile=model.jit_compile)
+            for t, idx in enumerate(rows):
+                rec.record(t + 1, *(v.numpy() for v in train_step(X[idx], y[idx])))
+        elif active == "jax":
+            import jax
+
+            groups = (model.trainable_variables, model.non_trainable_variables, optimizer.variables,
+                      model.metrics_variables)
+            state = tuple([v.value for v in group] for group in groups)
+            kernel, bias = (next(i for i, v in enumerate(groups[0]) if v is w) for w in (dense.kernel, dense.bias))
+            train_step = jax.jit(model.train_step)
+            for t, idx in enumerate(rows):
+                _, state = train_step(state, (X[idx], y[idx]))
+                rec.record(t + 1, state[0][kernel], state[0][bias])
+            for group, values in zip(groups, state):
+                for v, value in zip(group, values):
+                    v.assign(value)
+        else:
+            for t, idx in enumerate(rows):
+                model.train_on_batch(X[idx], y[idx])
+                record(t + 1)
         if keras.ops.convert_to_numpy(dense.kernel).dtype != np.dtype(dtype):
             raise RuntimeError(f"Keras trained in {keras.ops.convert_to_numpy(dense.kernel).dtype}, not {dtype}")
         return rec.result()
