@@ -402,7 +402,7 @@ class OptaxBackend(Backend):
         rec.record(0, np.asarray(params["weight"]), np.asarray(params["bias"]))
         for t, idx in enumerate(rows):
             params, opt_state = step(params, opt_state, X[idx], y[idx])
-            rec.record(t + 1, np.asarray(params["weight"]), np.asarray(params["bias"]))
+            rec.record(t + 1, np.asarray(params["weight"]), np.asarray(params["bias"]), check=False)
         return rec.result()
 
     def batch_groups(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[list[int]]:
