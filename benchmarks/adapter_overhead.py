@@ -118,7 +118,6 @@ def _keras_model_and_opt(run, data):
 
     keras.config.set_floatx("float32")
     keras.config.set_dtype_policy("float32")
-    keras.utils.clear_session()
     d = data["X_train"].shape[1]
     dense = keras.layers.Dense(1)
     model = keras.Sequential([keras.Input(shape=(d,)), dense])

@@ -300,7 +300,10 @@ class KerasBackend(Backend):
 
         keras.config.set_floatx(dtype)
         keras.config.set_dtype_policy(dtype)
-        keras.utils.clear_session()
+        # Keras's global state (layer-name uids, TF graph/kernel caches) is reset for every run; the full
+        # gc.collect() of free_memory=True costs 0.1-0.15 s per run in a worker holding TF/JAX (profile,
+        # benchmarks/RESULTS.md section 2) and frees nothing refcounting would not: skipped.
+        keras.utils.clear_session(free_memory=False)
         d = int(task["num_inputs"])
 
         def regularizer(r: Optional[L1L2]):
@@ -356,7 +359,7 @@ class KerasBackend(Backend):
 
             train_step = tf.function(train_step, reduce_retracing=True, jit_compile=model.jit_compile)
             for t, idx in enumerate(rows):
-                rec.record(t + 1, *(v.numpy() for v in train_step(X[idx], y[idx])))
+                rec.record(t + 1, *(v.numpy() for v in train_step(X[idx], y[idx])), check=False)
         elif active == "jax":
             import jax
 
@@ -364,10 +367,12 @@ class KerasBackend(Backend):
                       model.metrics_variables)
             state = tuple([v.value for v in group] for group in groups)
             kernel, bias = (next(i for i, v in enumerate(groups[0]) if v is w) for w in (dense.kernel, dense.bias))
-            train_step = jax.jit(model.train_step)
+            # donate_argnums=0 as Keras's make_train_function: the state is updated in place (the rows are
+            # copied by rec.record before the next step donates them; the variables get the state back below)
+            train_step = jax.jit(model.train_step, donate_argnums=0)
             for t, idx in enumerate(rows):
                 _, state = train_step(state, (X[idx], y[idx]))
-                rec.record(t + 1, state[0][kernel], state[0][bias])
+                rec.record(t + 1, state[0][kernel], state[0][bias], check=False)
             for group, values in zip(groups, state):
                 for v, value in zip(group, values):
                     v.assign(value)
