@@ -345,8 +345,8 @@ class KerasBackend(Backend):
         # tf.function(reduce_retracing=True, jit_compile=model.jit_compile) / jax.jit (keras/src/backend/
         # tensorflow/trainer.py:130-148, backend/jax/trainer.py:261-279), but per call it also resets the
         # metrics, matches a generator against the tf.function signature, and on JAX writes every state array
-        # back into the Keras variables and the loss to a Python float: 1.5-4x the step (benchmarks/
-        # adapter_overhead.py). torch: Keras runs train_step eagerly there, train_on_batch stays.
+        # back into the Keras variables and the loss to a Python float: 1.7x (TF) and 7-9x (JAX) a compiled
+        # loop (benchmarks/adapter_overhead.py). torch: Keras runs train_step eagerly there, train_on_batch stays.
         if active in ("tensorflow", "jax"):
             optimizer.build(model.trainable_variables)   # what train_on_batch's first call does (_symbolic_build)
         if active == "tensorflow":
