@@ -352,29 +352,7 @@ class OptaxBackend(Backend):
                                                    alpha=float(sched.get("floor", 0.0)))
             return None
 
-        def mask(names):
-            return None if names is None else {k: k in names for k in TENSORS}
-
-        build = {  # one optax constructor per transform name, keywords as in optax
-            "add_decayed_weights": lambda t: optax.add_decayed_weights(weight_decay=t.weight_decay, mask=mask(t.mask)),
-            "scale_by_adam": lambda t: optax.scale_by_adam(b1=t.b1, b2=t.b2, eps=t.eps, eps_root=t.eps_root,
-                                                           nesterov=t.nesterov),
-            "trace": lambda t: optax.trace(decay=t.decay, nesterov=t.nesterov),
-            "scale_by_learning_rate": lambda t: optax.scale_by_learning_rate(
-                schedule(t.learning_rate) or t.learning_rate, flip_sign=t.flip_sign),
-            "scale": lambda t: optax.scale(t.step_size),
-            "scale_by_schedule": lambda t: optax.scale_by_schedule(
-                schedule(t.init_value) or optax.constant_schedule(t.init_value)),
-        }
-
-        if run.chain is not None:
-            tx = optax.chain(*[build[t.transform](t) for t in run.chain])
-        else:
-            lr = schedule(run.learning_rate) or run.learning_rate
-            given = {k: getattr(run, k) for k in ALIAS_KEYS[run.optimizer] if getattr(run, k) is not None}
-            if "mask" in given:
-                given["mask"] = mask(given["mask"])
-            tx = getattr(optax, run.optimizer)(learning_rate=lr, **given)
+        tx = transformation(optax, run, schedule)
 
         factor, pen = loss_factor(task["loss"]), run.penalty
 
@@ -420,6 +398,33 @@ class OptaxBackend(Backend):
         from . import optax_batch
 
         return train_grouped(self.batch_groups(jobs, data), jobs, data, self.train, optax_batch.train)
+
+
+def transformation(optax, run: OptaxRun, schedule):
+    """The run's optax GradientTransformation; `schedule(init_value)` gives the optax schedule or None for a
+    constant (train() and the vmapped grid, whose fields may be tracers, share this one builder)."""
+
+    def mask(names):
+        return None if names is None else {k: k in names for k in TENSORS}
+
+    build = {  # one optax constructor per transform name, keywords as in optax
+        "add_decayed_weights": lambda t: optax.add_decayed_weights(weight_decay=t.weight_decay, mask=mask(t.mask)),
+        "scale_by_adam": lambda t: optax.scale_by_adam(b1=t.b1, b2=t.b2, eps=t.eps, eps_root=t.eps_root,
+                                                       nesterov=t.nesterov),
+        "trace": lambda t: optax.trace(decay=t.decay, nesterov=t.nesterov),
+        "scale_by_learning_rate": lambda t: optax.scale_by_learning_rate(
+            schedule(t.learning_rate) or t.learning_rate, flip_sign=t.flip_sign),
+        "scale": lambda t: optax.scale(t.step_size),
+        "scale_by_schedule": lambda t: optax.scale_by_schedule(
+            schedule(t.init_value) or optax.constant_schedule(t.init_value)),
+    }
+    if run.chain is not None:
+        return optax.chain(*[build[t.transform](t) for t in run.chain])
+    lr = schedule(run.learning_rate) or run.learning_rate
+    given = {k: getattr(run, k) for k in ALIAS_KEYS[run.optimizer] if getattr(run, k) is not None}
+    if "mask" in given:
+        given["mask"] = mask(given["mask"])
+    return getattr(optax, run.optimizer)(learning_rate=lr, **given)
 
 
 backend = OptaxBackend()

@@ -64,7 +64,7 @@ def _transformation(optax, run, sched: dict, rate):
     """The run's optax GradientTransformation, as OptaxBackend.train builds it (fields may be tracers).
     `rate`: the step schedule's decay_rate typed in the run's dtype, as train() passes it, but as a NumPy
     scalar: exponential_decay tests `decay_rate == 0` in Python, which a traced jnp value cannot answer."""
-    from .optax_backend import ALIAS_KEYS, TENSORS
+    from .optax_backend import transformation
 
     def schedule(init_value):
         if sched["kind"] == "step":
@@ -72,27 +72,7 @@ def _transformation(optax, run, sched: dict, rate):
                                            decay_rate=rate, staircase=True)
         return None   # constant (cosine never batches)
 
-    def mask(names):
-        return None if names is None else {k: k in names for k in TENSORS}
-
-    build = {
-        "add_decayed_weights": lambda t: optax.add_decayed_weights(weight_decay=t.weight_decay, mask=mask(t.mask)),
-        "scale_by_adam": lambda t: optax.scale_by_adam(b1=t.b1, b2=t.b2, eps=t.eps, eps_root=t.eps_root,
-                                                       nesterov=t.nesterov),
-        "trace": lambda t: optax.trace(decay=t.decay, nesterov=t.nesterov),
-        "scale_by_learning_rate": lambda t: optax.scale_by_learning_rate(
-            schedule(t.learning_rate) or t.learning_rate, flip_sign=t.flip_sign),
-        "scale": lambda t: optax.scale(t.step_size),
-        "scale_by_schedule": lambda t: optax.scale_by_schedule(
-            schedule(t.init_value) or optax.constant_schedule(t.init_value)),
-    }
-    if run.chain is not None:
-        return optax.chain(*[build[t.transform](t) for t in run.chain])
-    lr = schedule(run.learning_rate) or run.learning_rate
-    given = {k: getattr(run, k) for k in ALIAS_KEYS[run.optimizer] if getattr(run, k) is not None}
-    if "mask" in given:
-        given["mask"] = mask(given["mask"])
-    return getattr(optax, run.optimizer)(learning_rate=lr, **given)
+    return transformation(optax, run, schedule)
 
 
 def _with(model, path: tuple, value):
