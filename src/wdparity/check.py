@@ -118,8 +118,7 @@ class _JudgeAsTheyFinish:
     def _work(self) -> None:
         while (ci := self.ready.get()) is not None:
             try:
-                case = self.cases[ci]
-                self.done[ci] = judge(case, self.data[f"c{ci}"], {n: self.results[f"c{ci}-{n}"] for n in case.runs})
+                self.done[ci] = self._judge(ci)
             except BaseException as exc:   # re-raised in the caller's thread
                 self.error = exc
                 return
@@ -129,8 +128,11 @@ class _JudgeAsTheyFinish:
         self.thread.join()
         if self.error is not None:
             raise self.error
-        return [res or judge(case, self.data[f"c{ci}"], {n: self.results[f"c{ci}-{n}"] for n in case.runs})
-                for ci, (case, res) in enumerate(zip(self.cases, self.done))]
+        return [res or self._judge(ci) for ci, res in enumerate(self.done)]
+
+    def _judge(self, ci: int) -> CaseResult:
+        case = self.cases[ci]
+        return judge(case, self.data[f"c{ci}"], {n: self.results[f"c{ci}-{n}"] for n in case.runs})
 
 
 def _trajectory_problem(arrays: dict, run: Run, data: dict) -> Optional[str]:
@@ -160,8 +162,7 @@ def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseRes
         if status == "ok" and (problem := _trajectory_problem(res.arrays, run, data)):
             status, reason = "error", f"{run.backend} returned a bad trajectory: {problem}"
         if status == "ok":
-            traj = {**res.arrays, "weight": np.asarray(res.arrays["weight"]).reshape(len(res.arrays["weight"]), -1),
-                    "bias": np.asarray(res.arrays["bias"]).reshape(-1)}
+            traj = recording.as_trajectory(res.arrays)
             trajs[name] = traj
             n = compare.stable_length(traj)
             bound = stability.sgd_bound(sem, data, run.task.batch_size)

@@ -126,6 +126,12 @@ def scale_upto(traj: dict, name: str, upto_row: Optional[int]) -> Optional[float
     return float(np.max(np.asarray(per_step, dtype=np.float64)[: int(steps[-1]) + 1], initial=0.0))
 
 
+def as_trajectory(arrays: dict) -> dict:
+    """A worker's arrays as the judge reads them: weight as (rows, d), bias flat, summaries kept."""
+    w = np.asarray(arrays["weight"])
+    return {**arrays, "weight": w.reshape(len(w), -1), "bias": np.asarray(arrays["bias"]).reshape(-1)}
+
+
 def steps_of(traj: dict) -> np.ndarray:
     """The optimizer step of each recorded row."""
     return np.asarray(traj["step"]) if "step" in traj else np.arange(len(traj["weight"]))

@@ -11,8 +11,6 @@ summaries, so the relative error of a recorded step is exactly what full recordi
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import compare, harness, recording
 
 
@@ -43,8 +41,7 @@ def localize(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> int:
             entry["reason"] = "; ".join(f"{r.status}: {r.reason}" for r in sides if r.status != "ok")
             pair["localized"] = entry
             continue
-        a, b = ({**r.arrays, "weight": np.asarray(r.arrays["weight"]).reshape(len(r.arrays["weight"]), -1),
-                 "bias": np.asarray(r.arrays["bias"]).reshape(-1)} for r in sides)
+        a, b = (recording.as_trajectory(r.arrays) for r in sides)
         steps = recording.steps_of(sides[0].arrays)
         summary = compare.summarize(a, b, pair["tol"])
         row = summary["first_divergent_step"]
