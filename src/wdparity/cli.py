@@ -96,6 +96,13 @@ def build_parser() -> Parser:
     return p
 
 
+def _out_dir(value: str) -> Path:
+    out = Path(value)
+    if out.exists() and not out.is_dir():
+        raise InputError("", "--out", "must be a folder (a file of that name exists)", value)
+    return out
+
+
 def case_files(paths: list[str]) -> list[str]:
     """Expand folders into their *.toml files (sorted); every path must exist."""
     out = []
@@ -132,52 +139,26 @@ def cmd_run(args) -> int:
     from .report.console import progress
     from .report.writer import write_reports
 
-    from .sweep import is_sweep, load_sweep
+    from .grid import finish_shared, shared_work
+    from .sweep import from_grid, is_sweep, load_sweep
 
     files = case_files(args.paths)
     sweeps = [f for f in files if is_sweep(f)]
     files = [f for f in files if f not in sweeps]
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError("", "--out", "must be a folder (a file of that name exists)", args.out)
+    out = _out_dir(args.out)
     for path in sweeps:   # validate sweeps before anything runs, like cases
         load_sweep(path)
     timeout, overrides = _timeout(args.timeout), _python_overrides(args.python)
-    plans, sweep_items, sweep_data, sweep_results = sweep_work(sweeps, overrides)
+    plans, sweep_items, sweep_data, sweep_results = shared_work(sweeps, overrides)
     with progress(len(files)) as bar:
         results = check_cases(files, overrides=overrides, timeout=timeout, on_loaded=bar.start, on_done=bar.advance,
                               extra=(sweep_items, sweep_data, sweep_results))
-    swept = [finish_sweep(plan, sweep_results) for plan in plans]
+    swept = [from_grid(finish_shared(plan, sweep_results)) for plan in plans]
     written = write_reports(results, out, plots=not args.no_plots, sweeps=swept)
     from .report.console import print_summary
 
     print_summary(results, written)
     return exit_code(results)
-
-
-def sweep_work(paths: list[str], overrides: dict) -> tuple[list, list, dict, dict]:
-    """The sweeps' worker items (vectorized where a backend can), to run beside the cases."""
-    import dataclasses
-
-    from .data import make_data
-    from .grid import load_grid, plan_items
-
-    plans, items, data = [], [], {}
-    for k, path in enumerate(paths):
-        grid = load_grid(path, overrides)
-        data[f"s{k}"] = make_data(grid.spec.task.model_dump())
-        own, modes, carries = plan_items(grid, data[f"s{k}"])
-        items += [dataclasses.replace(it, id=f"s{k}-{it.id}", data_key=f"s{k}") for it in own]
-        plans.append((f"s{k}", grid, data[f"s{k}"], modes, carries))
-    return plans, items, data, {}
-
-
-def finish_sweep(plan: tuple, results: dict):
-    from .grid import collect
-    from .sweep import from_grid
-
-    key, grid, data, modes, carries = plan
-    return from_grid(collect(grid, data, modes, carries, {ident: results[f"{key}-{ident}"] for ident in carries}))
 
 
 def cmd_sweep(args) -> int:
@@ -186,9 +167,7 @@ def cmd_sweep(args) -> int:
     from .sweep import is_sweep
 
     files = case_files(args.paths)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError("", "--out", "must be a folder (a file of that name exists)", args.out)
+    out = _out_dir(args.out)
     for path in files:
         if not is_sweep(path):
             raise InputError(path, "sweep", "is required: `wdparity sweep` takes sweep files ([sweep] values = [...])",

@@ -198,3 +198,21 @@ def _final(grid: Grid, runs: list[Run], k: int, status: str, reason: Optional[st
         return {**out, "status": "unstable", "reason": "the weights left the finite range during training "
                 "(this lr is too large at this lambda)"}
     return {**out, "train_loss": float(tr[0]), "test_loss": float(te[0])}
+
+
+def shared_work(paths: list[str], overrides: dict) -> tuple[list, list, dict, dict]:
+    """Sweeps to train beside the cases of `wdparity run` (check_cases(extra=...)): (plans, items, data,
+    results) with item ids and data keys prefixed per file, so one worker per backend serves them all."""
+    plans, items, data = [], [], {}
+    for k, path in enumerate(paths):
+        grid = load_grid(path, overrides)
+        data[f"s{k}"] = make_data(grid.spec.task.model_dump())
+        own, modes, carries = plan_items(grid, data[f"s{k}"])
+        items += [dataclasses.replace(it, id=f"s{k}-{it.id}", data_key=f"s{k}") for it in own]
+        plans.append((f"s{k}", grid, data[f"s{k}"], modes, carries))
+    return plans, items, data, {}
+
+
+def finish_shared(plan: tuple, results: dict) -> GridResult:
+    key, grid, data, modes, carries = plan
+    return collect(grid, data, modes, carries, {ident: results[f"{key}-{ident}"] for ident in carries})

@@ -22,6 +22,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .recording import task_steps
+
 # Small regressions run fastest single-threaded, and fixed threads keep results deterministic.
 WORKER_ENV = {
     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
@@ -77,9 +79,8 @@ def _stage_packages(tmp: Path) -> Path:
 def estimated_cost(backend: str, group: list[WorkItem]) -> float:
     steps = 0
     for it in group:
-        task = it.job.get("task", {})
         try:
-            steps += int(task["epochs"]) * -(-int(task["n_train"]) // int(task["batch_size"]))
+            steps += task_steps(it.job.get("task", {}))
         except (KeyError, TypeError, ValueError):
             steps += 1000
     return START_COST.get(backend, 0.5) + STEP_COST.get(backend, 2e-4) * steps

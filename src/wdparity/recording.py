@@ -26,9 +26,14 @@ CHECKPOINT_VALUES = 5_000_000  # w values one run keeps in checkpoint mode (sets
 MODES = ("auto", "full", "checkpoints")
 
 
+def task_steps(task: dict) -> int:
+    """Optimizer steps of a task given as a dict (Task.steps for the validated model)."""
+    return int(task["epochs"]) * -(-int(task["n_train"]) // int(task["batch_size"]))
+
+
 def plan(task: dict) -> dict:
     """The recording of a task: {"mode": "full"} or {"mode": "checkpoints", "every": k}."""
-    steps = int(task["epochs"]) * -(-int(task["n_train"]) // int(task["batch_size"]))
+    steps = task_steps(task)
     d = int(task["num_inputs"])
     mode = task.get("record", "auto")
     if mode == "auto":
