@@ -1,5 +1,6 @@
 """The `wdparity` command (contract): run, check, sweep, explain, translate, setup. Exit 0 all good, 1 a claim failed or a run
-errored, 2 bad input or usage — one line on stderr naming the file, the key and the value.
+errored, 2 bad input or usage — one line on stderr naming the file, the key and the value. An internal error (a bug) is
+one line too, naming the case being processed, exit 1; `--debug` adds the traceback.
 
 Imports are lazy so `wdparity --help` stays fast: nothing heavy loads before a command runs.
 """
@@ -50,47 +51,57 @@ def _timeout(value: str) -> float:
     return seconds
 
 
+DEBUG_HELP = "on an internal error, print the traceback (default: one line)"
+
+
 def build_parser() -> Parser:
     p = Parser(prog="wdparity", description="What does 'weight decay = lambda' do in each framework? Measured.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    # Every subcommand accepts --debug too; SUPPRESS keeps a subcommand from resetting the top-level flag.
+    debug = Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     sub = p.add_subparsers(dest="command", parser_class=Parser)
+
+    def add(name: str, parents: tuple = (), **kwargs) -> Parser:
+        return sub.add_parser(name, parents=[*parents, debug], **kwargs)
 
     common = Parser(add_help=False)
     common.add_argument("--python", action="append", metavar="BACKEND=PATH",
                         help="run BACKEND's worker with this interpreter (e.g. another venv or release)")
     common.add_argument("--timeout", default="900", help="seconds each backend's worker may take (default 900)")
 
-    run = sub.add_parser("run", parents=[common], help="run the catalogue, verify every claim, write reports")
+    run = add("run", (common,), help="run the catalogue, verify every claim, write reports")
     run.add_argument("paths", nargs="*", help=f"case files or folders (default {DEFAULT_CATALOGUE}/)")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT}/)")
     run.add_argument("--no-plots", action="store_true", help="skip the HTML plots (faster)")
 
-    sweep = sub.add_parser("sweep", parents=[common], help="train a lambda x lr grid per convention (vectorized) "
-                           "and draw final test loss against lambda")
+    sweep = add("sweep", (common,), help="train a lambda x lr grid per convention (vectorized) "
+                "and draw final test loss against lambda")
     sweep.add_argument("paths", nargs="+", metavar="FILE", help="sweep or grid files (TOML with [sweep]), or folders")
     sweep.add_argument("--out", default=DEFAULT_OUT, help=f"where sweep.json and sweep.html go (default {DEFAULT_OUT}/)")
     sweep.add_argument("--serial", action="store_true", help="train every config as its own run (no batching)")
     sweep.add_argument("--no-plots", action="store_true", help="write sweep.html without the figure")
 
-    check = sub.add_parser("check", parents=[common], help="check one case file")
+    check = add("check", (common,), help="check one case file")
     check.add_argument("case", help="the case file (TOML)")
     check.add_argument("--json", action="store_true", help="print the contract JSON instead of a table")
 
-    explain = sub.add_parser("explain", help="what a framework setting means, in words and as neutral semantics")
+    explain = add("explain", help="what a framework setting means, in words and as neutral semantics")
     explain.add_argument("backend", help="numpy, torch, keras, optax or mxnet")
     explain.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="values are TOML literals, e.g. weight_decay=0.01")
     explain.add_argument("--json", action="store_true", help="print the neutral semantics as JSON")
 
-    translate = sub.add_parser("translate", help="the run table that realizes a run's semantics in another framework")
+    translate = add("translate", help="the run table that realizes a run's semantics in another framework")
     translate.add_argument("case", help="the case file (TOML)")
     translate.add_argument("--run", required=True, help="the run to translate")
     translate.add_argument("--to", required=True, help="the target backend")
 
-    conv = sub.add_parser("conventions", help="regenerate the table of what weight_decay = lambda means, measured")
+    conv = add("conventions", help="regenerate the table of what weight_decay = lambda means, measured")
     conv.add_argument("--settings", default="docs/conventions.toml", help="the settings (default docs/conventions.toml)")
     conv.add_argument("--out", default="docs/conventions.md", help="where to write the table (default docs/conventions.md)")
 
-    setup = sub.add_parser("setup", help="create the separate environment a backend needs (mxnet)")
+    setup = add("setup", help="create the separate environment a backend needs (mxnet)")
     setup.add_argument("target", help="what to set up: mxnet")
     setup.add_argument("--path", help="where to create the venv (default: $WDPARITY_MXNET_VENV or ~/.cache/wdparity/mxnet-venv)")
     return p
@@ -139,6 +150,7 @@ def cmd_run(args) -> int:
     from .report.console import progress
     from .report.writer import write_reports
 
+    from .case import load_case
     from .grid import finish_shared, shared_work
     from .sweep import from_grid, is_sweep, load_sweep
 
@@ -146,9 +158,11 @@ def cmd_run(args) -> int:
     sweeps = [f for f in files if is_sweep(f)]
     files = [f for f in files if f not in sweeps]
     out = _out_dir(args.out)
-    for path in sweeps:   # validate sweeps before anything runs, like cases
-        load_sweep(path)
     timeout, overrides = _timeout(args.timeout), _python_overrides(args.python)
+    for path in files:    # every file validated (and its memory estimated) before any data is made
+        load_case(path, overrides)
+    for path in sweeps:
+        load_sweep(path)
     plans, sweep_items, sweep_data, sweep_results = shared_work(sweeps, overrides)
     with progress(len(files)) as bar:
         results = check_cases(files, overrides=overrides, timeout=timeout, on_loaded=bar.start, on_done=bar.advance,
@@ -243,8 +257,47 @@ def cmd_setup(args) -> int:
     return 0
 
 
+VERBS = {"check": "checking", "run": "running", "sweep": "sweeping", "explain": "explaining",
+         "translate": "translating", "conventions": "building the conventions table from", "setup": "setting up"}
+
+
+def _subject(exc: BaseException, args) -> str:
+    """What was being processed: the case (or grid) innermost in the traceback, else the command's arguments."""
+    command = getattr(args, "command", None)
+    tb, frames = exc.__traceback__, []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for name in ("case", "grid"):
+            try:
+                path = getattr(frame.f_locals.get(name), "path", None)
+            except Exception:   # noqa: BLE001 - a local whose attribute access fails names nothing
+                path = None
+            if isinstance(path, str) and path:
+                verb = ("checking" if name == "case" else "sweeping") if command in ("run", None) else VERBS[command]
+                return f"{verb} {path}"
+    if command is None:
+        return "starting"
+    named = {"check": [getattr(args, "case", "")], "translate": [getattr(args, "case", "")],
+             "run": getattr(args, "paths", None) or [DEFAULT_CATALOGUE], "sweep": getattr(args, "paths", []),
+             "explain": [getattr(args, "backend", "")], "conventions": [getattr(args, "settings", "")],
+             "setup": [getattr(args, "target", "")]}.get(command, [])
+    return " ".join([VERBS.get(command, command), *[str(n) for n in named if n]])
+
+
+def internal_error(exc: BaseException, args, debug: bool = False) -> str:
+    """The one line an unexpected exception is reported as (the traceback needs --debug)."""
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    hint = "" if debug else "; rerun with --debug for the traceback"
+    return f"wdparity: internal error while {_subject(exc, args)}: {what}{hint}"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         if args.version:
@@ -267,6 +320,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("wdparity: interrupted; reports already written are intact", file=sys.stderr)
         return 130
+    except Exception as exc:   # a bug, not bad input: one line naming what was processed, exit 1
+        debug = getattr(args, "debug", None)
+        if debug is None:   # the parser itself failed: look at the raw arguments
+            debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(internal_error(exc, args, debug), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

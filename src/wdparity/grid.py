@@ -75,6 +75,9 @@ def load_grid(path: str, overrides: Optional[dict[str, str]] = None) -> Grid:
     except ValidationError as exc:
         raise from_validation_error(exc, path, data)
     lrs = None if spec.sweep.lr is None else [float(v) for v in spec.sweep.lr]
+    from .budget import check_grid
+
+    check_grid(path, spec.task, data, spec.conventions, len(spec.sweep.values) * len(lrs or [None]))
     runs: dict[str, list[Run]] = {}
     for name, conv in spec.conventions.items():
         where = f"conventions.{name}.lr_key"

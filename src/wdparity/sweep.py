@@ -31,6 +31,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, model_validator
 
+from . import budget
 from .case import RUN_NAME, load_run, read_toml
 from .errors import InputError, from_validation_error
 from .spec import NonNeg, Strict, Task, fail
@@ -115,6 +116,7 @@ def load_sweep(path: str):
         spec = SweepFile.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc, path, data)
+    budget.check_grid(path, spec.task, data, spec.conventions, len(spec.sweep.values))
     runs = {}
     for name, conv in spec.conventions.items():
         for i, lam in enumerate(spec.sweep.values):
