@@ -295,3 +295,30 @@ def test_battery_float64_is_the_reference_with_float32_hyperparameters():
             assert not fid["holds"], f"{name}: {FINDINGS64[name]} no longer reproduces"
         else:
             assert fid["holds"], (name, fid["max_rel_err"])
+
+
+# ---------------------------------------------------------------- no silent defaults (issue 15)
+def test_lazy_update_is_modelled_as_no_change_and_measured_both_ways():
+    """lazy_update acts only on row_sparse weights and gradients (mxnet/optimizer/optimizer.py:529-531, 1553-1554);
+    a Gluon Dense layer's are dense, so it changes nothing: the same semantics, and the battery trains it both ways."""
+    from wdparity.backend import load_battery
+
+    for opt in ("sgd", "adam"):
+        base = describe({"optimizer": opt, "wd": 0.1, **({"momentum": 0.9} if opt == "sgd" else {})})
+        for flag in (True, False):
+            assert describe({"optimizer": opt, "wd": 0.1, "lazy_update": flag,
+                             **({"momentum": 0.9} if opt == "sgd" else {})}) == base
+    measured = {(run["optimizer"], run["lazy_update"]) for _, run in load_battery("mxnet").values()
+                if "lazy_update" in run}
+    assert {("sgd", False), ("adam", False), ("adam", True)} <= measured
+
+
+def test_realize_refuses_frozen_tensors_naming_the_nearest_setting():
+    from wdparity.backend import Inexpressible
+    from wdparity.spec import Semantics
+
+    sem = Semantics.model_validate({"optimizer": {"name": "sgd", "lr": 0.1}, "frozen": ["weight"],
+                                    "decay": [{"coefficient": 0.2, "params": ["bias"]}], "hyper_dtype": "float32"})
+    with pytest.raises(Inexpressible) as err:
+        backend.realize(sem, Task())
+    assert "grad_req" in str(err.value) and "nearest: the same setting with ['weight'] trained" in str(err.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import textwrap
 
 import pytest
@@ -52,8 +53,9 @@ def test_round_trip_over_the_neutral_battery():
 def test_realize_prefers_aliases():
     sem = Semantics.model_validate({"optimizer": {"name": "adam", "lr": 0.01},
                                     "decay": [{"coupling": "decoupled", "coefficient": 0.2, "params": ["weight"]}]})
-    assert backend.realize(sem, TASK) == {"optimizer": "adamw", "learning_rate": 0.01, "b1": 0.9, "b2": 0.999,
-                                          "eps": 1e-8, "weight_decay": 0.2, "mask": ["weight"]}
+    assert backend.realize(backend.inherent(sem, TASK), TASK) == {   # float32: float32 bias corrections
+        "optimizer": "adamw", "learning_rate": 0.01, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.2,
+        "mask": ["weight"]}
     sem = Semantics.model_validate({"optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True}})
     assert backend.realize(sem, TASK) == {"optimizer": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True}
 
@@ -88,6 +90,28 @@ def test_describe_aliases_and_penalties():
                                    "momentum_form": "buffer"}
 
 
+def test_adam_bias_corrections_are_float32_in_float32_runs():
+    """Without x64 (every float32 run) optax computes 1 - b^t in float32 from float32 betas, as Keras does;
+    float64 runs (x64) compute them in float64. The float32 battery fails without this (max rel err 8e-6 against
+    exact corrections, 2.6x the tolerance; measured)."""
+    from wdparity.backend import Inexpressible
+
+    for run in ({"optimizer": "adam", "learning_rate": 0.01}, {"chain": [adw(0.1), ADAM, LR]}):
+        assert describe(run)["optimizer"]["bias_correction_dtype"] == "float32"
+        assert "bias_correction_dtype" not in describe(run, dtype="float64")["optimizer"]
+    assert "bias_correction_dtype" not in describe({"optimizer": "sgd", "learning_rate": 0.1})["optimizer"]
+    adam = backend.parse({"optimizer": "adam", "learning_rate": 0.01})
+    found = {dt: [f["id"] for f in backend.findings(adam, TASK.model_copy(update={"dtype": dt}))]
+             for dt in ("float32", "float64")}
+    assert "bias-correction-float32" in found["float32"] and "bias-correction-float32" not in found["float64"]
+    exact = Semantics.model_validate({"optimizer": {"name": "adam", "lr": 0.01}})
+    with pytest.raises(Inexpressible, match='nearest: bias_correction_dtype = "float32"'):
+        backend.realize(exact, TASK)
+    assert backend.realize(exact, TASK.model_copy(update={"dtype": "float64"}))["optimizer"] == "adam"
+    with pytest.raises(Inexpressible, match="nearest: exact bias corrections"):
+        backend.realize(backend.inherent(exact, TASK), TASK.model_copy(update={"dtype": "float64"}))
+
+
 @pytest.mark.parametrize("run, schedule, key, words", [
     ({"optimizer": "sgd", "learning_rate": 0.1, "nesterov": True}, None, "nesterov", "silently ignores"),
     ({"optimizer": "adam", "learning_rate": 0.1, "eps_root": 1e-8}, None, "eps_root", "must be 0.0"),
@@ -120,9 +144,9 @@ def test_bad_runs_name_the_key(bad_run, run, schedule, key, words):
 # ---------------------------------------------------------------- measured facts about the installed JAX/optax
 PROBE = textwrap.dedent("""
     import json, jax, numpy as np
-    jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp, optax
     from wdparity.schedules import multiplier
+    assert jax.config.jax_enable_x64   # JAX_ENABLE_X64=1 at start-up (run_probe env)
     out = {"abs_grad_at_0": float(jax.grad(jnp.abs)(0.0)),
            "abs_grad_at_0_f32": float(jax.grad(jnp.abs)(jnp.float32(0)))}
     step, cos = {"kind": "step", "every": 3, "factor": 0.3}, {"kind": "cosine", "total": 7, "floor": 0.15}
@@ -131,21 +155,58 @@ PROBE = textwrap.dedent("""
     out["exp_decay_python_float"] = err(optax.exponential_decay(0.07, 3, 0.3, staircase=True), step)
     out["exp_decay_typed"] = err(optax.exponential_decay(0.07, 3, jnp.asarray(0.3, jnp.float64), staircase=True), step)
     out["cosine"] = err(optax.cosine_decay_schedule(0.07, 7, alpha=0.15), cos)
-    # the common mask idiom `ndim > 1` (optax masked docstring) matches no tensor of {weight (d,), bias ()}
-    params = {"weight": jnp.ones(3), "bias": jnp.asarray(1.0)}
-    g = {"weight": jnp.ones(3), "bias": jnp.asarray(1.0)}
-    ndim = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
-    a, b = optax.adamw(0.1, weight_decay=0.5, mask=ndim), optax.adam(0.1)
-    ua, _ = a.update(g, a.init(params), params)
-    ub, _ = b.update(g, b.init(params), params)
-    out["ndim_mask_is_noop"] = bool(all(np.array_equal(ua[k], ub[k]) for k in params))
+    print(json.dumps(out))
+""")
+
+
+SHAPE_PROBE = textwrap.dedent("""
+    import json, jax, numpy as np
+    import jax.numpy as jnp, optax
+    from wdparity import fidelity
+    from wdparity.data import make_data
+    from wdparity_backends import optax_backend
+    out = {}
+    # The params exactly as the adapter trains them (a Flax nn.Dense(1): kernel (d, 1), bias (1,)), and as
+    # train() hands them to its Recorder.
+    from wdparity.spec import Task
+    task = Task.model_validate(fidelity.BATTERY_TASK).model_dump()
+    data = make_data(task)
+    params = optax_backend.dense_params(jnp, data, np.float64)
+    out["param_shapes"] = {k: list(v.shape) for k, v in params.items()}
+    seen = []
+    class Spy(optax_backend.Recorder):
+        def record(self, t, w, b, check=True):
+            seen.append((list(np.shape(w)), list(np.shape(b))))
+            return super().record(t, w, b, check)
+    optax_backend.Recorder = Spy
+    job = {"task": task, "dtype": "float64",
+           "run": {"optimizer": "adamw", "learning_rate": 0.01, "weight_decay": 0.5}}
+    res = optax_backend.backend.train(job, data)
+    out["recorded_shapes"] = sorted({json.dumps(s) for s in seen})
+    out["result_shapes"] = {k: list(v.shape) for k, v in res.items() if k in ("weight", "bias")}
+    # The common mask idiom `ndim > 1` (optax `masked` docstring, optax#25) on these params: compared with
+    # adamw masked by name to the kernel only, and with no decay at all (adam).
+    g = jax.tree.map(jnp.ones_like, params)
+    def upd(tx):
+        u, _ = tx.update(g, tx.init(params), params)
+        return u
+    ndim = upd(optax.adamw(0.1, weight_decay=0.5, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)))
+    kernel = upd(optax.adamw(0.1, weight_decay=0.5, mask={"weight": True, "bias": False}))
+    plain = upd(optax.adam(0.1))
+    out["ndim_mask_selects"] = sorted(k for k in params if not np.array_equal(ndim[k], plain[k]))
+    out["ndim_mask_equals_kernel_only"] = bool(all(np.array_equal(ndim[k], kernel[k]) for k in params))
     print(json.dumps(out))
 """)
 
 
 @pytest.fixture(scope="module")
 def probe():
-    return run_probe(PROBE)
+    return run_probe(PROBE, env={"JAX_ENABLE_X64": "1"})
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return run_probe(SHAPE_PROBE, env={"JAX_ENABLE_X64": "1"})
 
 
 @needs_jax
@@ -163,8 +224,21 @@ def test_optax_schedules_match_the_neutral_multiplier(probe):
 
 
 @needs_jax
-def test_ndim_mask_idiom_silently_matches_nothing(probe):
-    assert probe["ndim_mask_is_noop"]
+def test_params_are_shaped_as_a_flax_dense_layer(shapes):
+    """kernel (d, 1) and bias (1,), as nn.Dense(1) (and keras Dense(1)) users have them; recorded flat."""
+    d = fidelity.BATTERY_TASK["num_inputs"]
+    assert shapes["param_shapes"] == {"weight": [d, 1], "bias": [1]}
+    assert shapes["recorded_shapes"] == [json.dumps([[d, 1], [1]])]
+    steps = TASK.steps
+    assert shapes["result_shapes"] == {"weight": [steps + 1, d], "bias": [steps + 1]}
+
+
+@needs_jax
+def test_ndim_mask_idiom_selects_the_kernel_only(shapes):
+    """finding: the shape idiom `mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)` decays the (d, 1)
+    kernel and not the (1,) bias: the same as mask = ["weight"] here (on a (d,) weight it would select nothing)."""
+    assert shapes["ndim_mask_selects"] == ["weight"]
+    assert shapes["ndim_mask_equals_kernel_only"]
 
 
 # ---------------------------------------------------------------- the battery
@@ -173,3 +247,119 @@ def test_ndim_mask_idiom_silently_matches_nothing(probe):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_battery(dtype):
     assert_battery_green("optax", dtype, realized=50, inexpressible=30)
+
+
+# ---------------------------------------------------------------- JAX's x64 flag: once per worker, at start-up
+def test_float32_and_float64_runs_get_separate_workers(write_case):
+    """JAX reads jax_enable_x64 once: float32 and float64 runs of one case go to two workers, each started
+    with JAX_ENABLE_X64 fixed (harness: one worker per (backend, interpreter, env))."""
+    from wdparity.case import load_case
+
+    path = write_case('title = "t"\n[runs.a]\nbackend = "optax"\noptimizer = "sgd"\nlearning_rate = 0.1\n'
+                      '[runs.b]\nbackend = "optax"\noptimizer = "sgd"\nlearning_rate = 0.1\ndtype = "float64"\n'
+                      '[runs.c]\nbackend = "optax"\noptimizer = "adam"\nlearning_rate = 0.1\ndtype = "float32"\n')
+    runs = load_case(path).runs
+    assert {n: r.env for n, r in runs.items()} == {"a": {"JAX_ENABLE_X64": "0"}, "b": {"JAX_ENABLE_X64": "1"},
+                                                   "c": {"JAX_ENABLE_X64": "0"}}
+    items = {n: r.work_item(n, "d") for n, r in runs.items()}
+    assert items["a"].env == items["c"].env != items["b"].env
+    for dtype, flag in (("float32", "0"), ("float64", "1")):
+        task = TASK.model_copy(update={"dtype": dtype})
+        assert backend.worker_env(backend.parse({"optimizer": "sgd", "learning_rate": 0.1}), task) == {
+            "JAX_ENABLE_X64": flag}
+
+
+X64_PROBE = textwrap.dedent("""
+    import json, sys, jax
+    from wdparity import fidelity
+    from wdparity.data import make_data
+    from wdparity.spec import Task
+    from wdparity_backends import optax_backend, optax_batch
+    task = Task.model_validate(fidelity.BATTERY_TASK).model_dump()
+    data = make_data(task)
+    out = {"flag": bool(jax.config.jax_enable_x64)}
+    for dtype in ("float32", "float64"):
+        job = {"task": task, "dtype": dtype, "run": {"optimizer": "sgd", "learning_rate": 0.05}}
+        jobs = [job, {**job, "run": {"optimizer": "sgd", "learning_rate": 0.01}}]
+        for name, call in (("train", lambda: optax_backend.backend.train(job, data)),
+                           ("grid", lambda: optax_batch.train(jobs, data))):
+            try:
+                res = call()
+                res = res if isinstance(res, dict) else res[0]
+                out[f"{name}-{dtype}"] = str(res["weight"].dtype)
+            except RuntimeError as exc:
+                out[f"{name}-{dtype}"] = f"RuntimeError: {exc}"
+    out["flag_after"] = bool(jax.config.jax_enable_x64)
+    print(json.dumps(out))
+""")
+
+
+@needs_jax
+@pytest.mark.parametrize("flag", ["0", "1"])
+def test_train_refuses_a_job_whose_dtype_disagrees_with_the_worker_flag(flag):
+    """train() (and the vmapped grid) never flips jax_enable_x64: a worker started with the wrong flag refuses
+    the job instead of computing it in another precision."""
+    out = run_probe(X64_PROBE, env={"JAX_ENABLE_X64": flag})
+    right, wrong = ("float64", "float32") if flag == "1" else ("float32", "float64")
+    assert out["flag"] is out["flag_after"] is (flag == "1")
+    for path in ("train", "grid"):
+        assert out[f"{path}-{right}"] == right
+        refused = out[f"{path}-{wrong}"]
+        assert refused.startswith("RuntimeError: ") and f"JAX_ENABLE_X64={flag} at start-up" in refused, refused
+
+
+# ---------------------------------------------------------------- no silent defaults (issue 15)
+class _RecordingOptax:
+    """Stands in for the optax module: records every constructor call transformation() makes."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return (name, args, kwargs)
+        return call
+
+
+@pytest.mark.parametrize("run", [
+    {"optimizer": "sgd", "learning_rate": 0.011, "momentum": 0.83, "nesterov": True},
+    {"optimizer": "adam", "learning_rate": 0.012, "b1": 0.81, "b2": 0.991, "eps": 3e-7, "eps_root": 0.0,
+     "nesterov": False},
+    {"optimizer": "adamw", "learning_rate": 0.013, "b1": 0.82, "b2": 0.992, "eps": 4e-7, "weight_decay": 0.37,
+     "mask": ["weight"]},
+    {"chain": [adw(0.21, ["bias"]), {"transform": "scale_by_adam", "b1": 0.84, "b2": 0.993, "eps": 5e-7},
+               {"transform": "scale", "step_size": -0.5}, adw(0.23),
+               {"transform": "scale_by_learning_rate", "learning_rate": 0.014, "flip_sign": True},
+               {"transform": "scale_by_schedule", "init_value": 0.7}]},
+    {"chain": [{"transform": "trace", "decay": 0.85, "nesterov": True}, {"transform": "scale_by_learning_rate",
+                                                                        "learning_rate": 0.015}]},
+])
+def test_every_accepted_keyword_reaches_optax(run):
+    """No keyword the run model accepts is dropped on the way to optax (an accepted-but-ignored knob)."""
+    from wdparity_backends.optax_backend import transformation
+
+    fake = _RecordingOptax()
+    transformation(fake, backend.parse(run), lambda init_value: None)
+    passed = [v for _, args, kwargs in fake.calls for v in (*args, *kwargs.values())]
+    items = run["chain"] if "chain" in run else [run]
+    for item in items:
+        for key, value in item.items():
+            if key in ("transform", "optimizer"):
+                continue
+            if key == "mask":
+                value = {k: k in value for k in BOTH}
+            assert any(v == value and type(v) is type(value) for v in passed), (key, value, fake.calls)
+    if "optimizer" in run:
+        (name, _, kwargs), = fake.calls
+        assert name == run["optimizer"] and set(kwargs) == set(run) - {"optimizer"}
+
+
+def test_realize_refuses_frozen_tensors_naming_the_nearest_setting():
+    from wdparity.backend import Inexpressible
+
+    sem = Semantics.model_validate({"optimizer": {"name": "adam", "lr": 0.01}, "frozen": ["bias"],
+                                    "decay": [{"coupling": "decoupled", "coefficient": 0.1, "params": ["weight"]}]})
+    with pytest.raises(Inexpressible) as err:
+        backend.realize(sem, TASK)
+    assert "freeze" in str(err.value) and "nearest: the same setting with ['bias'] trained" in str(err.value)

@@ -133,3 +133,118 @@ def test_explosion_stops_the_run_before_overflow():
     assert not finite.all()
     last = int(np.argmin(finite)) - 1
     assert np.abs(out["weight"][last]).max() < 1e300  # stopped while still representable
+
+
+# ---------------------------------------------------------------- frozen tensors (torch: named in no param group)
+FROZEN_CASES = [
+    ({"name": "sgd", "lr": 0.05, "momentum": 0.9}, [{"coefficient": 0.3, "params": ["weight"]}], ["bias"]),
+    ({"name": "adam", "lr": 0.01}, [{"coupling": "decoupled", "coefficient": 0.1, "params": ["weight"]}], ["bias"]),
+    ({"name": "sgd", "lr": 0.05}, [{"coefficient": 0.5, "params": ["bias"]}], ["weight"]),
+]
+
+
+def frozen_sem(optimizer, decay, frozen, schedule=None) -> dict:
+    return Semantics.model_validate({"optimizer": optimizer, "decay": decay, "frozen": frozen,
+                                     "schedule": schedule or {"kind": "constant"}}).neutral()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer, decay, frozen", FROZEN_CASES)
+def test_a_frozen_tensor_keeps_its_initial_value_bit_for_bit(optimizer, decay, frozen, dtype):
+    """No gradient step and no decay: every row of a frozen tensor is its start, exactly; the other trains."""
+    task, data = data_for(init="normal_all", batch_size=5, epochs=5)
+    s = frozen_sem(optimizer, decay, frozen, {"kind": "step", "every": 4, "factor": 0.5})
+    assert s["frozen"] == frozen
+    out = reference.run(s, data, 5, dtype)
+    (still,), moving = frozen, ("weight" if frozen == ["bias"] else "bias")
+    start = out[still][0]
+    assert start.dtype == np.dtype(dtype) and np.all(start != 0)
+    assert np.array_equal(out[still], np.broadcast_to(start, out[still].shape))
+    assert start.tobytes() == np.asarray(data["w0" if still == "weight" else "b0"], dtype).tobytes()
+    assert not np.array_equal(out[moving][-1], out[moving][0])
+    # the frozen tensor's gradient still depends on the other one, but nothing of it reaches an update:
+    # the trained tensor's trajectory is what it is with the frozen one held at its start
+    assert np.isfinite(out[moving]).all()
+
+
+def test_frozen_is_the_last_transform_and_zeroes_exactly_its_updates():
+    params = {"weight": np.array([1.0, -2.0]), "bias": np.float64(3.0)}
+    t = reference.freeze(["bias"])
+    got, _ = t.update({"weight": np.array([0.5, np.nan]), "bias": np.float64(np.nan)}, t.init(params), params, 0)
+    assert got["bias"] == 0.0 and got["weight"][0] == 0.5 and np.isnan(got["weight"][1])
+    # no frozen tensor: the chain is the one it always was (no extra transform)
+    plain = sem({"name": "sgd", "lr": 0.1}, [{"coefficient": 0.1}])
+    assert "frozen" not in plain and len(reference.build(plain).init(params)) == 3
+
+
+def test_frozen_bias_trains_the_weight_as_the_closed_form_says():
+    """Full-batch GD with the bias held at b0 and coupled L2 on w converges to ridge on y - b0 (no intercept)."""
+    lam = 0.3
+    task, data = data_for(init="normal_all", epochs=4000)
+    s = frozen_sem({"name": "sgd", "lr": 0.2}, [{"coefficient": lam, "params": ["weight"]}], ["bias"])
+    out = reference.run(s, data, task.batch_size, "float64")
+    X, y, b0 = data["X_train"], data["y_train"], float(data["b0"])
+    ridge = np.linalg.solve(X.T @ X / len(X) + lam * np.eye(X.shape[1]), X.T @ (y - b0) / len(X))
+    assert np.max(np.abs(out["weight"][-1] - ridge)) < 1e-10 and out["bias"][-1] == b0
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_batched_reference_freezes_bit_for_bit_as_the_serial_one(dtype):
+    from wdparity import batched
+
+    task, data = data_for(init="normal_all", batch_size=5, epochs=4)
+    sems = [frozen_sem({"name": "sgd", "lr": lr, "momentum": 0.5}, [{"coefficient": c, "params": ["weight"]}], ["bias"])
+            for lr, c in ((0.05, 0.1), (0.02, 0.4), (0.08, 0.0))]
+    assert batched.groups(sems, [""] * 3) == [[0, 1, 2]]
+    unfrozen = {k: v for k, v in sems[0].items() if k != "frozen"}
+    assert batched.groups([sems[0], unfrozen], ["", ""]) == [[0], [1]]   # frozen is structure
+    for s, got in zip(sems, batched.run(sems, data, 5, dtype)):
+        want = reference.run(s, data, 5, dtype)
+        assert np.array_equal(got["weight"], want["weight"]) and np.array_equal(got["bias"], want["bias"])
+        assert np.all(got["bias"] == got["bias"][0])
+
+
+def test_curvature_leaves_out_a_frozen_tensor():
+    from wdparity import stability
+
+    task, data = data_for(batch_size=30)
+    X = data["X_train"]
+    lam = 0.7
+    frozen_b = frozen_sem({"name": "sgd", "lr": 0.1}, [{"coefficient": lam, "params": ["weight"]}], ["bias"])
+    want = np.linalg.eigvalsh(X.T @ X / len(X))[-1] + lam          # the weight block alone (no ones column)
+    assert stability.curvature(frozen_b, data, 30) == pytest.approx(want, rel=1e-12)
+    frozen_w = frozen_sem({"name": "sgd", "lr": 0.1}, [{"coefficient": lam, "params": ["bias"]}], ["weight"])
+    assert stability.curvature(frozen_w, data, 30) == pytest.approx(1.0 + lam, rel=1e-12)   # d2/db2 = f = 1
+    both = sem({"name": "sgd", "lr": 0.1}, [{"coefficient": lam, "params": ["weight"]}])
+    assert stability.curvature(both, data, 30) > want                # the bias row/column adds curvature
+
+
+def test_frozen_validation_and_neutral_shape():
+    from pydantic import ValidationError
+
+    from wdparity.spec import CAUSES, semantics_from_dict
+
+    base = {"optimizer": {"name": "sgd", "lr": 0.1}}
+    assert "frozen" not in Semantics.model_validate(base).neutral()
+    assert Semantics.model_validate(base).frozen == []
+    s = Semantics.model_validate({**base, "frozen": ["bias"], "decay": [{"coefficient": 0.1, "params": ["weight"]}]})
+    assert s.neutral()["frozen"] == ["bias"]
+    assert semantics_from_dict(s.neutral()) == s
+    assert "frozen" in CAUSES
+    for frozen, words in ((["kernel"], "names no tensor"), (["bias", "bias"], "twice"),
+                          (["weight", "bias"], "at least one tensor to train")):
+        with pytest.raises(ValidationError, match=words):
+            Semantics.model_validate({**base, "frozen": frozen})
+    with pytest.raises(ValidationError, match="frozen"):   # decay on a tensor that never moves does nothing
+        Semantics.model_validate({**base, "frozen": ["bias"], "decay": [{"coefficient": 0.1}]})
+
+
+def test_a_difference_in_frozen_is_an_edit_labelled_frozen():
+    from wdparity import diagnose
+
+    a = frozen_sem({"name": "sgd", "lr": 0.1}, [{"coefficient": 0.1, "params": ["weight"]}], ["bias"])
+    b = sem({"name": "sgd", "lr": 0.1}, [{"coefficient": 0.1, "params": ["weight"]}])
+    edits = diagnose.semantic_edits(a, b)
+    assert [label for label, _ in edits] == ["frozen"]
+    assert diagnose.apply(a, edits) == b and diagnose.apply(b, diagnose.semantic_edits(b, a)) == a
+    assert diagnose.semantic_edits(a, a) == []

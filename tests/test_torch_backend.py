@@ -6,6 +6,7 @@ import importlib.util
 import json
 import textwrap
 
+import numpy as np
 import pytest
 
 from wdparity import fidelity
@@ -98,19 +99,117 @@ def test_describe_defaults_and_couplings():
                                                             "eps": 1e-8, "eps_placement": "corrected"}
 
 
-def test_param_groups_and_the_implicit_group():
+def test_param_groups_and_frozen_tensors():
     seed = [{"params": ["weight"], "weight_decay": 3.0}, {"params": ["bias"]}]
     assert rules({"optimizer": "SGD", "lr": 0.03, "param_groups": seed}) == [("l2", "gradient", 3.0, None, ["weight"])]
+    assert "frozen" not in describe({"optimizer": "SGD", "lr": 0.03, "param_groups": seed})
     # a group without weight_decay inherits the constructor's: under AdamW that is the default 1e-2
     assert rules({"optimizer": "AdamW", "lr": 0.01, "param_groups": seed}) == [
         ("l2", "decoupled", 3.0, "lr", ["weight"]), ("l2", "decoupled", 0.01, "lr", ["bias"])]
-    # tensors named in no group form the implicit group, with the top-level weight_decay
-    assert rules({"optimizer": "SGD", "weight_decay": 0.1, "param_groups": [{"params": ["weight"], "weight_decay": 0.4}]}) == [
-        ("l2", "gradient", 0.4, None, ["weight"]), ("l2", "gradient", 0.1, None, ["bias"])]
-    assert rules({"optimizer": "SGD", "param_groups": [{"params": ["bias"], "weight_decay": 0.5}]}) == [
-        ("l2", "gradient", 0.5, None, ["bias"])]
+    # a tensor named in no group is frozen: torch steps only the groups' params (sgd.py:87,118), so the
+    # top-level weight_decay does not reach it and it never moves
+    only_weight = {"optimizer": "SGD", "weight_decay": 0.1, "param_groups": [{"params": ["weight"], "weight_decay": 0.4}]}
+    assert rules(only_weight) == [("l2", "gradient", 0.4, None, ["weight"])]
+    assert describe(only_weight)["frozen"] == ["bias"]
+    only_bias = {"optimizer": "SGD", "param_groups": [{"params": ["bias"], "weight_decay": 0.5}]}
+    assert rules(only_bias) == [("l2", "gradient", 0.5, None, ["bias"])] and describe(only_bias)["frozen"] == ["weight"]
+    adamw = {"optimizer": "AdamW", "lr": 0.01, "param_groups": [{"params": ["weight"]}]}
+    assert rules(adamw) == [("l2", "decoupled", 0.01, "lr", ["weight"])] and describe(adamw)["frozen"] == ["bias"]
+    assert "frozen" not in describe({"optimizer": "AdamW", "lr": 0.01})
     same = [{"params": ["weight"], "weight_decay": 0.2}, {"params": ["bias"], "weight_decay": 0.2}]
     assert rules({"optimizer": "SGD", "param_groups": same}) == [("l2", "gradient", 0.2, None, BOTH)]
+
+
+def test_realize_names_only_the_trained_tensors():
+    def frozen(opt, decay, names):
+        return Semantics.model_validate({"optimizer": opt, "decay": decay, "frozen": names})
+
+    cases = [
+        (frozen({"name": "sgd", "lr": 0.1}, [{"coefficient": 0.1, "params": ["weight"]}], ["bias"]),
+         {"optimizer": "SGD", "lr": 0.1, "param_groups": [{"params": ["weight"], "weight_decay": 0.1}]}),
+        (frozen({"name": "adam", "lr": 0.01}, [{"coupling": "decoupled", "coefficient": 0.1, "params": ["weight"]}],
+                ["bias"]),
+         {"optimizer": "AdamW", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8,
+          "param_groups": [{"params": ["weight"], "weight_decay": 0.1}]}),
+        (frozen({"name": "adam", "lr": 0.01}, [], ["weight"]),
+         {"optimizer": "Adam", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8,
+          "param_groups": [{"params": ["bias"], "weight_decay": 0.0}]}),
+        (frozen({"name": "sgd", "lr": 0.1, "momentum": 0.9}, [{"coefficient": 0.3, "params": ["weight"]},
+                                                            {"coefficient": 0.7, "params": ["weight"]}], ["bias"]),
+         {"optimizer": "SGD", "lr": 0.1, "momentum": 0.9, "param_groups": [{"params": ["weight"], "weight_decay": 0.3}],
+          "penalty": {"l2": 0.35, "params": ["weight"]}}),
+    ]
+    for sem, table in cases:
+        assert backend.realize(sem, TASK) == table
+        assert backend.describe(backend.parse(table), TASK).neutral() == sem.neutral()
+
+
+def test_frozen_runs_train_alone_not_in_a_batched_group():
+    """torch_batch builds an implicit group for unnamed tensors: a run with a frozen tensor trains serially."""
+    def job(wd):
+        run = {"optimizer": "SGD", "lr": 0.1, "param_groups": [{"params": ["weight"], "weight_decay": wd}]}
+        return {"task": TASK.model_dump(), "run": backend.parse(run).model_dump(), "dtype": "float64"}
+    named = [{"params": ["weight"], "weight_decay": 0.1}, {"params": ["bias"], "weight_decay": 0.0}]
+    both = {"task": TASK.model_dump(), "run": backend.parse({"optimizer": "SGD", "lr": 0.1, "param_groups": named}
+                                                            ).model_dump(), "dtype": "float64"}
+    assert backend.batch_groups([job(0.1), job(0.2), both, both], {}) == [[0], [1], [2, 3]]
+
+
+FROZEN_CASE = """
+title = "a tensor that no param group names stays where it started"
+[task]
+init = "normal_all"
+num_inputs = 12
+n_train = 16
+batch_size = 4
+epochs = 5
+[runs.torch]
+backend = "torch"
+optimizer = "{optimizer}"
+lr = 0.05
+param_groups = [{{ params = ["weight"], weight_decay = 0.1 }}]
+[runs.torch64]
+backend = "torch"
+dtype = "float64"
+optimizer = "{optimizer}"
+lr = 0.05
+param_groups = [{{ params = ["weight"], weight_decay = 0.1 }}]
+[runs.numpy]
+backend = "numpy"
+dtype = "float64"
+optimizer = "{numpy}"
+lr = 0.05
+frozen = ["bias"]
+decay = [{{ coefficient = 0.1, params = ["weight"]{decoupled} }}]
+"""
+
+
+@needs_torch
+@pytest.mark.parametrize("optimizer", ["SGD", "AdamW"])
+def test_a_tensor_no_group_names_keeps_its_initial_value_natively_and_in_the_reference(write_case, optimizer):
+    """issue 15: `param_groups = [{params = ["weight"], weight_decay = 0.1}]` never updates the bias in torch."""
+    from wdparity import reference
+    from wdparity.check import check_cases
+
+    decoupled = ', coupling = "decoupled", scale = "lr"' if optimizer == "AdamW" else ""
+    path = write_case(FROZEN_CASE.format(optimizer=optimizer, numpy="adam" if optimizer == "AdamW" else "sgd",
+                                         decoupled=decoupled))
+    res = check_cases([str(path)])[0]
+    b0 = float(res.data["b0"])
+    assert b0 != 0.0   # init = "normal_all": the start is not a value an update could land on by accident
+    for name in ("torch", "torch64", "numpy"):
+        run = res.json["runs"][name]
+        assert run["status"] == "ok" and run["fidelity"]["holds"], (name, run)
+        assert run["semantics"]["frozen"] == ["bias"]
+        dtype = np.dtype(run["dtype"])
+        bias = np.asarray(res.trajectories[name]["bias"])
+        assert bias.dtype == dtype and bias.tobytes() == np.full(bias.shape, b0, dtype).tobytes()   # bit for bit
+        weight = np.asarray(res.trajectories[name]["weight"])
+        assert not np.array_equal(weight[-1], weight[0])   # the named tensor trains
+        ref = reference.run(run["semantics"], res.data, 4, run["dtype"])
+        assert ref["bias"].tobytes() == np.full(ref["bias"].shape, b0, dtype).tobytes()
+    assert res.json["runs"]["torch64"]["semantics"] == res.json["runs"]["numpy"]["semantics"]
+    assert res.json["runs"]["torch64"]["fidelity"]["max_rel_err"] <= 1e-9
 
 
 def test_penalties_follow_torch_autograd():
@@ -153,6 +252,11 @@ def test_every_battery_extra_describes():
     ({"optimizer": "sgd"}, "optimizer", "must be one of"),
     ({"optimizer": "SGD", "penalty": {"l1": 0.1, "params": ["kernel"]}}, "penalty.params", "names no tensor"),
     ({"optimizer": "SGD", "learning_rate": 0.1}, "learning_rate", "not a known key"),
+    # torch reads dampening only inside the momentum buffer (sgd.py:357-364): without momentum it does nothing
+    ({"optimizer": "SGD", "lr": 0.1, "dampening": 0.5}, "dampening", "needs momentum > 0"),
+    # the penalty's gradient reaches a tensor no group names, which torch never steps
+    ({"optimizer": "SGD", "param_groups": [{"params": ["weight"]}], "penalty": {"l2": 0.1, "params": ["bias"]}},
+     "penalty.params", "frozen"),
 ])
 def test_bad_runs_name_the_key(bad_run, run, key, words):
     err = bad_run("torch", run)
@@ -243,7 +347,9 @@ def test_battery(dtype):
 @pytest.mark.parametrize("case, mutate", [
     ("penalty-l1-zeros", lambda s: s["decay"][0].update(l1_at_zero=1.0)),           # JAX's sign(0)
     ("adamw-default-wd", lambda s: s["decay"][0].update(coefficient=1e-4)),         # optax's default
-    ("adamw-implicit-default", lambda s: s["decay"].pop()),                         # "bias group undecayed"
+    ("adamw-bias-group-default", lambda s: s["decay"].pop()),                       # "bias group undecayed"
+    ("sgd-unnamed-bias-frozen", lambda s: s.pop("frozen")),                          # the old implicit group
+    ("adamw-unnamed-bias-frozen", lambda s: s.pop("frozen")),
     ("sgd-wd-mse", lambda s: s["decay"][0].update(coefficient=0.1 * 1.001)),        # a 0.1 % change of lambda
     ("sgd-dampening", lambda s: s["optimizer"].update(dampening=0.0)),
     ("adam-decoupled-flag", lambda s: s["decay"][0].update(coupling="gradient", scale=None)),

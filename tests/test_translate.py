@@ -76,6 +76,8 @@ SOURCES = {
     "torch_groups": ("", 'backend = "torch"\noptimizer = "SGD"\nlr = 0.003\n'
                          'param_groups = [{ params = ["weight"], weight_decay = 3.0 }, { params = ["bias"], weight_decay = 0.0 }]'),
     "torch_penalty": ("", 'backend = "torch"\noptimizer = "SGD"\nlr = 0.003\npenalty = { l2 = 1.5 }'),
+    "torch_frozen_bias": ('init = "normal_all"', 'backend = "torch"\noptimizer = "SGD"\nlr = 0.003\n'
+                                                'param_groups = [{ params = ["weight"], weight_decay = 3.0 }]'),
     "optax_adamw_mask": ("", 'backend = "optax"\noptimizer = "adamw"\nlearning_rate = 0.01\nweight_decay = 0.1\nmask = ["weight"]'),
     "optax_l2_chain": ("", 'backend = "optax"\nchain = [{ transform = "add_decayed_weights", weight_decay = 0.1 }, '
                            '{ transform = "scale_by_adam" }, { transform = "scale_by_learning_rate", learning_rate = 0.01 }]'),
@@ -134,3 +136,33 @@ def test_round_trip_every_source_to_every_target(tmp_path):
             failures.append((name, target, "announced", announced, "measured", pair["causes"], pair["max_rel_err"]))
     assert not failures, "\n".join(map(str, failures))
     assert len(results) >= 30
+
+
+def test_explain_says_which_tensors_are_frozen():
+    from wdparity.translate import explain
+
+    sem, text = explain("torch", ["optimizer=SGD", "lr=0.1", 'param_groups=[{params=["weight"], weight_decay=0.1}]'])
+    assert sem.frozen == ["bias"]
+    assert "bias is frozen: no param group names it, torch never updates it" in text
+    assert "0.1*w to the gradient of weight " in text
+    _, text = explain("torch", ["optimizer=SGD", "lr=0.1"])
+    assert "frozen" not in text
+    sem, text = explain("numpy", ["optimizer=sgd", "lr=0.1", 'frozen=["weight"]'])
+    assert sem.frozen == ["weight"] and "weight is frozen: never updated" in text
+    proc = cli("explain", "numpy", "optimizer=sgd", "lr=0.1", 'frozen=["bias"]', 'decay=[{coefficient=0.1}]')
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "runs." in proc.stderr
+    assert "frozen" in proc.stderr
+
+
+def test_translate_a_frozen_tensor_exactly_to_torch_and_numpy_and_nearest_elsewhere(tmp_path):
+    case = tmp_path / "c.toml"
+    case.write_text(CASE.format(task=SOURCES["torch_frozen_bias"][0], run=SOURCES["torch_frozen_bias"][1]))
+    for target in ("torch", "numpy"):
+        t = translate(str(case), "source", target)
+        assert t.exact and not t.notes, (target, t)
+        assert (t.table.get("frozen") == ["bias"]) if target == "numpy" else (
+            t.table["param_groups"] == [{"params": ["weight"], "weight_decay": 3.0}])
+    for target in ("keras", "optax", "mxnet"):
+        t = translate(str(case), "source", target)
+        assert not t.exact and "frozen" in t.differences, (target, t)
+        assert any("trained" in note for note in t.notes) and t.residual > 0

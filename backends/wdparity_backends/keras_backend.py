@@ -40,9 +40,11 @@ Precision (measured, tests/test_keras_backend.py; `precision_findings()` lists w
   factors (regularizers.py:201,205): describe() states those rounded values (exact). Adam's bias correction
   uses float32-rounded betas (adam.py:107-112) and a schedule computes lr_t in float32 (convert_to_tensor of a
   Python float is float32, learning_rate_schedule.py:164-167, 715-718): not expressible (findings).
-- JAX (float64 needs jax_enable_x64, set by train()): exact, except CosineDecay, whose ops.cos returns float32
-  because keras's result_type maps float64 to float32 on every backend but TensorFlow (backend/common/dtypes.py:
-  235-242, 275-277; jax/numpy.py:599-606; keras-team/keras#23223).
+- JAX (float64 needs jax_enable_x64: fixed per worker at start-up by worker_env, JAX_ENABLE_X64 = "1" for
+  float64 and "0" for float32 runs, so the two run in separate workers; train() checks it, never flips it):
+  exact, except CosineDecay, whose ops.cos returns float32 because keras's result_type maps float64 to float32
+  on every backend but TensorFlow (backend/common/dtypes.py:235-242, 275-277; jax/numpy.py:599-606;
+  keras-team/keras#23223).
 - torch: the same result_type makes ops.matmul(float64, float64) compute and return float32 (torch/numpy.py:100-158)
   and ops.mean compute in float32 (torch/numpy.py:165-197): a float64 Dense model trains with float32 forward
   passes (finding; https://github.com/keras-team/keras/issues/23704).
@@ -54,7 +56,7 @@ Precision (measured, tests/test_keras_backend.py; `precision_findings()` lists w
 from __future__ import annotations
 
 import os
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 from pydantic import model_validator
@@ -65,6 +67,8 @@ from wdparity.recording import Recorder
 from wdparity.spec import (TENSORS, AdamSpec, DecayRule, NonNeg, Positive, Semantics, SgdSpec, Strict, Task, Unit,
                            check_tensors, fail)
 
+from .optax_backend import require_x64, x64_env   # JAX's x64 flag, shared with the optax adapter
+
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 # d|w|/dw at w = 0 through each backend's autodiff (tf.abs and torch.abs backward: sign(0) = 0; JAX: the
 # `select(x >= 0, g, -g)` JVP of abs gives +1). Measured in tests/test_keras_backend.py::test_measured_facts.
@@ -73,6 +77,26 @@ DEFAULT_LR = {"SGD": 0.01, "Adam": 0.001, "AdamW": 0.001}          # sgd.py:45, 
 KERAS_NAME = {"weight": "kernel", "bias": "bias"}
 OWN = {"SGD": ("momentum", "nesterov"), "Adam": ("beta_1", "beta_2", "epsilon", "amsgrad"),
        "AdamW": ("beta_1", "beta_2", "epsilon", "amsgrad")}
+# The other keywords every keras 3.15 optimizer takes (BaseOptimizer.__init__, keras/src/optimizers/
+# base_optimizer.py:68-82): each changes the update outside the neutral model, or nothing at all; named and refused,
+# never dropped on the way to Keras.
+_CLIP = ("is not modelled: Keras clips the gradient before the update (BaseOptimizer._clip_gradients, keras/src/"
+         "optimizers/base_optimizer.py:870-881), outside the neutral model")
+_EMA = ("is not modelled: with use_ema Keras keeps a moving average of the weights and writes it into the model every "
+        "ema_overwrite_frequency steps and at the end of fit() (keras/src/optimizers/base_optimizer.py:596-612, "
+        "1008-1021); without use_ema Keras ignores this key")
+KERAS_EXTRAS = {
+    "clipnorm": _CLIP, "clipvalue": _CLIP, "global_clipnorm": _CLIP,
+    "use_ema": _EMA, "ema_momentum": _EMA, "ema_overwrite_frequency": _EMA,
+    "loss_scale_factor": ("is not modelled: Keras multiplies the loss by it and divides the gradients back "
+                          "(keras/src/optimizers/base_optimizer.py:691-699, 519-522), exact only up to rounding"),
+    "gradient_accumulation_steps": ("is not modelled: Keras then updates once every N steps with the averaged gradient "
+                                    "(keras/src/optimizers/base_optimizer.py:551-580), another step count than the task's"),
+    "name": ("only names the Keras optimizer (keras/src/optimizers/base_optimizer.py:92-94) and changes no number: "
+             "remove the key"),
+    "decay": ("is ignored by Keras 3 with a warning (keras/src/optimizers/base_optimizer.py:85-88); a learning-rate "
+              "decay is the task's `schedule`, a weight decay is `weight_decay`"),
+}
 
 
 class L1L2(Strict):
@@ -98,6 +122,14 @@ class KerasRun(Strict):
     exclude_from_weight_decay: Optional[list[str]] = None
     kernel_regularizer: Optional[L1L2] = None
     bias_regularizer: Optional[L1L2] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keras_extras(cls, data: Any) -> Any:
+        for key in sorted(data) if isinstance(data, dict) else []:
+            if key in KERAS_EXTRAS:
+                raise fail(key, data[key], KERAS_EXTRAS[key])
+        return data
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -175,6 +207,24 @@ class KerasBackend(Backend):
         """The measured ways this run departs from its own describe() (module-level precision_findings)."""
         return precision_findings(config, task)
 
+    def findings(self, config: KerasRun, task: Task) -> list[dict]:
+        """Documented departures on this run: the unmodelled precision findings, and what describe() models."""
+        out = [{"id": f.split(":", 1)[0], "text": f.split(":", 1)[1].strip(), "source": f.split("(")[-1].rstrip(")"),
+                "modelled": False} for f in precision_findings(config, task)]
+        if config.optimizer in ("Adam", "AdamW") and (task.dtype == "float32" or config.keras_backend == "tensorflow"):
+            out.append({"id": "bias-correction-float32", "modelled": True,
+                        "text": "Adam's bias corrections 1 - beta^t use float32-rounded betas",
+                        "source": "keras/src/optimizers/adam.py:106-117"})
+        if task.dtype == "float64" and config.keras_backend == "tensorflow":
+            out.append({"id": "cast-float32", "modelled": True,
+                        "text": "momentum, weight_decay and regularizer factors are rounded to float32 by tf.cast",
+                        "source": "keras/src/backend/tensorflow/core.py:210-218; tensorflow/tensorflow#35938"})
+        if config.weight_decay and config.optimizer != "AdamW":
+            out.append({"id": "weight-decay-decoupled", "modelled": True,
+                        "text": f"{config.optimizer}(weight_decay) is decoupled decay w -= lr*wd*w, not L2",
+                        "source": "keras/src/optimizers/base_optimizer.py (_apply_weight_decay)"})
+        return out
+
     def inherent(self, semantics: Semantics, task: Task) -> Semantics:
         """Keras's Adam computes its bias corrections from float32 betas in every float32 run."""
         if semantics.optimizer.name == "adam" and task.dtype == "float32":
@@ -182,7 +232,10 @@ class KerasBackend(Backend):
             return semantics.model_copy(update={"optimizer": opt})
         return semantics
 
-    def worker_env(self, config: KerasRun) -> dict[str, str]:
+    def worker_env(self, config: KerasRun, task: Task) -> dict[str, str]:
+        """Keras reads KERAS_BACKEND once per process, JAX reads jax_enable_x64 once: both fixed at start-up."""
+        if config.keras_backend == "jax":
+            return {"KERAS_BACKEND": "jax", **x64_env(task.dtype)}
         return {"KERAS_BACKEND": config.keras_backend}
 
     def describe(self, config: KerasRun, task: Task) -> Semantics:
@@ -212,6 +265,11 @@ class KerasBackend(Backend):
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
         opt = semantics.optimizer
+        if semantics.frozen:
+            raise Inexpressible(f"this adapter trains every variable of the Dense layer (a non-trainable one, e.g. "
+                                f"`dense.bias.trainable = False`, keras/src/backend/common/variables.py:335-337, is not "
+                                f"modelled); nearest: the same setting with {semantics.frozen} trained too, which "
+                                f"differs from the first step")
         if isinstance(opt, SgdSpec):
             if opt.dampening:
                 raise Inexpressible(f"keras.optimizers.SGD has no dampening; nearest: momentum = {opt.momentum} "
@@ -293,9 +351,9 @@ class KerasBackend(Backend):
         active = os.environ.get("KERAS_BACKEND", "tensorflow")
         if active != run.keras_backend:
             raise RuntimeError(f"worker runs KERAS_BACKEND={active!r}, the run asks keras_backend={run.keras_backend!r}")
-        if active == "jax":   # what a JAX user does for float64; float32 runs keep JAX's default
+        if active == "jax":   # JAX_ENABLE_X64 fixed at the worker's start-up (worker_env), as a JAX user sets it
             import jax
-            jax.config.update("jax_enable_x64", dtype == "float64")
+            require_x64(jax, dtype)
         import keras
 
         keras.config.set_floatx(dtype)

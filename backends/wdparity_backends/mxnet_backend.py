@@ -75,6 +75,22 @@ class MxnetBackend(Backend):
         exe = venv_python(default_venv())
         return str(exe) if exe.exists() else None
 
+    def findings(self, config: MxnetRun, task: Task) -> list[dict]:
+        """Documented departures on this run (describe()'s docstring has the derivations)."""
+        out = [{"id": "hyper-float32", "modelled": True,
+                "text": "every hyperparameter reaches the C++ kernel as a C float, even for float64 weights",
+                "source": "mxnet/src/operator/optimizer_op-inl.h:56-130, 566-572, 1251-1259"}]
+        if task.dtype == "float64":
+            out.append({"id": "stof-rounding", "modelled": False,
+                        "text": "scalar hyperparameters are parsed from str() by dmlc::stof, not always correctly "
+                                "rounded (Adam's default lr_t is off by an ulp of float32)",
+                        "source": "mxnet/include/dmlc/strtonum.h:99-250"})
+        if config.optimizer == "nag" and (config.momentum or 0) > 0 and (config.wd or 0) > 0:
+            out.append({"id": "nag-wd-updated-weight", "modelled": False,
+                        "text": "nag_mom_update runs in place and its momentum decays the already-updated weight",
+                        "source": "mxnet/python/mxnet/optimizer/optimizer.py:1488; optimizer_op-inl.h:1076-1080"})
+        return out
+
     def describe(self, config: MxnetRun, task: Task) -> Semantics:
         """What a Gluon Trainer with these optimizer_params does (MXNet 1.9.1).
 
@@ -95,6 +111,11 @@ class MxnetBackend(Backend):
         Per tensor wd = wd * Parameter.wd_mult (Optimizer._get_wds, optimizer.py:470-492; Gluon passes
         param_dict, so the Module API's "zero wd unless the name ends in _weight/_gamma" rule,
         optimizer.py:388-391, does not apply: Gluon decays biases unless wd_mult = 0).
+        lazy_update (sgd, adam; default True) changes nothing here: lazy updates apply only when the weight and
+        the gradient are row_sparse (optimizer.py:529-531, 567-569, 1553-1554, 1590-1592; create_state makes
+        the states weight.stype or 'default', :598, :1603: 'default' both ways for a dense weight), and a Gluon
+        Dense layer's are dense; SGD's aggregated multi_sgd_(mom_)update (optimizer.py:625-637) does not even take
+        it. It is passed through and measured both ways by the battery (lazy-update-*, the default True elsewhere).
         Schedules: num_update = t+1 at step t (Optimizer._update_count, optimizer.py:411-425, runs before
         _get_lrs). FactorScheduler decays when num_update > count + step (lr_scheduler.py:119) ->
         factor**(t // step), the neutral step schedule (its docstring's floor(num_update/step) is one step
@@ -141,6 +162,11 @@ class MxnetBackend(Backend):
         return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule, hyper_dtype="float32")
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
+        if semantics.frozen:
+            raise Inexpressible(f"this adapter trains every Parameter of the Dense layer (grad_req = 'null', "
+                                f"mxnet/gluon/parameter.py:94-96, is not modelled; wd_mult = 0 only stops the decay); "
+                                f"nearest: the same setting with {semantics.frozen} trained too, which differs from "
+                                f"the first step")
         if semantics.hyper_dtype != self.hyper_dtype:
             raise Inexpressible("MXNet hands every hyperparameter to its kernels as a C float; nearest: the same "
                                 "keys, with lr, wd, momentum, betas and eps rounded to float32 (~1e-8 relative)")
@@ -192,7 +218,7 @@ class MxnetBackend(Backend):
             run["penalty"] = {"l1": l1[0].coefficient, "params": list(l1[0].params)}
         return run
 
-    def worker_env(self, config: MxnetRun) -> dict[str, str]:
+    def worker_env(self, config: MxnetRun, task: Task) -> dict[str, str]:
         # One engine thread and the synchronous engine: deterministic, and no idle pools for tiny models.
         return {"MXNET_ENGINE_TYPE": "NaiveEngine", "MXNET_CPU_WORKER_NTHREADS": "1"}
 

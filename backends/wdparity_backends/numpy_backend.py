@@ -30,6 +30,7 @@ class NumpyRun(Strict):
     decay: list[DecayRule] = Field(default_factory=list)
     penalty: Optional[Penalty] = None
     hyper_dtype: Literal["float64", "float32"] = "float64"
+    frozen: list[str] = Field(default_factory=list)   # tensors never updated (Semantics.frozen validates them)
 
     @model_validator(mode="after")
     def _keys_fit_optimizer(self):
@@ -51,11 +52,11 @@ class NumpyBackend(Backend):
 
     def describe(self, config: NumpyRun, task: Task) -> Semantics:
         given = {k: v for k, v in config.model_dump().items()
-                 if v is not None and k not in ("optimizer", "decay", "penalty", "hyper_dtype")}
+                 if v is not None and k not in ("optimizer", "decay", "penalty", "hyper_dtype", "frozen")}
         optimizer = (SgdSpec if config.optimizer == "sgd" else AdamSpec)(name=config.optimizer, **given)
         decay = list(config.decay) + (config.penalty.rules(l1_at_zero=0.0) if config.penalty else [])
         return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule,
-                         hyper_dtype=config.hyper_dtype)
+                         hyper_dtype=config.hyper_dtype, frozen=list(config.frozen))
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
         opt = {k: v for k, v in semantics.optimizer.model_dump().items() if v is not None}
@@ -65,6 +66,8 @@ class NumpyBackend(Backend):
                              semantics.hyper_dtype != "float64")} for r in semantics.decay]
         if semantics.hyper_dtype != "float64":
             run["hyper_dtype"] = semantics.hyper_dtype
+        if semantics.frozen:
+            run["frozen"] = list(semantics.frozen)
         return run
 
     def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

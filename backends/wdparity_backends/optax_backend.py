@@ -13,6 +13,9 @@ Everything is checked against the installed optax 0.2.8 (paths under site-packag
   nesterov returns g + decay*trace (transforms/_accumulation.py:63,68,75). No dampening.
 - `scale_by_adam`: corrected epsilon, m_hat / (sqrt(v_hat + eps_root) + eps) (_src/transform.py:294-300);
   eps_root != 0 and nesterov (NAdam, transform.py:286-293) are outside the neutral model: rejected.
+  Its bias correction 1 - decay**count (tree_utils/_tree_math.py:449: a Python-float decay, an int32
+  count) is computed in JAX's default float: float32 from float32 betas in a float32 run (no x64, as a
+  float32 JAX program runs), float64 in a float64 run; describe() states it (bias_correction_dtype).
 - `adamw` = chain(scale_by_adam, add_decayed_weights(weight_decay, mask), scale_by_learning_rate)
   (alias.py:716-727); default weight_decay = 1e-4 (alias.py:605), torch's AdamW default is 1e-2.
 - `add_decayed_weights`: updates + weight_decay * params (transforms/_adding.py:73); a constant 0
@@ -21,8 +24,16 @@ Everything is checked against the installed optax 0.2.8 (paths under site-packag
   (transform.py:1004-1005); scale_by_schedule casts the value to the update dtype (:1029).
 - Penalties go through jax.grad: d|w|/dw at w = 0 is +1 in JAX (`select(x >= 0, g, -g)`,
   jax/_src/lax/lax.py:4715; https://github.com/jax-ml/jax/issues/37820), not torch's sign(0) = 0.
-- Masks name tensors and must match one; optax itself accepts any boolean tree, and the shape idiom
-  `x.ndim > 1` (optax#25, https://github.com/salesforce/jaxformer/issues/28) selects nothing here.
+- Params are shaped as a Flax nn.Dense(1) (and a Keras Dense(1)) user has them: {"weight": kernel
+  (d, 1), "bias": (1,)}, loss r = X @ W + b - y with y as an (n, 1) column (recorded flat: (d,), scalar).
+- Masks name tensors and must match one; optax itself accepts any boolean tree. The shape idiom
+  `mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)` (optax#25,
+  https://github.com/salesforce/jaxformer/issues/28) selects the (d, 1) kernel and not the (1,) bias:
+  the same as mask = ["weight"] (measured, tests/test_optax_backend.py; on a (d,) vector it would
+  select nothing, silently).
+- x64: JAX reads jax_enable_x64 once per process, so worker_env() starts float32 and float64 runs in
+  separate workers with JAX_ENABLE_X64 fixed at start-up ("0" / "1"); train() never flips the flag and
+  refuses a job whose dtype disagrees with it (require_x64).
 - Schedules: exponential_decay(staircase) / cosine_decay_schedule(alpha=floor). With a Python-float
   decay_rate the staircase value is float32 even under x64 (int32 count / int -> float32,
   jax/_src/dtypes.py:318; schedules/_schedule.py:315-319), so decay_rate is passed typed.
@@ -43,6 +54,7 @@ from wdparity.spec import (TENSORS, AdamSpec, DecayRule, Finite, NonNeg, Penalty
                            Strict, Task, Unit, check_tensors, fail)
 
 JAX_L1_AT_ZERO = 1.0   # jax.grad(jnp.abs)(0.0) == 1.0 (lax.py:4715); tests/test_optax_backend.py measures it
+X64_VAR = "JAX_ENABLE_X64"   # read by JAX once, at import, into jax_enable_x64
 SCALINGS = ("scale", "scale_by_learning_rate", "scale_by_schedule")
 CARRIERS = ("scale_by_learning_rate", "scale_by_schedule")   # the transforms that carry the run's schedule
 
@@ -246,11 +258,82 @@ def _describe_chain(chain: list, schedule_kind: str) -> tuple[dict, list[DecayRu
     return opt, rules
 
 
+def x64_env(dtype: str) -> dict[str, str]:
+    """The worker environment fixing JAX's x64 flag for a run of `dtype` (float64 needs it, float32 runs
+    without it, as a JAX user's float32 program does): the harness starts one worker per env."""
+    return {X64_VAR: "1" if np.dtype(dtype) == np.float64 else "0"}
+
+
+def require_x64(jax, dtype) -> None:
+    """Raise unless this process's jax_enable_x64 is the one a `dtype` run is started with (x64_env): JAX
+    expects the flag set once at start-up, so a worker started wrongly refuses the job rather than
+    computing it in another precision (without x64 a float64 array is silently float32)."""
+    want = x64_env(dtype)[X64_VAR] == "1"
+    have = bool(jax.config.jax_enable_x64)
+    if have != want:
+        import os
+
+        given = os.environ.get(X64_VAR)
+        raise RuntimeError(f"this JAX worker runs with jax_enable_x64={have} ("
+                           f"{X64_VAR + ' unset' if given is None else f'{X64_VAR}={given}'} at start-up), the job "
+                           f"is {np.dtype(dtype)}: it must run in a worker started with {X64_VAR}="
+                           f"{x64_env(dtype)[X64_VAR]} (worker_env)")
+
+
+def dense_params(jnp, data: dict, dtype) -> dict:
+    """The initial params as a Flax nn.Dense(1) user has them: {"weight": kernel (d, 1), "bias": (1,)}."""
+    w0, b0 = np.asarray(data["w0"], dtype), np.asarray(data["b0"], dtype)
+    return {"weight": jnp.asarray(w0.reshape(w0.size, 1)), "bias": jnp.asarray(b0.reshape(1))}
+
+
+def dense_loss(jnp, factor: float, pen):
+    """loss(params, X, y): the regression loss of a Dense(1) layer, y an (n, 1) column (shapes checked at
+    trace time: an (n,) y against the (n, 1) prediction would broadcast r to (n, n)), plus the penalty."""
+
+    def loss_fn(params, X, y):
+        r = X @ params["weight"] + params["bias"] - y
+        if r.shape != (X.shape[0], 1):
+            raise ValueError(f"residual of shape {r.shape}, expected ({X.shape[0]}, 1)")
+        loss = jnp.mean(r ** 2) * (factor / 2)       # half_mse: mean(r^2)/2; mse: mean(r^2)
+        if pen is not None:
+            for k in pen.params:
+                loss = loss + pen.l2 * jnp.sum(params[k] ** 2) + pen.l1 * jnp.sum(jnp.abs(params[k]))
+        return loss
+
+    return loss_fn
+
+
+def _bias_correction_dtype(task: Task) -> Optional[str]:
+    """Adam's 1 - b^t: `decay**count` with a Python-float decay and an int32 count is computed in JAX's default
+    float, float32 without x64 (a float32 run), float64 with it (optax/tree_utils/_tree_math.py:449)."""
+    return "float32" if task.dtype == "float32" else None
+
+
 class OptaxBackend(Backend):
     name = "optax"
     modules = ("jax", "optax")
     install_hint = "pip install 'wdparity[jax]'"
     Config = OptaxRun
+
+    def worker_env(self, config: OptaxRun, task: Task) -> dict[str, str]:
+        return x64_env(task.dtype)
+
+    def findings(self, config: OptaxRun, task: Task) -> list[dict]:
+        """Documented departures from what a reader of the call may expect, each modelled by describe()."""
+        out = []
+        if config.optimizer == "adamw" and config.weight_decay is None:
+            out.append({"id": "adamw-default-weight-decay", "modelled": True,
+                        "text": "optax.adamw's default weight_decay is 1e-4 (torch's AdamW: 1e-2)",
+                        "source": "optax/_src/alias.py:605"})
+        if config.penalty and config.penalty.l1:
+            out.append({"id": "l1-at-zero-1", "modelled": True, "text": "jax.grad of |w| at w = 0 is +1",
+                        "source": "jax/_src/lax/lax.py:4715; https://github.com/jax-ml/jax/issues/37820"})
+        if task.dtype == "float32" and self.describe(config, task).optimizer.name == "adam":
+            out.append({"id": "bias-correction-float32", "modelled": True,
+                        "text": "without x64 (a float32 run) Adam's bias corrections 1 - b^t are computed in float32 "
+                                "from float32 betas",
+                        "source": "optax/tree_utils/_tree_math.py:449"})
+        return out
 
     def describe(self, config: OptaxRun, task: Task) -> Semantics:
         if config.chain is not None:
@@ -266,11 +349,31 @@ class OptaxBackend(Backend):
                      ] if config.optimizer == "adamw" and wd else []
         if config.penalty:
             rules += config.penalty.rules(l1_at_zero=JAX_L1_AT_ZERO)
+        if opt["name"] == "adam":
+            opt["bias_correction_dtype"] = _bias_correction_dtype(task)
         optimizer = (SgdSpec if opt["name"] == "sgd" else AdamSpec)(**opt)
         return Semantics(optimizer=optimizer, decay=rules, loss=task.loss, schedule=task.schedule)
 
+    def inherent(self, semantics: Semantics, task: Task) -> Semantics:
+        """optax's Adam computes its bias corrections from float32 betas in every float32 run (no x64)."""
+        semantics = super().inherent(semantics, task)
+        if semantics.optimizer.name == "adam":
+            opt = semantics.optimizer.model_copy(update={"bias_correction_dtype": _bias_correction_dtype(task)})
+            return semantics.model_copy(update={"optimizer": opt})
+        return semantics
+
     def realize(self, semantics: Semantics, task: Task) -> dict:
         opt, rules = semantics.optimizer, list(semantics.decay)
+        if semantics.frozen:
+            raise Inexpressible(f"this adapter's chains update every parameter (optax.transforms.freeze / "
+                                f"set_to_zero, optax/transforms/_freezing.py:29, are not modelled); nearest: the same "
+                                f"setting with {semantics.frozen} trained too, which differs from the first step")
+        if opt.name == "adam" and opt.bias_correction_dtype != _bias_correction_dtype(task):
+            f32 = task.dtype == "float32"
+            nearest = 'bias_correction_dtype = "float32"' if f32 else "exact bias corrections"
+            raise Inexpressible(f"optax.scale_by_adam computes 1 - b^t (optax/tree_utils/_tree_math.py:449) in "
+                                f"{'float32 from float32 betas' if f32 else 'float64'} in a {task.dtype} run; "
+                                f"nearest: {nearest}")
         if opt.name == "sgd" and opt.dampening:
             raise Inexpressible(f"optax.trace has no dampening (optax/transforms/_accumulation.py:68: trace = g + "
                                 f"decay*trace); nearest: trace(decay={opt.momentum}) with dampening 0, whose buffer "
@@ -335,11 +438,11 @@ class OptaxBackend(Backend):
     # ---------------------------------------------------------------- inside the worker
     def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import jax
-        jax.config.update("jax_enable_x64", True)   # before any array exists; float32 runs stay float32
         import jax.numpy as jnp
         import optax
 
         task, run, dtype = job["task"], OptaxRun.model_validate(job["run"]), np.dtype(job["dtype"])
+        require_x64(jax, dtype)   # fixed at start-up by worker_env, never flipped here
         sched = task.get("schedule") or {"kind": "constant"}
 
         def schedule(init_value: float):
@@ -354,15 +457,7 @@ class OptaxBackend(Backend):
 
         tx = transformation(optax, run, schedule)
 
-        factor, pen = loss_factor(task["loss"]), run.penalty
-
-        def loss_fn(params, X, y):
-            r = X @ params["weight"] + params["bias"] - y
-            loss = jnp.mean(r ** 2) * (factor / 2)       # half_mse: mean(r^2)/2; mse: mean(r^2)
-            if pen is not None:
-                for k in pen.params:
-                    loss = loss + pen.l2 * jnp.sum(params[k] ** 2) + pen.l1 * jnp.sum(jnp.abs(params[k]))
-            return loss
+        loss_fn = dense_loss(jnp, loss_factor(task["loss"]), run.penalty)
 
         @jax.jit   # traced once per batch shape (the last batch of an epoch may be short)
         def step(params, opt_state, X, y):
@@ -372,15 +467,17 @@ class OptaxBackend(Backend):
 
         # Batches are cut on the host and handed to the jitted step, as from a numpy data loader: an eager
         # jnp gather X[idx] dispatches ~6 primitives op by op, ~1 ms per step on CPU (10x the step itself).
-        X, y = np.asarray(data["X_train"], dtype), np.asarray(data["y_train"], dtype)
-        params = {"weight": jnp.asarray(data["w0"], dtype), "bias": jnp.asarray(data["b0"], dtype)}
+        X, y = np.asarray(data["X_train"], dtype), np.asarray(data["y_train"], dtype).reshape(-1, 1)
+        params = dense_params(jnp, data, dtype)
         opt_state = tx.init(params)
         rows = batches(data["order"], int(task["batch_size"]))
-        rec = Recorder(data, len(rows), params["weight"].size, dtype)
+        rec = Recorder(data, len(rows), params["weight"].size, dtype)   # records w flat (d,), b as a scalar
         rec.record(0, np.asarray(params["weight"]), np.asarray(params["bias"]))
         for t, idx in enumerate(rows):
             params, opt_state = step(params, opt_state, X[idx], y[idx])
             rec.record(t + 1, np.asarray(params["weight"]), np.asarray(params["bias"]), check=False)
+        if params["weight"].dtype != dtype:
+            raise RuntimeError(f"optax trained in {params['weight'].dtype}, not {dtype}")
         return rec.result()
 
     def batch_groups(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[list[int]]:

@@ -91,14 +91,14 @@ def _with(model, path: tuple, value):
 def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     """Train G optax runs of one batch key in one compiled vmap; one {"weight", "bias"} per run."""
     import jax
-    jax.config.update("jax_enable_x64", True)   # as OptaxBackend.train: float32 runs stay float32
     import jax.numpy as jnp
     import optax
     from jax import lax
 
-    from .optax_backend import OptaxRun
+    from .optax_backend import OptaxRun, dense_loss, dense_params, require_x64
 
     task, dtype = jobs[0]["task"], np.dtype(jobs[0]["dtype"])
+    require_x64(jax, dtype)   # as OptaxBackend.train: fixed at the worker's start-up, never flipped here
     sched = task.get("schedule") or {"kind": "constant"}
     base = OptaxRun.model_validate(jobs[0]["run"])
     paths = _varying(jobs[0]["run"])
@@ -114,9 +114,10 @@ def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.nd
     factor = loss_factor(task["loss"])
     rate = np.asarray(sched["factor"], dtype) if sched["kind"] == "step" else None
 
-    X, y = jnp.asarray(data["X_train"], dtype), jnp.asarray(data["y_train"], dtype)
-    params0 = {"weight": jnp.asarray(data["w0"], dtype), "bias": jnp.asarray(data["b0"], dtype)}
+    X, y = jnp.asarray(data["X_train"], dtype), jnp.asarray(np.asarray(data["y_train"]).reshape(-1, 1), dtype)
+    params0 = dense_params(jnp, data, dtype)   # kernel (d, 1), bias (1,): a Flax nn.Dense(1)
     order = np.asarray(data["order"])
+    d = int(params0["weight"].shape[0])
     bs = int(task["batch_size"])
     full, rem = divmod(order.shape[1], bs)
 
@@ -125,15 +126,7 @@ def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.nd
         for path, value in zip(paths, hyper):
             run = _with(run, path, value)
         tx = _transformation(optax, run, sched, rate)
-        pen = run.penalty
-
-        def loss_fn(params, Xb, yb):
-            r = Xb @ params["weight"] + params["bias"] - yb
-            loss = jnp.mean(r ** 2) * (factor / 2)
-            if pen is not None:
-                for k in pen.params:
-                    loss = loss + pen.l2 * jnp.sum(params[k] ** 2) + pen.l1 * jnp.sum(jnp.abs(params[k]))
-            return loss
+        loss_fn = dense_loss(jnp, factor, run.penalty)
 
         def step(carry, idx):
             params, state = carry
@@ -150,12 +143,12 @@ def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.nd
             return carry, (w, b)
 
         _, (w, b) = lax.scan(epoch, (params0, tx.init(params0)), jnp.asarray(order))
-        return w.reshape(-1, w.shape[-1]), b.reshape(-1)
+        return w.reshape(-1, d), b.reshape(-1)   # (epochs, steps, d, 1) and (epochs, steps, 1): flat per step
 
     W, B = jax.jit(jax.vmap(one))(*values)
     W, B = np.asarray(W), np.asarray(B)
     steps = len(batches(order, bs))
     assert W.shape[1] == steps, (W.shape, steps)
-    w0, b0 = np.asarray(params0["weight"]), np.asarray(params0["bias"])
-    return [{"weight": np.concatenate([w0[None], W[g]]), "bias": np.concatenate([b0.reshape(1), B[g]])}
+    w0, b0 = np.asarray(params0["weight"]).reshape(1, d), np.asarray(params0["bias"]).reshape(1)
+    return [{"weight": np.concatenate([w0, W[g]]), "bias": np.concatenate([b0, B[g]])}
             for g in range(len(jobs))]

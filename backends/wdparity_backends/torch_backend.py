@@ -17,14 +17,19 @@ site-packages/torch/optim/) and is measured by the battery and tests/test_torch_
 - AdamW = Adam(decoupled_weight_decay=True) (adamw.py:48) with default weight_decay = 1e-2 (adamw.py:27);
   Adam's default is 0 (adam.py:41). The decay uses group["lr"], i.e. lr_t under a scheduler: scale "lr".
 - A param group without `weight_decay` inherits the constructor's (optimizer.py:1163, add_param_group:
-  `param_group.setdefault(name, default)`); a tensor in two groups is a ValueError (optimizer.py:1187).
-  DECISION: tensors named in no group form one implicit group `{"params": [...]}` (the seed's
-  `{"params": net[0].bias}`), so they get the top-level weight_decay, or the optimizer's default (AdamW:
-  1e-2, a trap). A group naming no tensor, or a tensor twice, is an error.
+  `param_group.setdefault(name, default)`), under AdamW the default 1e-2 (a trap: the seed's
+  `{"params": net[0].bias}` group decays the bias); a tensor in two groups is a ValueError (optimizer.py:1187).
+  A tensor named in no group is never updated: step() walks only `self.param_groups` (sgd.py:118, adam.py:229)
+  and each group's own params (sgd.py:87, adam.py:150), so it keeps its initial value bit for bit, the
+  top-level weight_decay never reaches it, and its .grad is computed and ignored. describe() says so:
+  `Semantics.frozen`; train() builds exactly the named groups; a penalty on a frozen tensor changes nothing
+  and is rejected. A group naming no tensor, or a tensor twice, is an error.
 - Penalties are added to the loss: d|w|/dw at w = 0 is 0 in torch (abs backward is grad * self.sgn(),
   tools/autograd/derivatives.yaml): l1_at_zero = 0.0, measured in the tests.
 - foreach / fused (same math, other kernels; both run on CPU in 2.13) are passed through and verified by
-  the battery; capturable / differentiable must be false (not modelled).
+  the battery; capturable / differentiable must be false (not modelled). dampening is read only inside the
+  momentum buffer (sgd.py:357-364): dampening > 0 without momentum is silently ignored by torch, rejected here
+  (as nesterov without momentum, which torch itself rejects, sgd.py:63-64).
 - Schedules: StepLR(step_size=every, gamma=factor) is recursive, lr*gamma per multiple (lr_scheduler.py:658);
   CosineAnnealingLR(T_max=total, eta_min=floor*lr) is recursive too (:1449) and equals the closed form to
   ~1e-15 for t <= total, but rises again after total (:1440); past `total` train() uses
@@ -117,6 +122,9 @@ class TorchRun(Strict):
             raise fail("fused", True, "cannot be true together with foreach (torch raises RuntimeError)")
         if self.nesterov and (not self.momentum or self.dampening):
             raise fail("nesterov", True, "requires momentum > 0 and dampening = 0 (torch/optim/sgd.py:63)")
+        if self.dampening and not self.momentum:
+            raise fail("dampening", self.dampening, "needs momentum > 0: torch applies dampening only to the momentum "
+                       "buffer (torch/optim/sgd.py:357-364) and silently ignores it without one")
         if self.param_groups is not None:
             if not self.param_groups:
                 raise fail("param_groups", [], "must hold at least one group")
@@ -127,16 +135,30 @@ class TorchRun(Strict):
                     raise fail(f"param_groups[{i}].params", group.params, f"names {sorted(twice)} again: "
                                "some parameters appear in more than one parameter group (torch/optim/optimizer.py:1187)")
                 seen.update(group.params)
+            frozen = [name for name in (self.penalty.params if self.penalty else []) if name not in seen]
+            if frozen:
+                raise fail("penalty.params", self.penalty.params, f"names {frozen}, which no param group names: torch "
+                           "never updates it (frozen), so its penalty would change nothing")
         return self
 
     def per_tensor_weight_decay(self) -> dict[str, float]:
-        """weight_decay of each tensor: its group's, else the constructor's, else the optimizer's default."""
+        """weight_decay of each trained tensor: its group's, else the constructor's, else the optimizer's default."""
         top = DEFAULT_WD[self.optimizer] if self.weight_decay is None else self.weight_decay
-        out = {name: top for name in TENSORS}
-        for group in self.param_groups or []:
+        if self.param_groups is None:
+            return {name: top for name in TENSORS}
+        out = {}
+        for group in self.param_groups:
             for name in group.params:
                 out[name] = top if group.weight_decay is None else group.weight_decay
         return out
+
+    @property
+    def frozen(self) -> list[str]:
+        """Tensors that no param group names: torch never updates them."""
+        if self.param_groups is None:
+            return []
+        named = {name for group in self.param_groups for name in group.params}
+        return [name for name in TENSORS if name not in named]
 
     @property
     def decoupled(self) -> bool:
@@ -146,8 +168,9 @@ class TorchRun(Strict):
 def _rules_from_map(per: dict[str, float], coupling: str) -> list[DecayRule]:
     """One rule per distinct nonzero coefficient, tensors in TENSORS order (the canonical form)."""
     rules: list[DecayRule] = []
-    for coef in dict.fromkeys(per[name] for name in TENSORS):
-        names = [name for name in TENSORS if per[name] == coef]
+    trained = [name for name in TENSORS if name in per]
+    for coef in dict.fromkeys(per[name] for name in trained):
+        names = [name for name in trained if per[name] == coef]
         if coef:
             rules.append(DecayRule(norm="l2", coupling=coupling, coefficient=coef,
                                    scale="lr" if coupling == "decoupled" else None, params=names))
@@ -159,6 +182,19 @@ class TorchBackend(Backend):
     modules = ("torch",)
     install_hint = "pip install 'wdparity[torch]'"
     Config = TorchRun
+
+    def findings(self, config: TorchRun, task: Task) -> list[dict]:
+        """Documented departures from what a reader of the call may expect, each modelled by describe()."""
+        out = []
+        if config.optimizer == "AdamW" and (config.weight_decay is None or any(
+                g.weight_decay is None for g in config.param_groups or [])):
+            out.append({"id": "adamw-default-weight-decay", "modelled": True,
+                        "text": "a tensor without an explicit weight_decay gets AdamW's default 1e-2",
+                        "source": "torch/optim/adamw.py:27; torch/optim/optimizer.py:1163 (add_param_group setdefault)"})
+        if config.penalty and config.penalty.l1:
+            out.append({"id": "l1-at-zero-0", "modelled": True, "text": "d|w|/dw at w = 0 is 0 (abs' = sgn)",
+                        "source": "tools/autograd/derivatives.yaml (abs: grad * self.sgn())"})
+        return out
 
     def describe(self, config: TorchRun, task: Task) -> Semantics:
         """Neutral semantics of a torch run. Rule order: gradient-coupled (weight_decay, then the penalty's
@@ -173,7 +209,8 @@ class TorchBackend(Backend):
         wd = _rules_from_map(config.per_tensor_weight_decay(), "decoupled" if config.decoupled else "gradient")
         pen = config.penalty.rules(l1_at_zero=TORCH_L1_AT_ZERO) if config.penalty else []
         decay = wd + pen if not config.decoupled else pen + wd
-        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule)
+        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule,
+                         frozen=config.frozen)
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
         opt, rules = semantics.optimizer, list(semantics.decay)
@@ -229,7 +266,10 @@ class TorchBackend(Backend):
             run.update({"nesterov": True} if opt.nesterov else {})
         else:
             run.update({"betas": list(opt.betas), "eps": opt.eps})
-        if per and len(per) == len(TENSORS) and len(set(per.values())) == 1:
+        if semantics.frozen:   # one group per trained tensor; a tensor no group names is never updated
+            run["param_groups"] = [{"params": [name], "weight_decay": per.get(name, 0.0)}
+                                   for name in TENSORS if name not in semantics.frozen]
+        elif per and len(per) == len(TENSORS) and len(set(per.values())) == 1:
             run["weight_decay"] = per[TENSORS[0]]
         elif per:
             run["weight_decay"] = 0.0
@@ -263,14 +303,10 @@ class TorchBackend(Backend):
             net.bias.copy_(torch.as_tensor(data["b0"], dtype=dtype).reshape(1))
         tensors = {"weight": net.weight, "bias": net.bias}
 
-        if run.param_groups is not None:
+        if run.param_groups is not None:   # exactly the user's groups: a tensor they do not name stays frozen
             params: Any = [{"params": [tensors[n] for n in g.params],
                             **({} if g.weight_decay is None else {"weight_decay": g.weight_decay})}
                            for g in run.param_groups]
-            named = {n for g in run.param_groups for n in g.params}
-            rest = [tensors[n] for n in TENSORS if n not in named]
-            if rest:   # the implicit group: inherits the constructor's keywords, like {"params": net[0].bias}
-                params.append({"params": rest})
         else:
             params = net.parameters()
         kwargs = {k: getattr(run, k) for k in KEYWORDS[run.optimizer] if getattr(run, k) is not None}
@@ -310,12 +346,16 @@ class TorchBackend(Backend):
 
     def batch_groups(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[list[int]]:
         """Runs differing only in lr / weight_decay values train as one optimizer with a param group per
-        config (torch_batch.py); checkpoint recording (record_steps) stays serial."""
+        config (torch_batch.py); checkpoint recording (record_steps) stays serial, and so does a run with a
+        frozen tensor (torch_batch gives unnamed tensors a group of their own, which would train them)."""
         from wdparity.batched import partition
 
         from .torch_batch import batch_key
 
-        return partition([None if "record_steps" in data else batch_key(job) for job in jobs])
+        def frozen(job: dict) -> bool:
+            return bool(TorchRun.model_validate(job["run"]).frozen)
+
+        return partition([None if "record_steps" in data or frozen(job) else batch_key(job) for job in jobs])
 
     def train_batch(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         from wdparity.batched import train_grouped

@@ -63,8 +63,16 @@ class Backend:
         MXNet's float32 hyperparameters, Keras's float32 bias corrections); realize() starts from here."""
         return semantics.model_copy(update={"hyper_dtype": self.hyper_dtype})
 
-    def worker_env(self, config: Strict) -> dict[str, str]:
-        """Environment variables the worker needs for this run (runs differing here get separate workers)."""
+    def findings(self, config: Strict, task: Task) -> list[dict]:
+        """The known, documented ways this framework departs from the neutral model on this run, each
+        {"id", "text", "source", "modelled"}: modelled ones are in describe()'s semantics (the reference
+        reproduces them), the others are not (the run's fidelity shows them, and then fails)."""
+        return []
+
+    def worker_env(self, config: Strict, task: Task) -> dict[str, str]:
+        """Environment variables the worker needs for this run, fixed at the worker's start-up (runs differing
+        here get separate workers). `task`: the run's effective task (its dtype, loss, schedule applied), e.g.
+        JAX's x64 flag per dtype."""
         return {}
 
     def default_python(self) -> Optional[str]:

@@ -197,6 +197,8 @@ def build(semantics: list[dict], dtype=np.float64) -> ref.Transform:
         raise ValueError(f"`optimizer.name` must be one of ['sgd', 'adam']. Received: name={opt['name']!r}")
     parts += [_decoupled_decay(r, coef[i], lr, schedule, dtype, H) for i, r in enumerate(rules)
               if r["coupling"] == "decoupled"]
+    if first.get("frozen"):   # structure: every config of a batch freezes the same tensors
+        parts.append(ref.freeze(first["frozen"]))   # shape-agnostic: zeros_like on (G, d) and (G,)
     return ref.chain(*parts)
 
 

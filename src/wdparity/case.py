@@ -125,6 +125,9 @@ def load_case(path: str | Path, overrides: Optional[dict[str, str]] = None) -> C
         header = CaseHeader.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc, where, data)
+    from .budget import check_case
+
+    check_case(where, header.task, data, header.runs)   # over the memory available: exit 2 before any array exists
     runs = {}
     for name, raw in header.runs.items():
         runs[name] = load_run(name, raw, header.task, where, overrides or {})
@@ -158,4 +161,4 @@ def load_run(name: str, raw: dict, task: Task, where: str, overrides: dict[str, 
     except InputError as exc:  # adapters name keys relative to the run
         raise InputError(where, f"{prefix}.{exc.key}", exc.expected, exc.received, has_value=exc.has_value)
     python = head.python or overrides.get(head.backend) or backend.default_python()
-    return Run(name, head.backend, config, run_task, semantics, python, backend.worker_env(config))
+    return Run(name, head.backend, config, run_task, semantics, python, backend.worker_env(config, run_task))

@@ -18,11 +18,11 @@ TENSORS = ("weight", "bias")
 Tensor = Literal["weight", "bias"]
 CAUSES = (
     "coupling", "coefficient", "mask", "norm", "l1-at-zero", "lr-scaling", "epsilon",
-    "momentum", "optimizer", "loss-scale", "schedule", "precision", "unstable", "unexplained",
+    "momentum", "optimizer", "loss-scale", "schedule", "precision", "frozen", "unstable", "unexplained",
 )
 Cause = Literal[
     "coupling", "coefficient", "mask", "norm", "l1-at-zero", "lr-scaling", "epsilon",
-    "momentum", "optimizer", "loss-scale", "schedule", "precision", "unstable", "unexplained",
+    "momentum", "optimizer", "loss-scale", "schedule", "precision", "frozen", "unstable", "unexplained",
 ]
 Loss = Literal["half_mse", "mse"]
 DType = Literal["float32", "float64"]
@@ -241,6 +241,23 @@ class Semantics(Strict):
     # The precision in which the framework hands scalar hyperparameters to its update (MXNet's C++
     # kernels take C floats even for float64 weights): each step's lr, lambda, momentum, betas, eps.
     hyper_dtype: Literal["float64", "float32"] = "float64"
+    # Tensors that are never updated: no gradient step, no decay; each stays bit-identical to its start
+    # (torch: a tensor that no param group names; torch/optim/sgd.py:87,118 and adam.py:150,229 step only the
+    # groups' params).
+    frozen: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _frozen(self):
+        if self.frozen:
+            check_tensors("frozen", self.frozen)
+            if len(self.frozen) == len(TENSORS):
+                raise fail("frozen", self.frozen, "must leave at least one tensor to train")
+            for i, rule in enumerate(self.decay):
+                hit = [name for name in rule.params if name in self.frozen]
+                if hit:
+                    raise fail("frozen", self.frozen, f"names {hit}, which decay[{i}].params decays too: a frozen "
+                               "tensor is never updated, so that decay would do nothing (drop it from the rule)")
+        return self
 
     def neutral(self) -> dict:
         rules = [rule.neutral() for rule in self.decay]
@@ -258,6 +275,8 @@ class Semantics(Strict):
         }
         if self.hyper_dtype != "float64":  # only when it matters, so existing outputs keep their shape
             out["hyper_dtype"] = self.hyper_dtype
+        if self.frozen:                    # likewise
+            out["frozen"] = list(self.frozen)
         return out
 
 
