@@ -144,15 +144,23 @@ def test_realize_names_only_the_trained_tensors():
         assert backend.describe(backend.parse(table), TASK).neutral() == sem.neutral()
 
 
-def test_frozen_runs_train_alone_not_in_a_batched_group():
-    """torch_batch builds an implicit group for unnamed tensors: a run with a frozen tensor trains serially."""
+def test_frozen_runs_batch_and_stay_frozen_in_the_batched_path():
+    """torch_batch builds exactly the named groups, as train() does: a frozen tensor stays frozen there too."""
+    pytest.importorskip("torch")
+    from wdparity.data import make_data
+
     def job(wd):
         run = {"optimizer": "SGD", "lr": 0.1, "param_groups": [{"params": ["weight"], "weight_decay": wd}]}
-        return {"task": TASK.model_dump(), "run": backend.parse(run).model_dump(), "dtype": "float64"}
-    named = [{"params": ["weight"], "weight_decay": 0.1}, {"params": ["bias"], "weight_decay": 0.0}]
-    both = {"task": TASK.model_dump(), "run": backend.parse({"optimizer": "SGD", "lr": 0.1, "param_groups": named}
-                                                            ).model_dump(), "dtype": "float64"}
-    assert backend.batch_groups([job(0.1), job(0.2), both, both], {}) == [[0], [1], [2, 3]]
+        return {"task": {**TASK.model_dump(), "init": "normal_all"}, "run": backend.parse(run).model_dump(),
+                "dtype": "float64"}
+    jobs = [job(0.1), job(0.2)]
+    data = make_data(jobs[0]["task"])
+    assert backend.batch_groups(jobs, data) == [[0, 1]]
+    batched = backend.train_batch(jobs, data)
+    for j, got in zip(jobs, batched):
+        serial = backend.train(j, data)
+        assert np.all(got["bias"] == data["b0"]) and np.all(serial["bias"] == data["b0"])   # frozen, bit for bit
+        np.testing.assert_allclose(got["weight"], serial["weight"], rtol=0, atol=1e-12)
 
 
 FROZEN_CASE = """

@@ -346,16 +346,13 @@ class TorchBackend(Backend):
 
     def batch_groups(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[list[int]]:
         """Runs differing only in lr / weight_decay values train as one optimizer with a param group per
-        config (torch_batch.py); checkpoint recording (record_steps) stays serial, and so does a run with a
-        frozen tensor (torch_batch gives unnamed tensors a group of their own, which would train them)."""
+        config (torch_batch.py: exactly the named groups, so a frozen tensor stays frozen there too);
+        checkpoint recording (record_steps) stays serial."""
         from wdparity.batched import partition
 
         from .torch_batch import batch_key
 
-        def frozen(job: dict) -> bool:
-            return bool(TorchRun.model_validate(job["run"]).frozen)
-
-        return partition([None if "record_steps" in data or frozen(job) else batch_key(job) for job in jobs])
+        return partition([None if "record_steps" in data else batch_key(job) for job in jobs])
 
     def train_batch(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         from wdparity.batched import train_grouped

@@ -56,7 +56,7 @@ def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.nd
     import torch.nn.functional as F
     from torch import nn
 
-    from .torch_backend import DEFAULT_LR, KEYWORDS, TENSORS, TorchRun, _scheduler
+    from .torch_backend import DEFAULT_LR, KEYWORDS, TorchRun, _scheduler
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -75,13 +75,10 @@ def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.nd
     for g, run in enumerate(runs):
         tensors = {"weight": nn.Parameter(weight.detach()[g:g + 1]), "bias": nn.Parameter(bias.detach()[g:g + 1])}
         tensors["weight"].grad, tensors["bias"].grad = weight.grad[g:g + 1], bias.grad[g:g + 1]
-        if run.param_groups is not None:   # as train(): the named groups, then the implicit one
+        if run.param_groups is not None:   # as train(): exactly the named groups (an unnamed tensor stays frozen)
             own = [{"params": [tensors[n] for n in grp.params],
                     **({} if grp.weight_decay is None else {"weight_decay": grp.weight_decay})}
                    for grp in run.param_groups]
-            named = {n for grp in run.param_groups for n in grp.params}
-            rest = [tensors[n] for n in TENSORS if n not in named]
-            own += [{"params": rest}] if rest else []
         else:
             own = [{"params": [tensors["weight"], tensors["bias"]]}]   # net.parameters() order
         for group in own:   # what this config's constructor would have given every group

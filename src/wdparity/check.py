@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import __version__, compare, diagnose, fidelity, harness, recording, replay, stability
+from . import __version__, compare, diagnose, envelope, fidelity, harness, recording, replay, stability
 from . import backend as registry
 from .case import Case, Run, load_case
 from .data import losses, make_data
@@ -85,6 +85,9 @@ def check_cases(paths: list[str], *, overrides: Optional[dict[str, str]] = None,
     harness.run_items([it for it in items if it.id not in skipped] + extra_items, {**data, **extra_data},
                       timeout=timeout, on_done=(lambda it: on_done(it.id)) if on_done else None, on_result=arrived)
     results = judged.wait()
+    from .rejudge import rejudge
+
+    rejudge(results, timeout=timeout)           # float32 pairs that float32 cannot decide, again in float64
     replay.localize(results, timeout=timeout)   # checkpoint mode: the exact first divergent step
     return results
 
@@ -150,35 +153,27 @@ def _trajectory_problem(arrays: dict, run: Run, data: dict) -> Optional[str]:
 
 def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseResult:
     names = sorted(case.runs)
-    floor = compare.noise_floor([case.runs[n].semantics.neutral() for n in names], data, case.task.batch_size)
-    tol32 = compare.calibrate(floor)
+    bs = case.task.batch_size
     runs_json, trajs, versions = {}, {}, core_versions()
     for name in names:
         run, res = case.runs[name], results[name]
         sem = run.semantics.neutral()
         status, reason = res.status, res.reason
         entry = {"backend": run.backend, "status": status, "reason": reason, "semantics": sem,
-                 "fidelity": None, "final": None, "dtype": run.dtype}
+                 "fidelity": None, "final": None, "dtype": run.dtype,
+                 "findings": registry.get(run.backend).findings(run.config, run.task)}
         if status == "ok" and (problem := _trajectory_problem(res.arrays, run, data)):
             status, reason = "error", f"{run.backend} returned a bad trajectory: {problem}"
         if status == "ok":
             traj = recording.as_trajectory(res.arrays)
             trajs[name] = traj
-            n = compare.stable_length(traj)
-            bound = stability.sgd_bound(sem, data, run.task.batch_size)
-            left = int(recording.steps_of(traj)[n]) if n < len(traj["bias"]) else None
-            unstable = stability.describe_instability(bound, left)
-            if unstable:
-                status, reason = "unstable", unstable
-            if bound is not None:
-                entry["stability"] = {k: finite(v) if k != "formula" and k != "exceeds" else v for k, v in bound.items()}
-            fid = fidelity.fidelity(sem, traj, data, run.task.batch_size, run.dtype, tol32)
-            entry["fidelity"] = {"max_rel_err": finite(fid["max_rel_err"]), "holds": fid["holds"], "tol": fid["tol"]}
-            if status == "ok":
-                tr, te = losses(data, traj["weight"][-1:], traj["bias"][-1:], run.task.loss)
-                entry["final"] = {"train_loss": finite(tr[0]), "test_loss": finite(te[0]),
-                                  "weight_l2": finite(np.linalg.norm(traj["weight"][-1].astype(np.float64))),
-                                  "bias": finite(traj["bias"][-1])}
+            status, reason = _stability(entry, sem, traj, data, bs)
+            entry["fidelity"] = _finite_fields(fidelity.fidelity(sem, traj, data, bs, run.dtype))
+            n = compare.stable_length(traj) - 1
+            tr, te = losses(data, traj["weight"][n:n + 1], traj["bias"][n:n + 1], run.task.loss)
+            entry["final"] = {"train_loss": finite(tr[0]), "test_loss": finite(te[0]),
+                              "weight_l2": finite(np.linalg.norm(traj["weight"][n].astype(np.float64))),
+                              "bias": finite(traj["bias"][n]), "step": int(recording.steps_of(traj)[n])}
         entry["status"], entry["reason"] = status, reason
         entry["versions"] = {k: v for k, v in res.versions.items() if k != "executable"}
         entry["seconds"] = round(res.seconds, 3)
@@ -190,63 +185,113 @@ def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseRes
         runs_json[name] = entry
     pairs, curves = [], {}
     for a, b in itertools.combinations(names, 2):
-        pair, curve = judge_pair(case, data, runs_json, trajs, a, b, tol32)
+        pair, curve = judge_pair(case, data, runs_json, trajs, a, b)
         pairs.append(pair)
         if curve is not None:
             curves[(a, b)] = curve
+    gap = max([envelope.dtype_gap(case.runs[n].semantics.neutral(), data, bs) for n in names
+               if case.runs[n].dtype == "float32"] or [0.0])
+    tols = {dt: [p["tol"] for p in pairs if p.get("tol") is not None and p.get("dtype") == dt]
+            for dt in ("float32", "float64")}
     out = {"case": case.path, "title": case.title, "versions": dict(sorted(versions.items())), "runs": runs_json,
            "pairs": pairs, "claim": judge_claim(case, runs_json, pairs, versions),
            "recording": recording.describe(data, recording.plan(case.task.model_dump())),
-           "tolerance": {"float32_noise_floor": floor, "float32": tol32, "float64": compare.TOL64,
-                         "rule": f"float32 pairs: {compare.FLOOR_FACTOR:g} x the largest difference between the "
-                                 "reference in float32 and float64 over this case's runs (at least "
-                                 f"{compare.MIN_TOL32:.3g}); float64 pairs: {compare.TOL64:g}; relative to each "
-                                 "tensor's largest magnitude, at every step"}}
+           "tolerance": {"rule": compare.RULE, "factor": compare.FACTOR, "ceiling": compare.CEILING,
+                         "floor": dict(compare.FLOOR), **envelope.describe(),
+                         "float32_noise_floor": gap,
+                         "float32": max(tols["float32"], default=None), "float64": max(tols["float64"], default=None)}}
     return CaseResult(case, out, trajs, curves, data)
 
 
-def judge_pair(case: Case, data: dict, runs_json: dict, trajs: dict, a: str, b: str, tol32: float):
+def _finite_fields(d: dict) -> dict:
+    return {k: (finite(v) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def _stability(entry: dict, sem: dict, traj: dict, data: dict, batch_size: int) -> tuple[str, Optional[str]]:
+    """The run's status by the one stop rule and its measured growth (beside the SGD bound, when there is one)."""
+    n = compare.stable_length(traj)
+    steps = recording.steps_of(traj)
+    limit = recording.stop_limit(np.asarray(traj["weight"][0], dtype=np.float64), float(traj["bias"][0]))
+    over = _scales(traj)[:n] > limit
+    stopped = int(steps[int(np.argmax(over))]) if over.any() else (int(steps[n]) if n < len(steps) else None)
+    bound = stability.sgd_bound(sem, data, batch_size)
+    growth = stability.measured_growth(traj)
+    info = {}
+    if bound is not None:
+        info.update({k: finite(v) if k not in ("formula", "exceeds") else v for k, v in bound.items()})
+    if growth is not None:
+        info["growth"] = {k: finite(v) if k != "geometric" else v for k, v in growth.items()}
+    if stopped is not None:
+        info["stopped_at"] = stopped
+    if info:
+        entry["stability"] = info
+    why = stability.describe_instability(bound, stopped, growth)
+    return ("unstable", why) if why else ("ok", None)
+
+
+def _scales(traj: dict) -> np.ndarray:
+    """max(|w|, |b|) per recorded row."""
+    w = np.asarray(traj["weight"], dtype=np.float64)
+    with np.errstate(all="ignore"):
+        return np.fmax(np.abs(w).max(axis=1, initial=0.0), np.abs(np.asarray(traj["bias"], dtype=np.float64)))
+
+
+def pair_envelopes(case: Case, data: dict, a: str, b: str) -> list[dict]:
+    bs = case.task.batch_size
+    return [envelope.envelope(case.runs[n].semantics.neutral(), data, bs, case.runs[n].dtype) for n in (a, b)]
+
+
+def judge_pair(case: Case, data: dict, runs_json: dict, trajs: dict, a: str, b: str):
     ra, rb = case.runs[a], case.runs[b]
     sem_a, sem_b = ra.semantics.neutral(), rb.semantics.neutral()
     differences = sorted({label for label, _ in diagnose.semantic_edits(sem_a, sem_b)})
     pair = {"a": a, "b": b, "verdict": "unknown", "max_abs_err": None, "max_rel_err": None,
             "first_divergent_step": None, "tensor": None, "causes": [], "semantic_differences": differences}
     status = (runs_json[a]["status"], runs_json[b]["status"])
-    if status != ("ok", "ok"):
-        if "unstable" in status:
-            pair["causes"] = ["unstable"]
+    if not set(status) <= {"ok", "unstable"}:
         pair["reason"] = "; ".join(f"{n} is {s}" for n, s in zip((a, b), status) if s != "ok")
         return pair, None
-    tol = compare.tolerance_for((ra.dtype, rb.dtype), tol32)
-    summary = compare.summarize(trajs[a], trajs[b], tol)
-    curve = summary.pop("curve")
+    dtype = compare.pair_dtype((ra.dtype, rb.dtype))
+    summary = compare.judge(trajs[a], trajs[b], pair_envelopes(case, data, a, b), dtype)
+    curve, tol_curve = summary.pop("curve"), summary.pop("tol_curve")
     steps = recording.steps_of(trajs[a])
-    if summary["first_divergent_step"] is not None:   # a row index; at scale rows are checkpoints
-        row = summary["first_divergent_step"]
-        summary["first_divergent_step"] = int(steps[row])
-        if row > 0 and steps[row] - steps[row - 1] > 1:   # somewhere in (previous checkpoint, this one]
-            pair["localize"] = [int(steps[row - 1]) + 1, int(steps[row])]
+    row = summary.pop("first_divergent_row")
+    if row is not None and row > 0 and steps[row] - steps[row - 1] > 1:   # somewhere in (previous checkpoint, this one]
+        pair["localize"] = [int(steps[row - 1]) + 1, int(steps[row])]
     pair.update(summary)
-    pair["tol"] = tol
+    pair["dtype"] = dtype
+    unstable = [n for n, s in zip((a, b), status) if s == "unstable"]
+    if unstable:
+        pair["reason"] = "; ".join(f"{n} is unstable" for n in unstable) + (
+            f": compared over the {summary['compared_steps']} steps where both are finite")
+    if summary["verdict"] == "undecidable":
+        pair["reason"] = "; ".join(filter(None, [pair.get("reason"), (
+            f"agrees on the {summary['decidable_steps']} decidable steps; beyond step {summary['decidable_steps']} "
+            f"the envelope of rounding alone exceeds {compare.CEILING:g}")]))
     if summary["verdict"] == "diverges":
-        found = diagnose.diagnose(sem_a, trajs[b], sem_b, data, case.task.batch_size, tol)
-        causes = found["causes"]
-        # A is replayed by the reference above, so A's own infidelity would be invisible there
-        infidel = [n for n in (a, b) if (runs_json[n]["fidelity"] or {}).get("max_rel_err") is not None
-                   and runs_json[n]["fidelity"]["max_rel_err"] > tol]
+        found = diagnose.diagnose(sem_a, trajs[b], sem_b, data, case.task.batch_size, rb.dtype)
+        causes = list(found["causes"])
+        infidel = [n for n in (a, b) if (runs_json[n]["fidelity"] or {}).get("holds") is False]
         if infidel and "unexplained" not in causes:
-            causes = causes + ["unexplained"]
+            causes.append("unexplained")
+        if len(unstable) == 1:   # one side blew up (or grows geometrically), the other did not
+            causes.append("unstable")
         pair["causes"] = causes
-        pair["diagnosis"] = {"checks": found["checks"], "residual_after_all": finite(found["residual_after_all"]),
+        pair["diagnosis"] = {"checks": found["checks"], "inert": found["inert"], "explained": found["explained"],
+                             "residual_after_all": finite(found["residual_after_all"]),
+                             "residual_leaves_envelope_at_step": found["residual_leaves_envelope_at_step"],
                              "runs_off_their_own_semantics": infidel}
-    return pair, {"curve": curve, "x": steps, "tol": tol, "first": summary["first_divergent_step"]}
+    return pair, {"curve": curve, "x": steps[:len(curve["weight"])], "tol": tol_curve,
+                  "first": summary["first_divergent_step"]}
 
 
 def judge_claim(case: Case, runs_json: dict, pairs: list[dict], versions: Optional[dict] = None) -> dict:
     claim = {"expected": case.claim, "causes": list(case.causes), "holds": None, "found_causes": [], "reason": None}
-    found = sorted({c for p in pairs if p["verdict"] != "equivalent" for c in p["causes"]})
+    found = sorted({c for p in pairs if p["verdict"] == "diverges" for c in p["causes"]})
     claim["found_causes"] = found
     statuses = {r["status"] for r in runs_json.values()}
+    infidel = [n for n, r in runs_json.items() if (r["fidelity"] or {}).get("holds") is False]
+    undecided = [p for p in pairs if p["verdict"] == "undecidable"]
     if case.claim is None:
         claim["reason"] = "the case makes no claim"
     elif "error" in statuses:
@@ -254,15 +299,27 @@ def judge_claim(case: Case, runs_json: dict, pairs: list[dict], versions: Option
         claim["reason"] = "a run errored: " + "; ".join(f"{n}: {r['reason']}" for n, r in runs_json.items() if r["status"] == "error")
     elif "skipped" in statuses:
         claim["reason"] = "not verified: " + "; ".join(f"{n}: {r['reason']}" for n, r in runs_json.items() if r["status"] == "skipped")
+    elif infidel:
+        claim["holds"] = False
+        claim["reason"] = "fidelity fails: " + "; ".join(
+            f"{n} is {runs_json[n]['fidelity'].get('reason', 'off its own semantics')}" for n in infidel)
     elif case.claim == "equivalent":
-        claim["holds"] = all(p["verdict"] == "equivalent" for p in pairs)
+        if all(p["verdict"] == "equivalent" for p in pairs):
+            claim["holds"] = True
+        elif not any(p["verdict"] == "diverges" for p in pairs) and undecided:
+            claim["reason"] = "not verified: " + "; ".join(
+                f"{p['a']} vs {p['b']} agree on {p['decidable_steps']} of {p['compared_steps']} steps, the rest is "
+                "undecidable" for p in undecided)
+        else:
+            claim["holds"] = False
     else:
-        diverging = any(p["verdict"] == "diverges" or "unstable" in p["causes"] for p in pairs)
+        diverging = any(p["verdict"] == "diverges" for p in pairs)
         claim["holds"] = bool(diverging and set(found) == set(case.causes))
     if claim["holds"] is False and claim["reason"] is None:
         claim["reason"] = (f"expected {case.claim}" + (f" with causes {case.causes}" if case.causes else "")
                            + "; measured " + ("equivalent" if not found and all(p["verdict"] == "equivalent" for p in pairs)
-                                              else f"causes {found}"))
+                                              else f"causes {found}" + (" (some pairs undecidable)" if undecided else "")))
+    if claim["holds"] is False:
         frameworks = {k: v for k, v in (versions or {}).items() if k not in ("wdparity", "python", "numpy")}
         if frameworks:   # the release on which the claim stopped holding
             claim["reason"] += " on " + ", ".join(f"{k} {v}" for k, v in sorted(frameworks.items()))
@@ -270,10 +327,14 @@ def judge_claim(case: Case, runs_json: dict, pairs: list[dict], versions: Option
 
 
 def exit_code(results: list[CaseResult]) -> int:
-    """0 all good; 1 a claim failed or a run errored."""
+    """0 all good; 1 a claim failed or cannot be verified on decidable steps, a run errored or a run fails its
+    fidelity. (A claim left unverified because a framework is not installed is not a failure.)"""
     for res in results:
-        if res.json["claim"]["holds"] is False:
+        claim = res.json["claim"]
+        if claim["holds"] is False:
             return 1
-        if any(r["status"] == "error" for r in res.json["runs"].values()):
+        if claim["expected"] and claim["holds"] is None and any(p["verdict"] == "undecidable" for p in res.json["pairs"]):
+            return 1
+        if any(r["status"] == "error" or (r["fidelity"] or {}).get("holds") is False for r in res.json["runs"].values()):
             return 1
     return 0

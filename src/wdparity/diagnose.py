@@ -1,9 +1,10 @@
 """Why two runs diverge: causes from the difference of their semantics, each confirmed numerically.
 
 Each run's decay is put in a canonical per-tensor form (tensor, norm, coupling) -> term; the
-difference between two runs' semantics is a list of labelled edits. A label is a cause when the
-reference of run A with that one edit applied moves toward run B; with every edit applied the
-reference must match B, or the residual is labelled `unexplained` — a finding, never hidden.
+difference between two runs' semantics is a list of labelled edits. With every edit applied, the
+reference of run A must reproduce run B within B's envelope, or the pair is `unexplained` — a
+finding, never hidden; then a label is a cause only if leaving that one edit out leaves B's
+envelope. A label whose edit changes nothing measurable is `inert`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,9 @@ from __future__ import annotations
 import copy
 from typing import Callable
 
-import numpy as np
-
-from . import compare, reference
+from . import compare, envelope, reference
 
 Edit = tuple[str, Callable[[dict], None]]   # (cause label, in-place edit of a semantics dict)
-MOVES_TOWARD = 0.99                         # after <= this x before counts as moving toward
 
 
 def canonical_decay(semantics: dict) -> dict[tuple, dict]:
@@ -124,6 +122,13 @@ def semantic_edits(a: dict, b: dict) -> list[Edit]:
         edits.append(("schedule", set_field(("schedule",), b.get("schedule"))))
     if a.get("hyper_dtype", "float64") != b.get("hyper_dtype", "float64"):
         edits.append(("precision", set_field(("hyper_dtype",), b.get("hyper_dtype", "float64"))))
+    if a.get("frozen", []) != b.get("frozen", []):   # which tensors train at all (absent: none frozen)
+        def set_frozen(sem, value=list(b.get("frozen", []))):
+            if value:
+                sem["frozen"] = list(value)
+            else:
+                sem.pop("frozen", None)
+        edits.append(("frozen", set_frozen))
     return edits + _decay_edits(a, b)
 
 
@@ -134,35 +139,42 @@ def apply(sem: dict, edits: list[Edit]) -> dict:
     return out
 
 
-def diagnose(sem_a: dict, traj_b: dict, sem_b: dict, data: dict, batch_size: int, tol: float,
-             dtype: str = "float64") -> dict:
-    """Causes of A diverging from B's native trajectory, A replayed by the reference.
+def diagnose(sem_a: dict, traj_b: dict, sem_b: dict, data: dict, batch_size: int, dtype_b: str) -> dict:
+    """Causes of A diverging from B's native trajectory, A replayed by the float64 reference.
 
-    Returns {"causes": [...], "checks": [per-label evidence], "residual_after_all": err}.
+    Every comparison is against B's native run under B's own envelope (B's dtype and the float64
+    reference's, as B's fidelity): (a) A with every labelled edit applied must reproduce B there,
+    else the residual is `unexplained` and no label is reported; (b) a label is a cause only if A
+    with every edit but that one applied leaves the envelope on a decidable step; a label whose
+    edit changes nothing measurable is `inert` (in the checks, never a cause).
+
+    Returns {"causes": [...], "inert": [...], "checks": [per-label evidence], "residual_after_all": err,
+    "explained": bool}.
     """
     edits = semantic_edits(sem_a, sem_b)
-    n = compare.stable_length(traj_b)
-    base_traj = reference.run_cached(sem_a, data, batch_size, dtype)
-    n = min(n, compare.stable_length(base_traj))
-    before = compare.max_rel(base_traj, traj_b, n)
     labels = sorted({label for label, _ in edits})
-    checks, causes = [], []
+    envs = [envelope.envelope(sem_b, data, batch_size, dtype_b), envelope.envelope(sem_b, data, batch_size, "float64")]
+    dtype = compare.pair_dtype((dtype_b,))
 
-    def err_with(selected: list[Edit]) -> float:
-        moved = reference.run_cached(apply(sem_a, selected), data, batch_size, dtype)
-        return compare.max_rel(moved, traj_b, min(n, compare.stable_length(moved)))
+    def judged(selected: list[Edit]) -> dict:
+        moved = reference.run_cached(apply(sem_a, selected), data, batch_size, "float64")
+        return compare.judge(moved, traj_b, envs, dtype)
 
+    everything = judged(edits)
+    explained = bool(labels) and everything["verdict"] != "diverges"
+    checks, causes, inert = [], [], []
     for label in labels:
-        # leave-one-in: this difference alone moves A toward B; leave-one-out: without it, A does not reach B
-        after = err_with([e for e in edits if e[0] == label])
-        without = err_with([e for e in edits if e[0] != label]) if len(labels) > 1 else before
-        confirmed = bool(after <= MOVES_TOWARD * before or after <= tol or without > tol)
-        checks.append({"cause": label, "err_before": before, "err_with_only_this_removed": float(after),
-                       "err_with_all_but_this_removed": float(without), "confirmed": confirmed})
-        if confirmed:
+        without = judged([e for e in edits if e[0] != label])
+        needed = without["verdict"] == "diverges"
+        checks.append({"cause": label, "err_with_all_but_this_applied": without["max_rel_err"],
+                       "leaves_envelope_at_step": without["first_divergent_step"], "needed": needed,
+                       "confirmed": bool(explained and needed)})
+        if explained and needed:
             causes.append(label)
-    everything = reference.run_cached(apply(sem_a, edits), data, batch_size, dtype)
-    residual = compare.max_rel(everything, traj_b, min(n, compare.stable_length(everything)))
-    if not np.isfinite(residual) or residual > tol:
-        causes.append("unexplained")
-    return {"causes": causes, "checks": checks, "residual_after_all": float(residual)}
+        elif not needed:
+            inert.append(label)
+    if not explained:
+        causes = ["unexplained"]
+    return {"causes": causes, "inert": inert, "checks": checks, "explained": explained,
+            "residual_after_all": float(everything["max_rel_err"]),
+            "residual_leaves_envelope_at_step": everything["first_divergent_step"]}

@@ -5,8 +5,8 @@ The neutral battery crosses optimizers x decay forms x masks, cycling schedules 
 neutral case is realized in the backend's own vocabulary (skipped, with the reason, where the
 framework cannot express it), and the backend adds native extras for knobs realize() never emits
 (penalties, regularizers, exclusion lists, ...). Every native run is then trained in a worker and
-compared with the reference run of its own describe(): 1e-9 relative in float64, the calibrated
-tolerance in float32.
+compared with the float64 reference run of its own describe(), under the measured envelope of both
+(compare.py): the run's own dtype and the reference's.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import itertools
 from typing import Optional
 
 from . import backend as registry
-from . import compare, harness, reference
+from . import compare, envelope, harness, reference
 from .backend import Inexpressible
 from .case import load_run
 from .data import make_data
@@ -136,17 +136,25 @@ def run_battery(cases: dict[str, tuple[dict, dict]], dtype: str = "float64",
     return report
 
 
-def fidelity(semantics: dict, native: dict, data: dict, batch_size: int, dtype: str,
-             tol32: Optional[float] = None) -> dict:
-    """A native trajectory against the float64 reference of its own semantics (on its stable prefix)."""
+def fidelity(semantics: dict, native: dict, data: dict, batch_size: int, dtype: str) -> dict:
+    """A native trajectory against the float64 reference of its own semantics, under the envelope of
+    both (the native run's own dtype, and the float64 reference's): holds unless it leaves it on a
+    decidable step."""
     ref = reference.run_cached(semantics, data, batch_size, "float64")
     expected = len(ref["weight"])
     if len(native.get("weight", ())) != expected or len(native.get("bias", ())) != expected:
         return {"max_rel_err": None, "tol": None, "holds": False,
                 "reason": f"trajectory has {len(native.get('weight', ()))} steps, expected {expected}"}
-    n = min(compare.stable_length(native), compare.stable_length(ref))
-    if tol32 is None and dtype != "float64":
-        tol32 = compare.calibrate(compare.noise_floor([semantics], data, batch_size))
-    tol = compare.tolerance_for((dtype,), tol32 or 0.0)
-    err = compare.max_rel(native, ref, n)
-    return {"max_rel_err": err, "tol": tol, "holds": bool(err <= tol), "compared_steps": n}
+    envs = [envelope.envelope(semantics, data, batch_size, dtype),
+            envelope.envelope(semantics, data, batch_size, "float64")]
+    out = compare.judge(native, ref, envs, compare.pair_dtype((dtype,)))
+    result = {"max_rel_err": out["max_rel_err"], "tol": out["tol"], "holds": out["verdict"] != "diverges",
+              "compared_steps": out["compared_steps"], "decidable_steps": out["decidable_steps"]}
+    if out["verdict"] == "diverges":
+        result["reason"] = (f"off its own described semantics from step {out['first_divergent_step']} "
+                            f"({out['tensor']}: rel err beyond the tolerance {out['tol_at_first']:.3g} there)")
+        result["first_divergent_step"] = out["first_divergent_step"]
+    elif out["verdict"] == "undecidable":
+        result["reason"] = (f"agrees on the {out['decidable_steps']} decidable steps; beyond them rounding alone "
+                            f"moves the reference more than {compare.CEILING:g}")
+    return result

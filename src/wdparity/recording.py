@@ -22,6 +22,10 @@ from typing import Optional
 import numpy as np
 
 FULL_LIMIT = 20_000_000       # w values of one run kept in full before "auto" switches to checkpoints
+# The one stop rule of every adapter and the reference: a run whose parameters become non-finite, or
+# grow past this factor of their initial scale (max(1, max|w0|, |b0|)), is stopped at that step; the
+# step itself is kept, every later row is NaN (seed 000's run explodes this way).
+EXPLOSION_FACTOR = 1e6
 CHECKPOINT_VALUES = 5_000_000  # w values one run keeps in checkpoint mode (sets the default `every`)
 MODES = ("auto", "full", "checkpoints")
 
@@ -76,8 +80,10 @@ class Recorder:
         for t, ...: ...; rec.record(t + 1, w, b)
         return rec.result()
 
-    record() returns False once the parameters are not finite (a loop may stop there; the
-    remaining rows stay NaN).
+    record() returns False once the stop rule is hit (non-finite, or past EXPLOSION_FACTOR x the start's
+    scale): a loop should stop there. A loop that records with check=False gets the same rule applied in
+    result(): the first row that breaks it is kept and every later row becomes NaN, so every adapter's
+    trajectory ends exactly where the reference's does.
     """
 
     def __init__(self, data: dict, steps: int, d: int, dtype):
@@ -92,16 +98,26 @@ class Recorder:
             self.norm = np.full(steps + 1, np.nan)
             self.absmax = np.full(steps + 1, np.nan)   # the comparison's scale, exactly as full recording has it
             self.digest = np.zeros(steps + 1, dtype=np.uint64)
+        self.limit: Optional[float] = None
+        self.stopped_at: Optional[int] = None
+        self.last = -1   # the last step written
 
     def record(self, t: int, w, b, check: bool = True) -> bool:
         """Keep step t's parameters. check=False (a loop that never stops early) skips the finiteness test
         in full mode and returns True: after a compiled step it costs ~8 us, 10-15% of a jitted loop at
         1000 inputs (benchmarks/RESULTS.md section 2)."""
         w = np.asarray(w).reshape(-1)
+        if self.stopped_at is not None and t > self.stopped_at:
+            return False   # past the stop: rows stay NaN
         self.B[t] = np.asarray(b).reshape(-1)[0]
+        self.last = max(self.last, t)
+        if self.limit is None:
+            self.limit = stop_limit(np.asarray(w, dtype=np.float64), float(self.B[t]))
         if self.full:
             self.W[t] = w
-            return not check or bool(np.isfinite(self.B[t]) and np.isfinite(self.W[t]).all())
+            if not check:
+                return True
+            return self._keep_going(t, _absmax(self.W[t]), float(self.B[t]))
         i = self.slot.get(t)
         if i is not None:
             self.W[i] = w
@@ -110,13 +126,64 @@ class Recorder:
             self.norm[t] = np.linalg.norm(w.astype(np.float64))
             self.absmax[t] = np.max(np.abs(w)) if w.size else 0.0
         self.digest[t] = digest(w)
-        return bool(np.isfinite(self.B[t]) and np.isfinite(self.norm[t]))
+        return self._keep_going(t, float(self.absmax[t]) if np.isfinite(self.norm[t]) else np.inf, float(self.B[t]))
+
+    def _keep_going(self, t: int, absmax: float, bias: float) -> bool:
+        if breaks_rule(absmax, bias, self.limit):
+            self.stopped_at = t
+            return False
+        return True
+
+    def _apply_stop_rule(self) -> None:
+        """check=False loops: find the first row that breaks the rule and blank everything after it."""
+        if self.stopped_at is None and self.full:
+            with np.errstate(all="ignore"):
+                big = np.fmax(np.abs(self.W).max(axis=1, initial=0.0), np.abs(self.B))
+                bad = ~np.isfinite(self.W).all(axis=1) | ~np.isfinite(self.B) | (big > (self.limit or np.inf))
+            bad[self.last + 1:] = False
+            if bad.any():
+                self.stopped_at = int(np.argmax(bad))
+        elif self.stopped_at is None:
+            with np.errstate(all="ignore"):
+                big = np.fmax(self.absmax, np.abs(self.B))
+                bad = ~np.isfinite(self.norm) | ~np.isfinite(self.B) | (big > (self.limit or np.inf))
+            bad[self.last + 1:] = False
+            if bad.any():
+                self.stopped_at = int(np.argmax(bad))
+        if self.stopped_at is None:
+            return
+        s = self.stopped_at
+        self.B[s + 1:] = np.nan
+        if self.full:
+            self.W[s + 1:] = np.nan
+        else:
+            self.W[self.steps > s] = np.nan
+            self.norm[s + 1:] = np.nan
+            self.absmax[s + 1:] = np.nan
 
     def result(self) -> dict[str, np.ndarray]:
+        self._apply_stop_rule()
         if self.full:
             return {"weight": self.W, "bias": self.B}
         return {"weight": self.W, "bias": self.B[self.steps], "step": self.steps, "bias_all": self.B,
                 "norm": self.norm, "absmax": self.absmax, "digest": self.digest}
+
+
+def stop_limit(w0: np.ndarray, b0: float) -> float:
+    """The stop rule's threshold for a run starting at (w0, b0)."""
+    with np.errstate(all="ignore"):
+        start = max(_absmax(w0), abs(float(b0)))
+    return EXPLOSION_FACTOR * max(1.0, start if np.isfinite(start) else 0.0)
+
+
+def breaks_rule(absmax: float, bias: float, limit: Optional[float]) -> bool:
+    big = max(absmax, abs(bias)) if np.isfinite(absmax) and np.isfinite(bias) else np.inf
+    return not np.isfinite(big) or (limit is not None and big > limit)
+
+
+def _absmax(w: np.ndarray) -> float:
+    with np.errstate(all="ignore"):
+        return float(np.max(np.abs(w), initial=0.0)) if np.isfinite(w).all() else np.inf
 
 
 def scale_upto(traj: dict, name: str, upto_row: Optional[int]) -> Optional[float]:

@@ -4,14 +4,14 @@ In checkpoint mode (recording.py) a pair is compared at its recorded rows, so it
 row only bounds the step: after the previous checkpoint, at or before this one. `localize` runs
 both sides of every such pair again, all pairs of all cases in one more worker per backend, with
 that window recorded in full (the task data carry the rows; every run is deterministic, so the
-replay retraces the first pass), and takes the first step whose relative error exceeds the pair's
-tolerance. The metric's scale (each tensor's largest magnitude over all steps) comes from the per-step
+replay retraces the first pass), and takes the first step whose relative error leaves the pair's
+per-step tolerance (its envelopes measured on the same rows). The metric's scale (each tensor's largest magnitude over all steps) comes from the per-step
 summaries, so the relative error of a recorded step is exactly what full recording gives.
 """
 
 from __future__ import annotations
 
-from . import compare, harness, recording
+from . import compare, envelope, harness, recording
 
 
 def localize(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> int:
@@ -43,8 +43,11 @@ def localize(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> int:
             continue
         a, b = (recording.as_trajectory(r.arrays) for r in sides)
         steps = recording.steps_of(sides[0].arrays)
-        summary = compare.summarize(a, b, pair["tol"])
-        row = summary["first_divergent_step"]
+        runs = res.case.runs
+        envs = [envelope.envelope(runs[pair[s]].semantics.neutral(), data[key], res.case.task.batch_size,
+                                  runs[pair[s]].dtype) for s in ("a", "b")]
+        summary = compare.judge(a, b, envs, compare.pair_dtype(tuple(runs[pair[s]].dtype for s in ("a", "b"))))
+        row = summary["first_divergent_row"]
         if row is not None and steps[row] <= window[1]:   # earlier than the window only via another pair's window
             pair["first_divergent_step"], pair["tensor"] = int(steps[row]), summary["tensor"]
             curve = res.curves.get((pair["a"], pair["b"]))

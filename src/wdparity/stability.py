@@ -37,6 +37,11 @@ def curvature(semantics: dict, data: dict, batch_size: int) -> float:
             coupled[name] += c
     X = data["X_train"]
     d = X.shape[1]
+    # a frozen tensor never moves: its row and column of the Hessian (the bias is coordinate d) drop out
+    frozen = set(semantics.get("frozen", []))
+    trained = {k: c for k, c in coupled.items() if k not in frozen}
+    if not trained:
+        return 0.0
     seen, best = set(), 0.0
     for rows in batches(data["order"], batch_size):
         key = tuple(sorted(int(r) for r in rows))
@@ -44,14 +49,16 @@ def curvature(semantics: dict, data: dict, batch_size: int) -> float:
             continue
         seen.add(key)
         Xt = np.hstack([X[list(key)], np.ones((len(key), 1))])
-        if d + 1 <= EXACT_LIMIT and coupled["weight"] != coupled["bias"]:
+        if frozen:
+            Xt = Xt[:, d:] if "weight" in frozen else Xt[:, :d]
+        if not frozen and d + 1 <= EXACT_LIMIT and coupled["weight"] != coupled["bias"]:
             H = f / len(key) * (Xt.T @ Xt)
             H[np.diag_indices(d)] += coupled["weight"]
             H[d, d] += coupled["bias"]
             top = float(np.linalg.eigvalsh(H)[-1])
-        else:  # uniform decay shifts every eigenvalue; otherwise this is an upper bound
+        else:  # uniform decay shifts every eigenvalue (one trained tensor: always); otherwise an upper bound
             gram = f / len(key) * (Xt @ Xt.T)
-            top = float(np.linalg.eigvalsh(gram)[-1]) + max(coupled.values())
+            top = float(np.linalg.eigvalsh(gram)[-1]) + max(trained.values())
         best = max(best, top)
     return best
 
@@ -76,10 +83,44 @@ def sgd_bound(semantics: dict, data: dict, batch_size: int) -> Optional[dict]:
     return {"L": L, "bound": bound, "lr_max": lr_max, "exceeds": bool(lr_max > bound), "formula": formula}
 
 
-def describe_instability(bound: Optional[dict], diverged_at: Optional[int]) -> Optional[str]:
-    """The `reason` of an unstable run, or None when the run is stable by both tests."""
+GROWTH_RATIO = 10.0   # the scale grows at least this much over the last half of the steps, geometrically
+
+
+def measured_growth(traj: dict) -> Optional[dict]:
+    """How the run's scale max(|w|, |b|) grows: the per-step factor fitted (log-linear, least squares) over the
+    last half of its finite steps, the growth over that half, and whether it is geometric (>= GROWTH_RATIO x
+    with R^2 >= 0.9)."""
+    from .recording import biases
+
+    if "absmax" in traj:
+        w = np.asarray(traj["absmax"], dtype=np.float64)
+    else:
+        with np.errstate(all="ignore"):
+            w = np.abs(np.asarray(traj["weight"], dtype=np.float64)).max(axis=1, initial=0.0)
+    b = np.abs(biases(traj)[1])
+    with np.errstate(all="ignore"):
+        scale = np.fmax(w[:len(b)], b[:len(w)])
+    ok = np.isfinite(scale) & (scale > 0)
+    n = int(np.argmin(ok)) if not ok.all() else len(ok)
+    if n < 8:
+        return None
+    t = np.arange(n // 2, n)
+    y = np.log(scale[t])
+    slope, icept = np.polyfit(t, y, 1)
+    resid = y - (slope * t + icept)
+    spread = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float((resid ** 2).sum()) / spread if spread > 0 else 0.0
+    ratio = float(scale[n - 1] / scale[n // 2])
+    return {"per_step": float(np.exp(slope)), "over_last_half": ratio,
+            "geometric": bool(slope > 0 and ratio >= GROWTH_RATIO and r2 >= 0.9)}
+
+
+def describe_instability(bound: Optional[dict], diverged_at: Optional[int], growth: Optional[dict] = None) -> Optional[str]:
+    """The `reason` of an unstable run, or None when it is not: a run is unstable when it broke the stop
+    rule, or when its lr exceeds the SGD bound and its scale grows geometrically as the bound predicts."""
     exceeds = bool(bound and bound["exceeds"])
-    if diverged_at is None and not exceeds:
+    grows = bool(growth and growth["geometric"])
+    if diverged_at is None and not (exceeds and grows):
         return None
     parts = []
     if diverged_at is not None:
@@ -88,6 +129,7 @@ def describe_instability(bound: Optional[dict], diverged_at: Optional[int]) -> O
         relation = "exceeds" if exceeds else "is within"
         parts.append(f"lr {bound['lr_max']:.6g} {relation} the stability bound {bound['formula']} = "
                      f"{bound['bound']:.6g} (L = {bound['L']:.6g}, the largest eigenvalue of the batch-loss Hessian)")
-    if diverged_at is None:
-        parts.append("not yet diverged within the recorded steps")
+    if diverged_at is None and growth is not None:
+        parts.append(f"its scale grows geometrically, x{growth['per_step']:.6g} per step "
+                     f"(x{growth['over_last_half']:.3g} over the last half of the steps)")
     return "; ".join(parts)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import backend as registry
-from . import compare, reference
+from . import compare, envelope, reference
 from .backend import Inexpressible
 from .case import load_case, load_run
 from .data import make_data
@@ -99,6 +99,9 @@ def words(sem: dict, backend: str = "") -> str:
             if r["scale"] == "lr" and r["norm"] == "l2":
                 text += f"; per step the weights shrink by the factor 1 - {opt['lr'] * lam:.3g} at the base lr"
         lines.append(text + ".")
+    for name in sem.get("frozen", []):
+        why = "no param group names it, torch never updates it" if backend == "torch" else "never updated"
+        lines.append(f"{name} is frozen: {why} (no gradient step, no decay); it keeps its initial value exactly.")
     lines.append(f"Loss: {'mean((yhat-y)^2)/2' if sem['loss'] == 'half_mse' else 'mean((yhat-y)^2)'}; "
                  f"schedule: {sem['schedule']['kind']}.")
     return "\n".join(lines)
@@ -140,6 +143,8 @@ def _variants(sem: dict) -> list[tuple[list[str], dict, frozenset]]:
             variant("decoupled scale lr rewritten as unscaled lambda*lr", i,
                     lambda v, i=i, r=r: v["decay"][i].update(scale="none", coefficient=r["coefficient"] * lr))
     # approximations: each changes the math; the residual is measured
+    if sem.get("frozen"):   # a framework that trains every tensor: the nearest setting trains the frozen ones too
+        variant(f"{' and '.join(sem['frozen'])} trained (not frozen)", "frozen", lambda v: v.pop("frozen"))
     other = "float32" if sem.get("hyper_dtype", "float64") == "float64" else "float64"
     variant(f"hyperparameters in {other}", "hyper", lambda v: v.update(hyper_dtype=other))
     if opt["name"] == "adam" and opt.get("bias_correction_dtype"):
@@ -191,7 +196,8 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
     data = make_data(case.task.model_dump())
     batch = run.task.batch_size
     source_traj = reference.run_cached(sem, data, batch, "float64")
-    tol = compare.calibrate(compare.noise_floor([sem], data, batch))
+    env32 = envelope.envelope(sem, data, batch, "float32")
+    tol = compare.judge(source_traj, source_traj, [env32, env32], "float32")["tol"] or compare.FLOOR["float32"]
     singles = _variants(sem)
     candidates = [([], sem)] + [(notes, v) for notes, v, _ in singles]
     candidates += [(a[0] + b[0], _compose(sem, a[1], b[1])) for a, b in itertools.combinations(singles, 2)
@@ -210,19 +216,23 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
         n = min(compare.stable_length(traj), compare.stable_length(source_traj))
         err = compare.max_rel(traj, source_traj, n)
         if best is None or err < best[0]:
-            best = (err, changed, actual, table)
+            best = (err, changed, actual, table, traj)
     if best is None:
         raise Inexpressible(f"{to} cannot express run {run_name!r} of {case_path}, nor any nearby setting "
                             f"(tried {len(candidates)} variants)")
-    err, changed, actual, table = best
+    err, changed, actual, table, traj = best
     labels = sorted({label for label, _ in semantic_edits(sem, actual)})
-    exact = not labels or err <= compare.TOL64
+    envs64 = [envelope.envelope(s_, data, batch, "float64") for s_ in (sem, actual)]
+    exact = not labels or compare.judge(traj, source_traj, envs64, "float64")["verdict"] == "equivalent"
     return Translation({"backend": to, **table}, name, exact, err, tol, [] if exact else labels, changed)
 
 
 def _compose(base: dict, a: dict, b: dict) -> dict:
     """Apply the changes of two variants of `base` together."""
     out = copy.deepcopy(a)
+    if b.get("frozen") != base.get("frozen"):
+        out.pop("frozen", None)
+        out.update({"frozen": b["frozen"]} if b.get("frozen") else {})
     if b["optimizer"] != base["optimizer"]:
         out["optimizer"] = {**out["optimizer"], **{k: v for k, v in b["optimizer"].items() if base["optimizer"].get(k) != v}}
     for i, (rb, r0) in enumerate(zip(b["decay"], base["decay"])):

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.table import Table
 
-VERDICT_STYLE = {"equivalent": "green", "diverges": "yellow", "unknown": "magenta"}
+VERDICT_STYLE = {"equivalent": "green", "diverges": "yellow", "undecidable": "cyan", "unknown": "magenta"}
 STATUS_STYLE = {"ok": "green", "skipped": "dim", "error": "bold red", "unstable": "magenta"}
 
 
@@ -45,15 +45,25 @@ def print_case(result: dict, console: Console | None = None) -> None:
         if r["reason"]:
             console.print(f"  {name}: {r['reason']}", highlight=False)
     pairs = Table(title="pairs", title_justify="left")
-    for col in ("a", "b", "verdict", "max rel err", "first step", "tensor", "causes"):
+    for col in ("a", "b", "verdict", "max rel err", "tolerance", "first step", "decidable", "tensor", "causes"):
         pairs.add_column(col)
     for p in result["pairs"]:
         causes = ", ".join(p["causes"])
         if "unexplained" in p["causes"]:
             causes = f"[bold red]{causes}[/]"
-        pairs.add_row(p["a"], p["b"], f"[{VERDICT_STYLE[p['verdict']]}]{p['verdict']}[/]", _num(p["max_rel_err"], ".2e"),
-                      _num(p["first_divergent_step"], "d"), p["tensor"] or "—", causes or "—")
+        verdict = p["verdict"] + (" (float64)" if p.get("judged_in") == "float64" else "")
+        decidable = "—" if p.get("decidable_steps") is None else f"{p['decidable_steps']}/{p['compared_steps']}"
+        pairs.add_row(p["a"], p["b"], f"[{VERDICT_STYLE[p['verdict']]}]{verdict}[/]", _num(p["max_rel_err"], ".2e"),
+                      _num(p.get("tol"), ".2e"), _num(p["first_divergent_step"], "d"), decidable, p["tensor"] or "—",
+                      causes or "—")
     console.print(pairs)
+    for p in result["pairs"]:
+        if p.get("reason") and p["verdict"] != "unknown":
+            console.print(f"  {p['a']} vs {p['b']}: {p['reason']}", highlight=False)
+    for name, r in result["runs"].items():
+        for f in r.get("findings") or []:
+            console.print(f"  [dim]{name}: finding {f['id']} ({'modelled' if f['modelled'] else 'not modelled'}): "
+                          f"{f['text']} [{f['source']}][/dim]", highlight=False)
     claim = result["claim"]
     if claim["expected"]:
         mark = {True: "[green]holds[/]", False: "[bold red]FAILS[/]", None: "[dim]not verified[/]"}[claim["holds"]]
@@ -61,8 +71,8 @@ def print_case(result: dict, console: Console | None = None) -> None:
         console.print(f"claim: {claim['expected']}{causes} — {mark}" + (f": {claim['reason']}" if claim["reason"] else ""),
                       highlight=False)
     tol = result["tolerance"]
-    console.print(f"[dim]tolerance: float32 {tol['float32']:.2e} (noise floor {tol['float32_noise_floor']:.2e}), "
-                  f"float64 {tol['float64']:.0e}; versions: "
+    console.print(f"[dim]tolerance: {tol['factor']:g} x each pair's measured envelope per step, undecidable above "
+                  f"{tol['ceiling']:g} (float32 reference vs float64 gap {tol['float32_noise_floor']:.2e}); versions: "
                   + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + "[/dim]", highlight=False)
 
 

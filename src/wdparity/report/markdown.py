@@ -42,10 +42,17 @@ def render(doc: dict) -> str:
             lines.append(f"| {_cell(name)} | {r['backend']} | {r['dtype']} | {r['status']} | {_num(fid.get('max_rel_err'))} "
                          f"| {_num(final.get('train_loss'), '.4g')} | {_num(final.get('test_loss'), '.4g')} "
                          f"| {_num(final.get('weight_l2'), '.4g')} |")
-        lines += ["", "| a | b | verdict | max rel err | first step | tensor | causes |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "| a | b | verdict | max rel err | tolerance | first step | decidable steps | tensor | causes |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for p in c["pairs"]:
-            lines.append(f"| {_cell(p['a'])} | {_cell(p['b'])} | {p['verdict']} | {_num(p['max_rel_err'])} "
-                         f"| {_cell(p['first_divergent_step'])} | {_cell(p['tensor'])} | {_cell(p['causes'])} |")
+            verdict = p["verdict"] + (" (float64)" if p.get("judged_in") == "float64" else "")
+            lines.append(f"| {_cell(p['a'])} | {_cell(p['b'])} | {verdict} | {_num(p['max_rel_err'])} | {_num(p.get('tol'))} "
+                         f"| {_cell(p['first_divergent_step'])} | {_cell(p.get('decidable_steps'))} "
+                         f"| {_cell(p['tensor'])} | {_cell(p['causes'])} |")
+        for name, r in c["runs"].items():
+            for f in r.get("findings") or []:
+                lines.append(f"\n- {_cell(name)}: finding `{f['id']}` ({'modelled' if f['modelled'] else 'not modelled'}): "
+                             f"{_cell(f['text'])} ({_cell(f['source'])})")
         for name, r in c["runs"].items():
             if r["reason"]:
                 lines.append(f"\n- {_cell(name)}: {_cell(r['reason'])}")

@@ -52,7 +52,7 @@ def case_figure(result) -> str:
     step = "optimizer step"
     ax_w = fig.add_axes(cell[0], title="‖w‖ over steps", xlabel=step)
     ax_b = fig.add_axes(cell[1], title="bias over steps", xlabel=step)
-    ax_e = fig.add_axes(cell[2], title="relative |a − b|  (red: tolerance, dotted: 1st divergence)", xlabel=step,
+    ax_e = fig.add_axes(cell[2], title="relative |a − b|  (red: per-step tolerance, dotted: 1st divergence)", xlabel=step,
                         ylog=bool(result.curves), title_size=10)
     ax_tr = fig.add_axes(cell[3], title=f"train loss ({common} for every run, float64)", xlabel=step, ylog=True)
     ax_te = fig.add_axes(cell[4], title=f"test loss ({common} for every run)", xlabel=step, ylog=True)
@@ -73,8 +73,13 @@ def case_figure(result) -> str:
         ax_e.plot(np.asarray(c.get("x", np.arange(len(rel))))[x], y, color(i))
         if c["first"] is not None:
             ax_e.vline(c["first"], color(i), "dotted")
-        if c["tol"] is not None and np.isfinite(c["tol"]) and c["tol"] > 0:
-            ax_e.hline(c["tol"], "#d62728", "dashed")
+        tol = c["tol"]
+        if isinstance(tol, dict):   # per step: the tighter of the tensors' tolerances where both are finite
+            line = np.minimum.reduce([np.asarray(v, dtype=np.float64) for v in tol.values()])
+            tx, ty = thin(np.where(np.isfinite(line) & (line > 0), line, np.nan))
+            ax_e.plot(np.asarray(c.get("x", np.arange(len(line))))[tx], ty, "#d62728")
+        elif tol is not None and np.isfinite(tol) and tol > 0:
+            ax_e.hline(tol, "#d62728", "dashed")
         pairs.append((f"{a} vs {b}", color(i), None, False))
     if not pairs:
         ax_e.note = "no pair compared"

@@ -1,0 +1,135 @@
+"""Noise envelopes: how far a run's own semantics can move, step by step, without changing meaning.
+
+A verdict is only as good as its tolerance. A run's envelope is measured on the reference of its
+own semantics, in its own dtype, under perturbations that cannot change what the run means:
+
+- `dtype`: the reference computed in the run's dtype against float64 (float32 runs only);
+- `rounding`: SAMPLES random-rounding samples (reference.RandomRounding: Monte Carlo Arithmetic's
+  random rounding at the unit roundoff of the run's dtype on the initial weights, every residual,
+  gradient and update; seeded, so an envelope is reproducible).
+
+Per tensor and per recorded row, the envelope is the largest absolute distance of any sample from
+the float64 reference (max over elements), made non-decreasing over steps (a perturbation that
+happens to cross zero at a step does not make that step tighter). Past the step where a sample
+stops (the stop rule) while the reference goes on, the envelope is infinite: that far, rounding
+alone decides the run. Both runs of a pair contribute their own envelopes; nothing from another
+pair or run enters. compare.py turns envelopes into per-step tolerances and verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import numpy as np
+
+from . import reference
+
+SAMPLES = 3                       # random-rounding samples per (semantics, dtype)
+UNIT_ROUNDOFF = {"float32": 2.0 ** -24, "float64": 2.0 ** -53}
+TENSORS = ("weight", "bias")
+PERTURBATIONS = ("dtype: the reference in the run's dtype vs float64 (float32 runs)",
+                 f"rounding: {SAMPLES} random-rounding samples (Monte Carlo Arithmetic style, at the unit "
+                 "roundoff of the run's dtype: initial weights, residuals, gradients, updates)")
+
+_MEMO: dict[tuple, tuple[dict, dict]] = {}
+MEMO_SIZE = 256
+
+
+def rows(traj: dict, name: str) -> np.ndarray:
+    """A tensor's recorded rows as float64 (rows, elements)."""
+    x = np.asarray(traj[name], dtype=np.float64)
+    return x.reshape(len(x), -1)
+
+
+def finite_length(traj: dict) -> int:
+    """Leading recorded rows where every value is finite (the stop rule blanks every row after its stop)."""
+    ok = np.isfinite(rows(traj, "weight")).all(axis=1) & np.isfinite(rows(traj, "bias")).all(axis=1)
+    return int(np.argmin(ok)) if not ok.all() else len(ok)
+
+
+def envelope(semantics: dict, data: dict, batch_size: int, dtype: str) -> dict[str, np.ndarray]:
+    """{tensor: (rows,) absolute envelope} of these semantics run in `dtype`, at the recorded rows."""
+    return _measure(semantics, data, batch_size, dtype)["envelope"]
+
+
+def dtype_gap(semantics: dict, data: dict, batch_size: int) -> float:
+    """The float32-vs-float64 gap of the reference (relative to each tensor's scale): the old case-wide
+    "noise floor", kept as an informative figure."""
+    return _measure(semantics, data, batch_size, "float32")["dtype_gap"]
+
+
+def _measure(semantics: dict, data: dict, batch_size: int, dtype: str) -> dict:
+    """Every sample trained in lockstep with the float64 reference, step by step (so that full and checkpoint
+    recording see the same per-step maxima without keeping any rows), then read at the recorded rows."""
+    key = (json.dumps(semantics, sort_keys=True), id(data), batch_size, dtype)
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is data:
+        return hit[1]
+    noises = ([None] if dtype == "float32" else []) + [(seed, UNIT_ROUNDOFF[dtype]) for seed in range(1, SAMPLES + 1)]
+    gens = [reference.trajectory(semantics, data, batch_size, "float64")] + [
+        reference.trajectory(semantics, data, batch_size, dtype if n is None else "float64", n) for n in noises]
+    steps = len(reference.batches(data["order"], batch_size))
+    dist = {name: np.full(steps + 1, np.inf) for name in TENSORS}
+    scale = {name: 0.0 for name in TENSORS}
+    gap = {name: 0.0 for name in TENSORS}
+    alive = [True] * len(gens)
+    with np.errstate(all="ignore"):
+        for t in range(steps + 1):
+            got = []
+            for i, g in enumerate(gens):
+                item = next(g, None) if alive[i] else None
+                alive[i] = item is not None
+                got.append(item[1] if item is not None else None)
+            base = got[0]
+            if base is None or not _finite(base):
+                break   # the reference stopped: nothing past it is compared
+            for name in TENSORS:
+                b = np.asarray(base[name], dtype=np.float64).reshape(-1)
+                scale[name] = max(scale[name], float(np.abs(b).max(initial=0.0)))
+                worst = 0.0
+                for i, sample in enumerate(got[1:]):
+                    if sample is None or not _finite(sample):
+                        worst = np.inf   # a sample stopped where the reference did not: rounding decides
+                        break
+                    d = float(np.abs(np.asarray(sample[name], dtype=np.float64).reshape(-1) - b).max(initial=0.0))
+                    worst = max(worst, d)
+                    if noises[i] is None:
+                        gap[name] = max(gap[name], d)
+                dist[name][t] = worst
+    for g in gens:
+        g.close()
+    rows = np.asarray(data["record_steps"]) if "record_steps" in data else np.arange(steps + 1)
+    env = {}
+    for name in TENSORS:
+        e = np.maximum.accumulate(dist[name])[rows]
+        e.setflags(write=False)
+        env[name] = e
+    rel_gap = max((gap[n] / scale[n] if scale[n] > 0 else 0.0) for n in TENSORS)
+    out = {"envelope": env, "dtype_gap": float(rel_gap)}
+    while len(_MEMO) >= MEMO_SIZE:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[key] = (data, out)
+    return out
+
+
+def _finite(params: dict) -> bool:
+    return all(np.isfinite(np.asarray(v)).all() for v in params.values())
+
+
+def clear() -> None:
+    _MEMO.clear()
+
+
+def describe() -> dict:
+    return {"perturbations": list(PERTURBATIONS), "samples": SAMPLES}
+
+
+def combined(envs: list[Optional[dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
+    """The sum of several envelopes (a pair: its two sides), row by row."""
+    out = {}
+    for name in TENSORS:
+        parts = [e[name] for e in envs if e is not None]
+        n = min(len(p) for p in parts)
+        out[name] = np.sum([p[:n] for p in parts], axis=0)
+    return out
