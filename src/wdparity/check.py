@@ -19,8 +19,10 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import __version__, compare, diagnose, envelope, fidelity, harness, recording, replay, stability
+from .rejudge import rejudge
 from . import backend as registry
 from .case import Case, Run, load_case
+from .compare import finite, finite_fields
 from .data import losses, make_data
 
 TIMING_FIELDS = ("seconds", "peak_rss_mb")  # the only fields of the JSON that vary between identical invocations
@@ -37,14 +39,6 @@ class CaseResult:
 
 def core_versions() -> dict[str, str]:
     return {"wdparity": __version__, "python": platform.python_version(), "numpy": np.__version__}
-
-
-def finite(x) -> Optional[float]:
-    """A float for JSON: NaN and inf become null."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if np.isfinite(x) else None
 
 
 def check_cases(paths: list[str], *, overrides: Optional[dict[str, str]] = None, timeout: float = harness.DEFAULT_TIMEOUT,
@@ -85,9 +79,8 @@ def check_cases(paths: list[str], *, overrides: Optional[dict[str, str]] = None,
     harness.run_items([it for it in items if it.id not in skipped] + extra_items, {**data, **extra_data},
                       timeout=timeout, on_done=(lambda it: on_done(it.id)) if on_done else None, on_result=arrived)
     results = judged.wait()
-    from .rejudge import rejudge
-
-    rejudge(results, timeout=timeout)           # float32 pairs that float32 cannot decide, again in float64
+    for res in rejudge(results, timeout=timeout):   # float32 pairs that float32 cannot decide, again in float64
+        res.json["claim"] = judge_claim(res.case, res.json["runs"], res.json["pairs"], res.json["versions"])
     replay.localize(results, timeout=timeout)   # checkpoint mode: the exact first divergent step
     return results
 
@@ -168,7 +161,7 @@ def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseRes
             traj = recording.as_trajectory(res.arrays)
             trajs[name] = traj
             status, reason = _stability(entry, sem, traj, data, bs)
-            entry["fidelity"] = _finite_fields(fidelity.fidelity(sem, traj, data, bs, run.dtype))
+            entry["fidelity"] = finite_fields(fidelity.fidelity(sem, traj, data, bs, run.dtype))
             n = compare.stable_length(traj) - 1
             tr, te = losses(data, traj["weight"][n:n + 1], traj["bias"][n:n + 1], run.task.loss)
             entry["final"] = {"train_loss": finite(tr[0]), "test_loss": finite(te[0]),
@@ -203,17 +196,10 @@ def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseRes
     return CaseResult(case, out, trajs, curves, data)
 
 
-def _finite_fields(d: dict) -> dict:
-    return {k: (finite(v) if isinstance(v, float) else v) for k, v in d.items()}
-
-
 def _stability(entry: dict, sem: dict, traj: dict, data: dict, batch_size: int) -> tuple[str, Optional[str]]:
     """The run's status by the one stop rule and its measured growth (beside the SGD bound, when there is one)."""
-    n = compare.stable_length(traj)
-    steps = recording.steps_of(traj)
     limit = recording.stop_limit(np.asarray(traj["weight"][0], dtype=np.float64), float(traj["bias"][0]))
-    over = _scales(traj)[:n] > limit
-    stopped = int(steps[int(np.argmax(over))]) if over.any() else (int(steps[n]) if n < len(steps) else None)
+    stopped = recording.first_break(*recording.per_step(traj), limit)   # the Recorder's own rule, per step
     bound = stability.sgd_bound(sem, data, batch_size)
     growth = stability.measured_growth(traj)
     info = {}
@@ -227,13 +213,6 @@ def _stability(entry: dict, sem: dict, traj: dict, data: dict, batch_size: int) 
         entry["stability"] = info
     why = stability.describe_instability(bound, stopped, growth)
     return ("unstable", why) if why else ("ok", None)
-
-
-def _scales(traj: dict) -> np.ndarray:
-    """max(|w|, |b|) per recorded row."""
-    w = np.asarray(traj["weight"], dtype=np.float64)
-    with np.errstate(all="ignore"):
-        return np.fmax(np.abs(w).max(axis=1, initial=0.0), np.abs(np.asarray(traj["bias"], dtype=np.float64)))
 
 
 def pair_envelopes(case: Case, data: dict, a: str, b: str) -> list[dict]:

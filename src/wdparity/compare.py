@@ -34,6 +34,19 @@ RULE = (f"per pair and per step: {FACTOR:g} x (envelope of a + envelope of b) / 
         "to each tensor's largest magnitude")
 
 
+def finite(x) -> Optional[float]:
+    """A float for JSON: NaN and inf become null."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def finite_fields(d: dict) -> dict:
+    """A result dict for JSON: its float fields through finite()."""
+    return {k: (finite(v) if isinstance(v, float) else v) for k, v in d.items()}
+
+
 def pair_dtype(dtypes: tuple[str, ...]) -> str:
     return "float64" if all(d == "float64" for d in dtypes) else "float32"
 

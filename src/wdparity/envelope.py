@@ -117,10 +117,6 @@ def _finite(params: dict) -> bool:
     return all(np.isfinite(np.asarray(v)).all() for v in params.values())
 
 
-def clear() -> None:
-    _MEMO.clear()
-
-
 def describe() -> dict:
     return {"perturbations": list(PERTURBATIONS), "samples": SAMPLES}
 

@@ -136,20 +136,12 @@ class Recorder:
 
     def _apply_stop_rule(self) -> None:
         """check=False loops: find the first row that breaks the rule and blank everything after it."""
-        if self.stopped_at is None and self.full:
-            with np.errstate(all="ignore"):
-                big = np.fmax(np.abs(self.W).max(axis=1, initial=0.0), np.abs(self.B))
-                bad = ~np.isfinite(self.W).all(axis=1) | ~np.isfinite(self.B) | (big > (self.limit or np.inf))
-            bad[self.last + 1:] = False
-            if bad.any():
-                self.stopped_at = int(np.argmax(bad))
-        elif self.stopped_at is None:
-            with np.errstate(all="ignore"):
-                big = np.fmax(self.absmax, np.abs(self.B))
-                bad = ~np.isfinite(self.norm) | ~np.isfinite(self.B) | (big > (self.limit or np.inf))
-            bad[self.last + 1:] = False
-            if bad.any():
-                self.stopped_at = int(np.argmax(bad))
+        if self.stopped_at is None:
+            arrays = {"weight": self.W, "bias": self.B} if self.full else {
+                "absmax": self.absmax, "bias_all": self.B, "norm": self.norm}
+            absmax, bias, finite = per_step(arrays)
+            n = self.last + 1   # rows never written are NaN, not a break
+            self.stopped_at = first_break(absmax[:n], bias[:n], finite[:n], self.limit or np.inf)
         if self.stopped_at is None:
             return
         s = self.stopped_at
@@ -174,6 +166,26 @@ def stop_limit(w0: np.ndarray, b0: float) -> float:
     with np.errstate(all="ignore"):
         start = max(_absmax(w0), abs(float(b0)))
     return EXPLOSION_FACTOR * max(1.0, start if np.isfinite(start) else 0.0)
+
+
+def per_step(traj: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(max|w|, bias, finite) for every step: from the per-step summaries at scale, else from the full rows."""
+    with np.errstate(all="ignore"):
+        if "absmax" in traj:
+            bias = np.asarray(traj["bias_all"], dtype=np.float64)
+            return (np.asarray(traj["absmax"], dtype=np.float64), bias,
+                    np.isfinite(np.asarray(traj["norm"], dtype=np.float64)) & np.isfinite(bias))
+        w = np.asarray(traj["weight"], dtype=np.float64)
+        w = w.reshape(len(w), -1)
+        bias = np.asarray(traj["bias"], dtype=np.float64).reshape(-1)
+        return np.abs(w).max(axis=1, initial=0.0), bias, np.isfinite(w).all(axis=1) & np.isfinite(bias)
+
+
+def first_break(absmax: np.ndarray, bias: np.ndarray, finite: np.ndarray, limit: float) -> Optional[int]:
+    """The first step that breaks the stop rule (non-finite, or max(|w|, |b|) past `limit`), or None."""
+    with np.errstate(all="ignore"):
+        bad = ~finite | (np.fmax(absmax, np.abs(bias)) > limit)
+    return int(np.argmax(bad)) if bad.any() else None
 
 
 def breaks_rule(absmax: float, bias: float, limit: Optional[float]) -> bool:

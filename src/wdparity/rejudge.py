@@ -5,7 +5,8 @@ necessarily undecidable in float64, where rounding is 2^29 times smaller. `rejud
 runs of every such pair again in float64 (all pairs of all cases in one more worker per backend,
 the same task data), checks each float64 run against its own reference, judges the pair under the
 float64 envelopes, and keeps the float64 verdict when it decides more steps, saying so in the pair
-(`judged_in = "float64"`, the float32 result under `float32`).
+(`judged_in = "float64"`, the float32 result under `float32`). The caller judges those cases'
+claims again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import backend as registry
-from . import check, compare, diagnose, fidelity, harness, recording
+from . import compare, diagnose, envelope, fidelity, harness, recording
 
 KEPT = ("verdict", "max_abs_err", "max_rel_err", "first_divergent_step", "tensor", "compared_steps",
         "decidable_steps", "tol", "causes", "reason")
@@ -27,8 +28,8 @@ def float64_run(run):
                                env=backend.worker_env(run.config, task))
 
 
-def rejudge(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> int:
-    """Re-judge every undecidable float32 pair in float64; returns how many pairs were re-judged."""
+def rejudge(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> list:
+    """Re-judge every undecidable float32 pair in float64; returns the results whose pairs it re-judged."""
     items, data, todo, runs64 = [], {}, [], {}
     for ci, res in enumerate(results):
         pairs = [p for p in res.json["pairs"] if p["verdict"] == "undecidable" and p.get("dtype") == "float32"
@@ -42,7 +43,7 @@ def rejudge(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> int:
             items.append(run64.work_item(f"{key}-{name}", key))
         todo += [(ci, res, pair, key) for pair in pairs]
     if not todo:
-        return 0
+        return []
     out = harness.run_items(items, data, timeout=timeout)
     for ci, res, pair, key in todo:
         sides = {s: out[f"{key}-{pair[s]}"] for s in ("a", "b")}
@@ -57,7 +58,7 @@ def rejudge(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> int:
         bs = res.case.task.batch_size
         fids = {r.name: fidelity.fidelity(r.semantics.neutral(), t, res.data, bs, "float64")
                 for r, t in ((run_a, ta), (run_b, tb))}
-        envs = [check.envelope.envelope(r.semantics.neutral(), res.data, bs, "float64") for r in (run_a, run_b)]
+        envs = [envelope.envelope(r.semantics.neutral(), res.data, bs, "float64") for r in (run_a, run_b)]
         summary = compare.judge(ta, tb, envs, "float64")
         for k in ("curve", "tol_curve", "first_divergent_row", "tol_at_first"):
             summary.pop(k, None)
@@ -65,8 +66,7 @@ def rejudge(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> int:
         if summary["verdict"] == "diverges":
             found = diagnose.diagnose(run_a.semantics.neutral(), tb, run_b.semantics.neutral(), res.data, bs, "float64")
             summary["causes"] = found["causes"]
-        summary["fidelity"] = {n: {k: check.finite(v) if isinstance(v, float) else v for k, v in f.items()}
-                               for n, f in fids.items()}
+        summary["fidelity"] = {n: compare.finite_fields(f) for n, f in fids.items()}
         entry.update(summary)
         pair["float64"] = entry
         decided_more = summary["decidable_steps"] > pair["decidable_steps"] or summary["verdict"] != "undecidable"
@@ -79,5 +79,4 @@ def rejudge(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> int:
                               + (f"; float64 decides {summary['decidable_steps']}" if summary["verdict"] == "undecidable"
                                  else ""))
             pair["judged_in"] = "float64"
-        res.json["claim"] = check.judge_claim(res.case, res.json["runs"], res.json["pairs"], res.json["versions"])
-    return len(todo)
+    return list({id(res): res for _, res, _, _ in todo}.values())

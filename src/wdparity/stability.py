@@ -90,17 +90,12 @@ def measured_growth(traj: dict) -> Optional[dict]:
     """How the run's scale max(|w|, |b|) grows: the per-step factor fitted (log-linear, least squares) over the
     last half of its finite steps, the growth over that half, and whether it is geometric (>= GROWTH_RATIO x
     with R^2 >= 0.9)."""
-    from .recording import biases
+    from .recording import per_step
 
-    if "absmax" in traj:
-        w = np.asarray(traj["absmax"], dtype=np.float64)
-    else:
-        with np.errstate(all="ignore"):
-            w = np.abs(np.asarray(traj["weight"], dtype=np.float64)).max(axis=1, initial=0.0)
-    b = np.abs(biases(traj)[1])
+    w, b, finite = per_step(traj)
     with np.errstate(all="ignore"):
-        scale = np.fmax(w[:len(b)], b[:len(w)])
-    ok = np.isfinite(scale) & (scale > 0)
+        scale = np.fmax(w, np.abs(b))
+    ok = finite & (scale > 0)
     n = int(np.argmin(ok)) if not ok.all() else len(ok)
     if n < 8:
         return None
