@@ -12,7 +12,8 @@ import pytest
 from wdparity import fidelity
 from wdparity.backend import Inexpressible
 from wdparity.spec import Semantics, Task
-from wdparity_backends.torch_backend import DEFAULT_WD, TORCH_L1_AT_ZERO, backend
+from wdparity_backends.torch_backend import TORCH_L1_AT_ZERO, backend
+from wdparity_backends.torch_run import DEFAULT_WD
 from conftest import assert_battery_green, run_probe
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -277,7 +278,7 @@ PROBE = textwrap.dedent("""
     import inspect, json, warnings
     import torch
     from wdparity.schedules import multiplier
-    from wdparity_backends.torch_backend import _scheduler
+    from wdparity_backends.torch_run import scheduler as _scheduler
     warnings.simplefilter("ignore")
     out = {}
     for dt in (torch.float32, torch.float64):

@@ -64,7 +64,7 @@ def _transformation(optax, run, sched: dict, rate):
     """The run's optax GradientTransformation, as OptaxBackend.train builds it (fields may be tracers).
     `rate`: the step schedule's decay_rate typed in the run's dtype, as train() passes it, but as a NumPy
     scalar: exponential_decay tests `decay_rate == 0` in Python, which a traced jnp value cannot answer."""
-    from .optax_backend import transformation
+    from .optax_jax import transformation
 
     def schedule(init_value):
         if sched["kind"] == "step":
@@ -95,7 +95,8 @@ def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.nd
     import optax
     from jax import lax
 
-    from .optax_backend import OptaxRun, dense_loss, dense_params, require_x64
+    from .optax_jax import dense_loss, dense_params, require_x64
+    from .optax_vocab import OptaxRun
 
     task, dtype = jobs[0]["task"], np.dtype(jobs[0]["dtype"])
     require_x64(jax, dtype)   # as OptaxBackend.train: fixed at the worker's start-up, never flipped here

@@ -56,7 +56,7 @@ def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.nd
     import torch.nn.functional as F
     from torch import nn
 
-    from .torch_backend import DEFAULT_LR, KEYWORDS, TorchRun, _scheduler
+    from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun, scheduler as _scheduler
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

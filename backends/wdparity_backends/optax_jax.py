@@ -1,0 +1,87 @@
+"""What runs inside an optax worker: JAX's x64 flag, the Dense(1) parameters and loss, the optax chain.
+
+Shared by the adapter's train() and the vmapped grid (optax_batch.py), so both train exactly one model
+with one transformation builder. JAX itself is passed in (imported by the caller inside the worker).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wdparity.spec import TENSORS
+
+from .optax_vocab import ALIAS_KEYS, OptaxRun
+
+X64_VAR = "JAX_ENABLE_X64"   # read by JAX once, at import, into jax_enable_x64
+
+
+def x64_env(dtype: str) -> dict[str, str]:
+    """The worker environment fixing JAX's x64 flag for a run of `dtype` (float64 needs it, float32 runs
+    without it, as a JAX user's float32 program does): the harness starts one worker per env."""
+    return {X64_VAR: "1" if np.dtype(dtype) == np.float64 else "0"}
+
+
+def require_x64(jax, dtype) -> None:
+    """Raise unless this process's jax_enable_x64 is the one a `dtype` run is started with (x64_env): JAX
+    expects the flag set once at start-up, so a worker started wrongly refuses the job rather than
+    computing it in another precision (without x64 a float64 array is silently float32)."""
+    want = x64_env(dtype)[X64_VAR] == "1"
+    have = bool(jax.config.jax_enable_x64)
+    if have != want:
+        import os
+
+        given = os.environ.get(X64_VAR)
+        raise RuntimeError(f"this JAX worker runs with jax_enable_x64={have} ("
+                           f"{X64_VAR + ' unset' if given is None else f'{X64_VAR}={given}'} at start-up), the job "
+                           f"is {np.dtype(dtype)}: it must run in a worker started with {X64_VAR}="
+                           f"{x64_env(dtype)[X64_VAR]} (worker_env)")
+
+
+def dense_params(jnp, data: dict, dtype) -> dict:
+    """The initial params as a Flax nn.Dense(1) user has them: {"weight": kernel (d, 1), "bias": (1,)}."""
+    w0, b0 = np.asarray(data["w0"], dtype), np.asarray(data["b0"], dtype)
+    return {"weight": jnp.asarray(w0.reshape(w0.size, 1)), "bias": jnp.asarray(b0.reshape(1))}
+
+
+def dense_loss(jnp, factor: float, pen):
+    """loss(params, X, y): the regression loss of a Dense(1) layer, y an (n, 1) column (shapes checked at
+    trace time: an (n,) y against the (n, 1) prediction would broadcast r to (n, n)), plus the penalty."""
+
+    def loss_fn(params, X, y):
+        r = X @ params["weight"] + params["bias"] - y
+        if r.shape != (X.shape[0], 1):
+            raise ValueError(f"residual of shape {r.shape}, expected ({X.shape[0]}, 1)")
+        loss = jnp.mean(r ** 2) * (factor / 2)       # half_mse: mean(r^2)/2; mse: mean(r^2)
+        if pen is not None:
+            for k in pen.params:
+                loss = loss + pen.l2 * jnp.sum(params[k] ** 2) + pen.l1 * jnp.sum(jnp.abs(params[k]))
+        return loss
+
+    return loss_fn
+
+
+def transformation(optax, run: OptaxRun, schedule):
+    """The run's optax GradientTransformation; `schedule(init_value)` gives the optax schedule or None for a
+    constant (train() and the vmapped grid, whose fields may be tracers, share this one builder)."""
+
+    def mask(names):
+        return None if names is None else {k: k in names for k in TENSORS}
+
+    build = {  # one optax constructor per transform name, keywords as in optax
+        "add_decayed_weights": lambda t: optax.add_decayed_weights(weight_decay=t.weight_decay, mask=mask(t.mask)),
+        "scale_by_adam": lambda t: optax.scale_by_adam(b1=t.b1, b2=t.b2, eps=t.eps, eps_root=t.eps_root,
+                                                       nesterov=t.nesterov),
+        "trace": lambda t: optax.trace(decay=t.decay, nesterov=t.nesterov),
+        "scale_by_learning_rate": lambda t: optax.scale_by_learning_rate(
+            schedule(t.learning_rate) or t.learning_rate, flip_sign=t.flip_sign),
+        "scale": lambda t: optax.scale(t.step_size),
+        "scale_by_schedule": lambda t: optax.scale_by_schedule(
+            schedule(t.init_value) or optax.constant_schedule(t.init_value)),
+    }
+    if run.chain is not None:
+        return optax.chain(*[build[t.transform](t) for t in run.chain])
+    lr = schedule(run.learning_rate) or run.learning_rate
+    given = {k: getattr(run, k) for k in ALIAS_KEYS[run.optimizer] if getattr(run, k) is not None}
+    if "mask" in given:
+        given["mask"] = mask(given["mask"])
+    return getattr(optax, run.optimizer)(learning_rate=lr, **given)

@@ -1,0 +1,144 @@
+"""The torch run's vocabulary (torch.optim's class names and keywords, param groups) and its schedule as
+torch.optim.lr_scheduler objects.
+
+Shared by the adapter (torch_backend.py: describe, realize, train) and the batched grid (torch_batch.py),
+so neither imports the other's module. The sources of every statement are in torch_backend.py's docstring.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from wdparity.spec import TENSORS, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
+
+DEFAULT_LR = 1e-3        # sgd.py:32, adam.py:38, adamw.py:24
+DEFAULT_WD = {"SGD": 0.0, "Adam": 0.0, "AdamW": 1e-2}   # sgd.py:35, adam.py:41, adamw.py:27
+KEYWORDS = {
+    "SGD": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach", "differentiable",
+            "fused"),
+    "Adam": ("lr", "betas", "eps", "weight_decay", "amsgrad", "foreach", "maximize", "capturable", "differentiable",
+             "fused", "decoupled_weight_decay"),
+    "AdamW": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable",
+              "differentiable", "fused"),
+}
+MUST_BE_FALSE = {
+    "amsgrad": "AMSGrad normalises by the running max of v (torch/optim/adam.py:539), outside the neutral model",
+    "maximize": "maximize negates the gradient (torch/optim/sgd.py:344): gradient ascent is outside the neutral model",
+    "capturable": "capturable (CUDA graphs) is not modelled by this adapter",
+    "differentiable": "differentiable (autograd through the step) is not modelled by this adapter",
+}
+GROUP_ONLY = ("params", "weight_decay")
+
+
+class ParamGroup(Strict):
+    """One torch param group, tensors by neutral name; a missing weight_decay inherits the constructor's."""
+
+    params: list[str]
+    weight_decay: Optional[NonNeg] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_group_hyperparameters(cls, data: Any) -> Any:
+        for key in sorted(data) if isinstance(data, dict) else []:
+            if key not in GROUP_ONLY and key in {k for keys in KEYWORDS.values() for k in keys}:
+                raise fail(key, data[key], "cannot be set per group here: only `params` and `weight_decay` are "
+                           "(a per-tensor lr or optimizer setting is outside the neutral model)")
+        return data
+
+    @model_validator(mode="after")
+    def _names(self):
+        check_tensors("params", self.params)
+        return self
+
+
+class TorchRun(Strict):
+    optimizer: Literal["SGD", "Adam", "AdamW"]
+    lr: Optional[Positive] = None
+    momentum: Optional[Unit] = None
+    dampening: Optional[Unit] = None
+    nesterov: Optional[bool] = None
+    betas: Optional[list[Unit]] = Field(None, min_length=2, max_length=2)
+    eps: Optional[Positive] = None
+    weight_decay: Optional[NonNeg] = None
+    amsgrad: Optional[bool] = None
+    maximize: Optional[bool] = None
+    foreach: Optional[bool] = None
+    fused: Optional[bool] = None
+    capturable: Optional[bool] = None
+    differentiable: Optional[bool] = None
+    decoupled_weight_decay: Optional[bool] = None
+    param_groups: Optional[list[ParamGroup]] = None
+    penalty: Optional[Penalty] = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        own = KEYWORDS[self.optimizer]
+        for key in sorted({k for keys in KEYWORDS.values() for k in keys}):
+            if getattr(self, key) is not None and key not in own:
+                raise fail(key, getattr(self, key), f"is not a keyword of torch.optim.{self.optimizer}")
+        for key, why in MUST_BE_FALSE.items():
+            if getattr(self, key):
+                raise fail(key, True, f"must be false: {why}")
+        if self.foreach and self.fused:
+            raise fail("fused", True, "cannot be true together with foreach (torch raises RuntimeError)")
+        if self.nesterov and (not self.momentum or self.dampening):
+            raise fail("nesterov", True, "requires momentum > 0 and dampening = 0 (torch/optim/sgd.py:63)")
+        if self.dampening and not self.momentum:
+            raise fail("dampening", self.dampening, "needs momentum > 0: torch applies dampening only to the momentum "
+                       "buffer (torch/optim/sgd.py:357-364) and silently ignores it without one")
+        if self.param_groups is not None:
+            if not self.param_groups:
+                raise fail("param_groups", [], "must hold at least one group")
+            seen: set[str] = set()
+            for i, group in enumerate(self.param_groups):
+                twice = seen.intersection(group.params)
+                if twice:
+                    raise fail(f"param_groups[{i}].params", group.params, f"names {sorted(twice)} again: "
+                               "some parameters appear in more than one parameter group (torch/optim/optimizer.py:1187)")
+                seen.update(group.params)
+            frozen = [name for name in (self.penalty.params if self.penalty else []) if name not in seen]
+            if frozen:
+                raise fail("penalty.params", self.penalty.params, f"names {frozen}, which no param group names: torch "
+                           "never updates it (frozen), so its penalty would change nothing")
+        return self
+
+    def per_tensor_weight_decay(self) -> dict[str, float]:
+        """weight_decay of each trained tensor: its group's, else the constructor's, else the optimizer's default."""
+        top = DEFAULT_WD[self.optimizer] if self.weight_decay is None else self.weight_decay
+        if self.param_groups is None:
+            return {name: top for name in TENSORS}
+        out = {}
+        for group in self.param_groups:
+            for name in group.params:
+                out[name] = top if group.weight_decay is None else group.weight_decay
+        return out
+
+    @property
+    def frozen(self) -> list[str]:
+        """Tensors that no param group names: torch never updates them."""
+        if self.param_groups is None:
+            return []
+        named = {name for group in self.param_groups for name in group.params}
+        return [name for name in TENSORS if name not in named]
+
+    @property
+    def decoupled(self) -> bool:
+        return self.optimizer == "AdamW" or bool(self.decoupled_weight_decay)
+
+
+def scheduler(torch, optimizer, schedule: dict, lr: float, steps: int):
+    """The run's schedule as torch.optim.lr_scheduler objects (stepped once per optimizer step)."""
+    sched = torch.optim.lr_scheduler
+    if schedule["kind"] == "step":
+        return sched.StepLR(optimizer, step_size=int(schedule["every"]), gamma=float(schedule["factor"]))
+    if schedule["kind"] == "cosine":
+        total, floor = int(schedule["total"]), float(schedule.get("floor", 0.0))
+        cosine = sched.CosineAnnealingLR(optimizer, T_max=total, eta_min=floor * lr)
+        if steps - 1 <= total:
+            return cosine
+        # CosineAnnealingLR is periodic (lr_scheduler.py:1440): hold eta_min after `total` instead
+        hold = sched.ConstantLR(optimizer, factor=floor, total_iters=steps + 1)
+        return sched.SequentialLR(optimizer, [cosine, hold], milestones=[total])
+    return None
