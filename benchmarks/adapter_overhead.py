@@ -7,9 +7,9 @@ write in the same framework, so that the tool's time goes into the frameworks an
 For each setting the script times, in a fresh subprocess with the harness's single-threaded WORKER_ENV
 (plus the backend's own worker_env, e.g. KERAS_BACKEND; MXNet under its own venv's interpreter):
   adapter   backend.train(job, data), the job built by Run.work_item from a case file, exactly as
-            wdparity.worker calls it (job through JSON, data through .npz);
+            wdparity.run.worker calls it (job through JSON, data through .npz);
   idiomatic the same optimizer (real framework objects), same hyperparameters, same float32, same batches
-            (wdparity.data.batches), written the way the framework's docs write a loop: torch eager
+            (wdparity.engine.data.batches), written the way the framework's docs write a loop: torch eager
             zero_grad/backward/step; Keras-on-TF a @tf.function step with GradientTape + apply_gradients;
             Keras-on-JAX the stateless API under jax.jit; optax a @jax.jit step; MXNet Gluon Trainer with
             autograd.record. The baseline RECORDS the weights after every step into a preallocated numpy
@@ -75,7 +75,7 @@ SETTINGS = {
 
 # ------------------------------------------------------------------ idiomatic loops (run in the child)
 def _rows_and_store(data, record, d):
-    from wdparity.data import batches
+    from wdparity.engine.data import batches
 
     rows = batches(data["order"], 32)
     n = len(rows) + 1 if record else 2
@@ -298,9 +298,9 @@ def toml(v) -> str:
 
 
 def prepare(tmp: Path, name: str, backends: Path) -> tuple[list[str], dict, dict]:
-    from wdparity.case import load_case
-    from wdparity.data import make_data
-    from wdparity.harness import WORKER_ENV
+    from wdparity.engine.data import make_data
+    from wdparity.run.cases import load_case
+    from wdparity.run.harness import WORKER_ENV
 
     backend, run, idiom = SETTINGS[name]
     lines = ["title = \"adapter overhead\"", "[task]", *(f"{k} = {toml(v)}" for k, v in TASK.items())]

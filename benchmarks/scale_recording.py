@@ -69,7 +69,7 @@ weight_decay = 0.5
 # Judge in-process so this process's own peak RSS is the judge's (workers are children).
 JUDGE = """
 import json, resource, sys, time
-from wdparity.check import check_cases
+from wdparity.judge.check import check_cases
 start = time.perf_counter()
 res = check_cases([sys.argv[1]])[0]
 doc = res.json

@@ -36,10 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "backends"))
 
-from wdparity import harness  # noqa: E402
-from wdparity import backend as registry  # noqa: E402
-from wdparity.data import losses, make_data  # noqa: E402
-from wdparity.grid import load_grid, plan_items  # noqa: E402
+from wdparity.engine.data import losses, make_data
+from wdparity.run import harness, registry
+from wdparity.tools.grid import load_grid, plan_items
 
 PROBE = r"""
 import json, torch

@@ -53,10 +53,13 @@ def scaled(raw, keys, factor):
 
 def main(argv=None) -> int:
     sys.path[:0] = [str(ROOT / "src"), str(ROOT / "backends")]
-    from wdparity import compare, envelope, harness, reference
-    from wdparity.case import load_run, read_toml
-    from wdparity.check import check_cases
     from wdparity.cli import case_files
+    from wdparity.engine import reference
+    from wdparity.judge import compare, envelope
+    from wdparity.judge.check import check_cases
+    from wdparity.run import harness
+    from wdparity.run.cases import load_run
+    from wdparity.spec.casefile import read_toml
 
     p = argparse.ArgumentParser()
     p.add_argument("paths", nargs="*", default=[str(ROOT / "comparisons")])
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
         run_a = res.case.runs[pr["a"]]
         envs = [envelope.envelope(run_a.semantics.neutral(), res.data, bs, run_a.dtype),
                 envelope.envelope(new.semantics.neutral(), res.data, bs, new.dtype)]
-        from wdparity.recording import as_trajectory
+        from wdparity.engine.recording import as_trajectory
         verdict = compare.judge(res.trajectories[pr["a"]], as_trajectory(r.arrays), envs,
                                 compare.pair_dtype((run_a.dtype, new.dtype)))
         # how far the change moves the run in exact-ish arithmetic: below the pair's own tolerance no judge

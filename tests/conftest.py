@@ -34,9 +34,9 @@ def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subproc
 @pytest.fixture
 def bad_run(write_case):
     """The InputError that loading a case with `run` (a backend's keys) raises, via a real TOML file."""
-    from wdparity.case import load_case
-    from wdparity.errors import InputError
-    from wdparity.translate import toml_value
+    from wdparity.run.cases import load_case
+    from wdparity.spec.errors import InputError
+    from wdparity.tools.translate import toml_value
 
     def load(backend: str, run: dict, task: str = ""):
         body = "\n".join(f"{k} = {toml_value(v)}" for k, v in run.items())
@@ -51,7 +51,7 @@ def bad_run(write_case):
 def assert_battery_green(name: str, dtype: str, realized: int, inexpressible: int) -> dict:
     """The whole fidelity battery of backend `name`: every case runs and meets the reference of its own
     describe() (1e-9 relative in float64); the counts pin how much of the neutral battery it expresses."""
-    from wdparity import fidelity
+    from wdparity.judge import fidelity
 
     cases, refused = fidelity.native_battery(name)
     extras = len(fidelity.registry.get(name).battery_extras())

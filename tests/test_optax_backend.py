@@ -7,11 +7,11 @@ import json
 import textwrap
 
 import pytest
-
-from wdparity import fidelity
-from wdparity.spec import Semantics, Task
-from wdparity_backends.optax_backend import JAX_L1_AT_ZERO, backend
 from conftest import assert_battery_green, run_probe
+
+from wdparity.judge import fidelity
+from wdparity.spec.models import Semantics, Task
+from wdparity_backends.optax_backend import JAX_L1_AT_ZERO, backend
 
 HAVE_JAX = importlib.util.find_spec("jax") is not None and importlib.util.find_spec("optax") is not None
 needs_jax = pytest.mark.skipif(not HAVE_JAX, reason="jax/optax not installed (pip install 'wdparity[jax]')")
@@ -94,7 +94,7 @@ def test_adam_bias_corrections_are_float32_in_float32_runs():
     """Without x64 (every float32 run) optax computes 1 - b^t in float32 from float32 betas, as Keras does;
     float64 runs (x64) compute them in float64. The float32 battery fails without this (max rel err 8e-6 against
     exact corrections, 2.6x the tolerance; measured)."""
-    from wdparity.backend import Inexpressible
+    from wdparity.run.backend import Inexpressible
 
     for run in ({"optimizer": "adam", "learning_rate": 0.01}, {"chain": [adw(0.1), ADAM, LR]}):
         assert describe(run)["optimizer"]["bias_correction_dtype"] == "float32"
@@ -145,7 +145,7 @@ def test_bad_runs_name_the_key(bad_run, run, schedule, key, words):
 PROBE = textwrap.dedent("""
     import json, jax, numpy as np
     import jax.numpy as jnp, optax
-    from wdparity.schedules import multiplier
+    from wdparity.engine.schedules import multiplier
     assert jax.config.jax_enable_x64   # JAX_ENABLE_X64=1 at start-up (run_probe env)
     out = {"abs_grad_at_0": float(jax.grad(jnp.abs)(0.0)),
            "abs_grad_at_0_f32": float(jax.grad(jnp.abs)(jnp.float32(0)))}
@@ -162,13 +162,13 @@ PROBE = textwrap.dedent("""
 SHAPE_PROBE = textwrap.dedent("""
     import json, jax, numpy as np
     import jax.numpy as jnp, optax
-    from wdparity import fidelity
-    from wdparity.data import make_data
+    from wdparity.judge import fidelity
+    from wdparity.engine.data import make_data
     from wdparity_backends import optax_backend
     out = {}
     # The params exactly as the adapter trains them (a Flax nn.Dense(1): kernel (d, 1), bias (1,)), and as
     # train() hands them to its Recorder.
-    from wdparity.spec import Task
+    from wdparity.spec.models import Task
     task = Task.model_validate(fidelity.BATTERY_TASK).model_dump()
     data = make_data(task)
     params = optax_backend.dense_params(jnp, data, np.float64)
@@ -253,7 +253,7 @@ def test_battery(dtype):
 def test_float32_and_float64_runs_get_separate_workers(write_case):
     """JAX reads jax_enable_x64 once: float32 and float64 runs of one case go to two workers, each started
     with JAX_ENABLE_X64 fixed (harness: one worker per (backend, interpreter, env))."""
-    from wdparity.case import load_case
+    from wdparity.run.cases import load_case
 
     path = write_case('title = "t"\n[runs.a]\nbackend = "optax"\noptimizer = "sgd"\nlearning_rate = 0.1\n'
                       '[runs.b]\nbackend = "optax"\noptimizer = "sgd"\nlearning_rate = 0.1\ndtype = "float64"\n'
@@ -271,9 +271,9 @@ def test_float32_and_float64_runs_get_separate_workers(write_case):
 
 X64_PROBE = textwrap.dedent("""
     import json, sys, jax
-    from wdparity import fidelity
-    from wdparity.data import make_data
-    from wdparity.spec import Task
+    from wdparity.judge import fidelity
+    from wdparity.engine.data import make_data
+    from wdparity.spec.models import Task
     from wdparity_backends import optax_backend, optax_batch
     task = Task.model_validate(fidelity.BATTERY_TASK).model_dump()
     data = make_data(task)
@@ -356,7 +356,7 @@ def test_every_accepted_keyword_reaches_optax(run):
 
 
 def test_realize_refuses_frozen_tensors_naming_the_nearest_setting():
-    from wdparity.backend import Inexpressible
+    from wdparity.run.backend import Inexpressible
 
     sem = Semantics.model_validate({"optimizer": {"name": "adam", "lr": 0.01}, "frozen": ["bias"],
                                     "decay": [{"coupling": "decoupled", "coefficient": 0.1, "params": ["weight"]}]})

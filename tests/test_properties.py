@@ -6,10 +6,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wdparity import reference
-from wdparity.data import make_data
-from wdparity.spec import Penalty, Semantics, Task
-from wdparity.stability import sgd_bound
+from wdparity.engine import reference
+from wdparity.engine.data import make_data
+from wdparity.judge.stability import sgd_bound
+from wdparity.spec.models import Penalty, Semantics, Task
 
 TASK = Task.model_validate({"num_inputs": 6, "n_train": 12, "n_test": 4, "batch_size": 3, "epochs": 3, "seed": 5})
 DATA = make_data(TASK.model_dump())

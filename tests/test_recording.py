@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wdparity import recording
-from wdparity.check import check_cases
-from wdparity.data import make_data
+from wdparity.engine import recording
+from wdparity.engine.data import make_data
+from wdparity.judge.check import check_cases
 
 CASE = """
 title = "coupled vs decoupled momentum SGD, recorded {record}"

@@ -10,7 +10,8 @@ import sys
 import time
 
 from conftest import ROOT, cli
-from wdparity.check import TIMING_FIELDS
+
+from wdparity.judge.check import TIMING_FIELDS
 
 CASE = """
 title = "{title}"
@@ -175,6 +176,7 @@ def test_log_ticks_are_decades_else_1_2_5():
 
 def test_nan_and_inf_break_the_line_and_never_reach_the_svg():
     import numpy as np
+
     from wdparity.report.svgplot import Figure
 
     fig = Figure(300, 200)
@@ -192,6 +194,7 @@ def test_nan_and_inf_break_the_line_and_never_reach_the_svg():
 
 def test_degenerate_series_still_draw():
     import numpy as np
+
     from wdparity.report.svgplot import Figure
 
     for ys, log in (([], False), ([], True), ([3.0] * 10, False), ([3.0] * 10, True), ([0.0] * 5, True),
@@ -214,7 +217,7 @@ def test_case_figure_escapes_names_and_titles():
 def test_sweep_figure_escapes_and_handles_missing_points():
     from types import SimpleNamespace
 
-    from wdparity.sweep import sweep_figure
+    from wdparity.report.plots import sweep_figure
 
     sw = SimpleNamespace(title="<i>sweep</i>", values=[0.0, 0.1, 1.0], curves={
         "x": {"label": "<script>alert(1)</script>", "test_loss": [1.0, None, 0.5], "train_loss": [0.9, 0.8, None]},
@@ -241,6 +244,7 @@ def test_figures_are_deterministic_and_small():
 
 def test_thin_keeps_extremes_and_at_most_max_points():
     import numpy as np
+
     from wdparity.report.plots import MAX_POINTS, thin
 
     y = np.zeros(5000)

@@ -8,13 +8,13 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import assert_battery_green, run_probe
 
-from wdparity import fidelity
-from wdparity.backend import Inexpressible
-from wdparity.spec import Semantics, Task
+from wdparity.judge import fidelity
+from wdparity.run.backend import Inexpressible
+from wdparity.spec.models import Semantics, Task
 from wdparity_backends.torch_backend import TORCH_L1_AT_ZERO, backend
 from wdparity_backends.torch_run import DEFAULT_WD
-from conftest import assert_battery_green, run_probe
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed (pip install 'wdparity[torch]')")
@@ -148,7 +148,7 @@ def test_realize_names_only_the_trained_tensors():
 def test_frozen_runs_batch_and_stay_frozen_in_the_batched_path():
     """torch_batch builds exactly the named groups, as train() does: a frozen tensor stays frozen there too."""
     pytest.importorskip("torch")
-    from wdparity.data import make_data
+    from wdparity.engine.data import make_data
 
     def job(wd):
         run = {"optimizer": "SGD", "lr": 0.1, "param_groups": [{"params": ["weight"], "weight_decay": wd}]}
@@ -197,8 +197,8 @@ decay = [{{ coefficient = 0.1, params = ["weight"]{decoupled} }}]
 @pytest.mark.parametrize("optimizer", ["SGD", "AdamW"])
 def test_a_tensor_no_group_names_keeps_its_initial_value_natively_and_in_the_reference(write_case, optimizer):
     """issue 15: `param_groups = [{params = ["weight"], weight_decay = 0.1}]` never updates the bias in torch."""
-    from wdparity import reference
-    from wdparity.check import check_cases
+    from wdparity.engine import reference
+    from wdparity.judge.check import check_cases
 
     decoupled = ', coupling = "decoupled", scale = "lr"' if optimizer == "AdamW" else ""
     path = write_case(FROZEN_CASE.format(optimizer=optimizer, numpy="adam" if optimizer == "AdamW" else "sgd",
@@ -277,7 +277,7 @@ def test_bad_runs_name_the_key(bad_run, run, key, words):
 PROBE = textwrap.dedent("""
     import inspect, json, warnings
     import torch
-    from wdparity.schedules import multiplier
+    from wdparity.engine.schedules import multiplier
     from wdparity_backends.torch_run import scheduler as _scheduler
     warnings.simplefilter("ignore")
     out = {}
@@ -367,7 +367,7 @@ def test_battery(dtype):
 ])
 def test_battery_detects_a_wrong_model(case, mutate):
     """The native trajectory against a slightly wrong semantic model must fail in float64."""
-    from wdparity.data import make_data
+    from wdparity.engine.data import make_data
 
     task_over, run = backend.battery_extras()[case]
     task = Task.model_validate({**fidelity.BATTERY_TASK, **task_over, "dtype": "float64"})

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import cli
-from wdparity import backend as registry
-from wdparity.backend import Inexpressible
-from wdparity.check import check_cases
-from wdparity.errors import InputError
-from wdparity.translate import parse_assignments, to_toml, translate
+
+from wdparity.judge.check import check_cases
+from wdparity.run import registry
+from wdparity.run.backend import Inexpressible
+from wdparity.spec.errors import InputError
+from wdparity.tools.translate import parse_assignments, to_toml, translate
 
 
 def test_values_are_toml_literals_or_bare_words_never_code():
@@ -139,7 +139,7 @@ def test_round_trip_every_source_to_every_target(tmp_path):
 
 
 def test_explain_says_which_tensors_are_frozen():
-    from wdparity.translate import explain
+    from wdparity.tools.translate import explain
 
     sem, text = explain("torch", ["optimizer=SGD", "lr=0.1", 'param_groups=[{params=["weight"], weight_decay=0.1}]'])
     assert sem.frozen == ["bias"]

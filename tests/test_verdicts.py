@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import check_json
 
-from wdparity import compare, diagnose, envelope, recording, reference
-from wdparity.data import make_data
-from wdparity.spec import Task
+from wdparity.engine import recording, reference
+from wdparity.engine.data import make_data
+from wdparity.judge import compare, diagnose, envelope
+from wdparity.spec.models import Task
 
 SGD = {"name": "sgd", "lr": 0.003, "momentum": 0.0, "dampening": 0.0, "nesterov": False, "momentum_form": "buffer"}
 

@@ -61,13 +61,25 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import model_validator
 
-from wdparity.backend import Backend, Inexpressible, load_battery
-from wdparity.data import batches
-from wdparity.recording import Recorder
-from wdparity.spec import (TENSORS, AdamSpec, DecayRule, NonNeg, Positive, Semantics, SgdSpec, Strict, Task, Unit,
-                           check_tensors, fail)
+from wdparity.engine.data import batches
+from wdparity.engine.recording import Recorder
+from wdparity.run.backend import Backend, Inexpressible, load_battery
+from wdparity.spec.models import (
+    TENSORS,
+    AdamSpec,
+    DecayRule,
+    NonNeg,
+    Positive,
+    Semantics,
+    SgdSpec,
+    Strict,
+    Task,
+    Unit,
+    check_tensors,
+    fail,
+)
 
-from .optax_backend import require_x64, x64_env   # JAX's x64 flag, shared with the optax adapter
+from .optax_backend import require_x64, x64_env  # JAX's x64 flag, shared with the optax adapter
 
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 # d|w|/dw at w = 0 through each backend's autodiff (tf.abs and torch.abs backward: sign(0) = 0; JAX: the

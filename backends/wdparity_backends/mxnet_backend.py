@@ -19,10 +19,22 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import model_validator
 
-from wdparity.backend import Backend, Inexpressible
-from wdparity.errors import InputError
-from wdparity.spec import (AdamSpec, DecayRule, NonNeg, Penalty, Positive, Semantics, SgdSpec, Strict, Task, Unit,
-                           check_tensors, fail)
+from wdparity.run.backend import Backend, Inexpressible
+from wdparity.spec.errors import InputError
+from wdparity.spec.models import (
+    AdamSpec,
+    DecayRule,
+    NonNeg,
+    Penalty,
+    Positive,
+    Semantics,
+    SgdSpec,
+    Strict,
+    Task,
+    Unit,
+    check_tensors,
+    fail,
+)
 
 from .mxnet_setup import default_venv, venv_python
 
@@ -232,8 +244,8 @@ class MxnetBackend(Backend):
         import mxnet as mx
         from mxnet import autograd, gluon, nd
 
-        from wdparity.data import batches
-        from wdparity.recording import Recorder
+        from wdparity.engine.data import batches
+        from wdparity.engine.recording import Recorder
 
         task, run, dtype = job["task"], job["run"], job["dtype"]
         opt = run["optimizer"]

@@ -11,9 +11,9 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import Field, model_validator
 
-from wdparity import reference
-from wdparity.backend import Backend
-from wdparity.spec import AdamSpec, DecayRule, Penalty, Positive, Semantics, SgdSpec, Strict, Task, Unit, fail
+from wdparity.engine import reference
+from wdparity.run.backend import Backend
+from wdparity.spec.models import AdamSpec, DecayRule, Penalty, Positive, Semantics, SgdSpec, Strict, Task, Unit, fail
 
 
 class NumpyRun(Strict):
@@ -75,25 +75,25 @@ class NumpyBackend(Backend):
 
     def batch_groups(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[list[int]]:
         """Jobs whose semantics differ only in lr and decay coefficients (a missing rule counting as
-        coefficient 0) train as one batched reference run (wdparity.batched); checkpoint recording
-        (record_steps) stays serial."""
+        coefficient 0) train as one reference run with a config axis (engine/batching.py); checkpoint
+        recording (record_steps) stays serial."""
         import json
 
-        from wdparity import batched
+        from wdparity.engine import batching
 
         if "record_steps" in data:
-            return batched.partition([None] * len(jobs))
-        return batched.groups([job["semantics"] for job in jobs],
+            return batching.partition([None] * len(jobs))
+        return batching.groups([job["semantics"] for job in jobs],
                               [json.dumps([job["task"], job["dtype"]], sort_keys=True) for job in jobs])
 
     def train_batch(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-        from wdparity import batched
+        from wdparity.engine import batching
 
         def vectorized(group: list[dict], data: dict) -> list[dict]:
-            return batched.run([j["semantics"] for j in group], data, int(group[0]["task"]["batch_size"]),
+            return reference.run([j["semantics"] for j in group], data, int(group[0]["task"]["batch_size"]),
                                group[0]["dtype"])
 
-        return batched.train_grouped(self.batch_groups(jobs, data), jobs, data, self.train, vectorized)
+        return batching.train_grouped(self.batch_groups(jobs, data), jobs, data, self.train, vectorized)
 
 
 backend = NumpyBackend()

@@ -45,10 +45,10 @@ from typing import Optional
 
 import numpy as np
 
-from wdparity.backend import Backend, Inexpressible
-from wdparity.data import batches, loss_factor
-from wdparity.recording import Recorder
-from wdparity.spec import TENSORS, AdamSpec, DecayRule, Semantics, SgdSpec, Task
+from wdparity.engine.data import batches, loss_factor
+from wdparity.engine.recording import Recorder
+from wdparity.run.backend import Backend, Inexpressible
+from wdparity.spec.models import TENSORS, AdamSpec, DecayRule, Semantics, SgdSpec, Task
 
 from .optax_jax import dense_loss, dense_params, require_x64, transformation, x64_env
 from .optax_vocab import OptaxRun, describe_chain
@@ -236,14 +236,14 @@ class OptaxBackend(Backend):
     def batch_groups(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[list[int]]:
         """Runs differing only in learning rates, decay and penalty values train as one jit(vmap) with the
         chain built from traced scalars (optax_batch.py); checkpoint recording (record_steps) stays serial."""
-        from wdparity.batched import partition
+        from wdparity.engine.batching import partition
 
         from .optax_batch import batch_key
 
         return partition([None if "record_steps" in data else batch_key(job) for job in jobs])
 
     def train_batch(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-        from wdparity.batched import train_grouped
+        from wdparity.engine.batching import train_grouped
 
         from . import optax_batch
 

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from wdparity.data import batches, loss_factor
+from wdparity.engine.data import batches, loss_factor
 
 VARYING = ("learning_rate", "weight_decay", "step_size", "init_value", "l1", "l2")
 

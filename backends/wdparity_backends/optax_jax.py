@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wdparity.spec import TENSORS
+from wdparity.spec.models import TENSORS
 
 from .optax_vocab import ALIAS_KEYS, OptaxRun
 

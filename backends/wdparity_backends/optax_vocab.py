@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 import numpy as np
 from pydantic import Discriminator, Tag, model_validator
 
-from wdparity.errors import InputError
-from wdparity.spec import TENSORS, DecayRule, Finite, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
+from wdparity.spec.errors import InputError
+from wdparity.spec.models import TENSORS, DecayRule, Finite, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
 
 SCALINGS = ("scale", "scale_by_learning_rate", "scale_by_schedule")
 CARRIERS = ("scale_by_learning_rate", "scale_by_schedule")   # the transforms that carry the run's schedule

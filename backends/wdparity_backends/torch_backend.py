@@ -42,12 +42,13 @@ from typing import Any
 
 import numpy as np
 
-from wdparity.backend import Backend, Inexpressible
-from wdparity.data import batches
-from wdparity.recording import Recorder
-from wdparity.spec import TENSORS, AdamSpec, DecayRule, Semantics, SgdSpec, Task
+from wdparity.engine.data import batches
+from wdparity.engine.recording import Recorder
+from wdparity.run.backend import Backend, Inexpressible
+from wdparity.spec.models import TENSORS, AdamSpec, DecayRule, Semantics, SgdSpec, Task
 
-from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun, scheduler as lr_scheduler
+from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun
+from .torch_run import scheduler as lr_scheduler
 
 TORCH_L1_AT_ZERO = 0.0   # torch.autograd.grad(torch.abs(x), x) at x = 0 is 0 (abs' = sgn); measured in the tests
 
@@ -235,14 +236,14 @@ class TorchBackend(Backend):
         """Runs differing only in lr / weight_decay values train as one optimizer with a param group per
         config (torch_batch.py: exactly the named groups, so a frozen tensor stays frozen there too);
         checkpoint recording (record_steps) stays serial."""
-        from wdparity.batched import partition
+        from wdparity.engine.batching import partition
 
         from .torch_batch import batch_key
 
         return partition([None if "record_steps" in data else batch_key(job) for job in jobs])
 
     def train_batch(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-        from wdparity.batched import train_grouped
+        from wdparity.engine.batching import train_grouped
 
         from . import torch_batch
 

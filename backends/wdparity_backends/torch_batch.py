@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from wdparity.data import batches
+from wdparity.engine.data import batches
 
 VARYING = ("lr", "weight_decay")   # top-level keys whose values may differ within a batch (and groups' weight_decay)
 
@@ -56,7 +56,8 @@ def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.nd
     import torch.nn.functional as F
     from torch import nn
 
-    from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun, scheduler as _scheduler
+    from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun
+    from .torch_run import scheduler as _scheduler
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from wdparity.spec import TENSORS, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
+from wdparity.spec.models import TENSORS, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
 
 DEFAULT_LR = 1e-3        # sgd.py:32, adam.py:38, adamw.py:24
 DEFAULT_WD = {"SGD": 0.0, "Adam": 0.0, "AdamW": 1e-2}   # sgd.py:35, adam.py:41, adamw.py:27

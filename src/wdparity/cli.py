@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .errors import InputError
+from wdparity.spec.errors import InputError
 
 DEFAULT_CATALOGUE = "comparisons"
 DEFAULT_SWEEPS = "sweeps"
@@ -133,26 +133,26 @@ def case_files(paths: list[str]) -> list[str]:
 
 
 def cmd_check(args) -> int:
-    from .check import check_cases, exit_code
+    from wdparity.judge.check import check_cases, exit_code
 
     results = check_cases([args.case], overrides=_python_overrides(args.python), timeout=_timeout(args.timeout))
     if args.json:
         print(json.dumps(results[0].json, indent=2, sort_keys=False))
     else:
-        from .report.console import print_case
+        from wdparity.report.console import print_case
 
         print_case(results[0].json)
     return exit_code(results)
 
 
 def cmd_run(args) -> int:
-    from .check import check_cases, exit_code
-    from .report.console import progress
-    from .report.writer import write_reports
-
-    from .case import load_case
-    from .grid import finish_shared, shared_work
-    from .sweep import from_grid, is_sweep, load_sweep
+    from wdparity.judge.check import check_cases, exit_code
+    from wdparity.report.console import progress
+    from wdparity.report.writer import write_reports
+    from wdparity.run.cases import load_case
+    from wdparity.spec.sweepfile import is_sweep
+    from wdparity.tools.grid import finish_shared, shared_work
+    from wdparity.tools.sweep import from_grid, load_sweep
 
     files = case_files(args.paths)
     sweeps = [f for f in files if is_sweep(f)]
@@ -169,16 +169,16 @@ def cmd_run(args) -> int:
                               extra=(sweep_items, sweep_data, sweep_results))
     swept = [from_grid(finish_shared(plan, sweep_results)) for plan in plans]
     written = write_reports(results, out, plots=not args.no_plots, sweeps=swept)
-    from .report.console import print_summary
+    from wdparity.report.console import print_summary
 
     print_summary(results, written)
     return exit_code(results)
 
 
 def cmd_sweep(args) -> int:
-    from .grid import load_grid, run_grid
-    from .grid_report import print_grid, write
-    from .sweep import is_sweep
+    from wdparity.report.grid import print_grid, write
+    from wdparity.spec.sweepfile import is_sweep
+    from wdparity.tools.grid import load_grid, run_grid
 
     files = case_files(args.paths)
     out = _out_dir(args.out)
@@ -197,7 +197,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .translate import explain
+    from wdparity.tools.translate import explain
 
     semantics, text = explain(args.backend, args.settings)
     if args.json:
@@ -208,8 +208,8 @@ def cmd_explain(args) -> int:
 
 
 def cmd_translate(args) -> int:
-    from .backend import Inexpressible
-    from .translate import to_toml, translate
+    from wdparity.run.backend import Inexpressible
+    from wdparity.tools.translate import to_toml, translate
 
     try:
         result = translate(args.case, args.run, args.to)
@@ -226,8 +226,8 @@ def cmd_translate(args) -> int:
 
 
 def cmd_conventions(args) -> int:
-    from .conventions import build
-    from .report.writer import atomic_write
+    from wdparity.report.writer import atomic_write
+    from wdparity.tools.conventions import build
 
     if not Path(args.settings).is_file():
         raise InputError("", "--settings", "must be an existing settings file", args.settings)
@@ -240,9 +240,9 @@ def cmd_conventions(args) -> int:
 def cmd_setup(args) -> int:
     if args.target != "mxnet":
         raise InputError("", "setup TARGET", "must be one of ['mxnet']", args.target)
-    from wdparity_backends import mxnet_setup
-
     import subprocess
+
+    from wdparity_backends import mxnet_setup
 
     path = Path(args.path) if args.path else mxnet_setup.default_venv()
     try:
@@ -301,7 +301,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.version:
-            from . import __version__
+            from wdparity import __version__
 
             print(f"wdparity {__version__}")
             return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from wdparity import reference
+from wdparity.engine import reference
 from wdparity_backends.numpy_backend import NumpyBackend
 
 

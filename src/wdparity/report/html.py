@@ -9,7 +9,7 @@ from __future__ import annotations
 from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from markupsafe import Markup
 
-from ..spec import TENSORS
+from wdparity.spec.models import TENSORS
 
 
 def mask_coverage(case_json: dict) -> list[dict]:
@@ -35,14 +35,14 @@ def render(doc: dict, results, plots: bool = True, sweeps=()) -> str:
     env.filters["fmt"] = fmt
     figures = {}
     if plots:
-        from .plots import case_figure
+        from wdparity.report.plots import case_figure
 
         for res in results:
             figures[res.case.path] = Markup(case_figure(res))
     cases = [{**c, "figure": figures.get(c["case"]), "coverage": mask_coverage(c)} for c in doc["cases"]]
     sweep_views = []
     for sw in sweeps:
-        from ..sweep import sweep_figure
+        from wdparity.report.plots import sweep_figure
 
         sweep_views.append({**sw.to_json(), "figure": Markup(sweep_figure(sw)) if plots else None})
     return env.get_template("report.html").render(doc=doc, cases=cases, summary=doc["summary"], sweeps=sweep_views)

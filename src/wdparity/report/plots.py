@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .svgplot import Figure, color, legend
+from wdparity.report.svgplot import Figure, color, legend
 
 MAX_POINTS = 400   # per drawn line: more only costs SVG size and time, the eye sees no difference
 
@@ -42,8 +42,8 @@ CASE_W, CASE_H, PAD = 1100, 540, 6
 
 def case_figure(result) -> str:
     """One SVG for a CaseResult: ||w||, bias, pair errors; train and test loss (per recorded step)."""
-    from .. import recording
-    from ..data import losses
+    from wdparity.engine import recording
+    from wdparity.engine.data import losses
 
     fig = Figure(CASE_W, CASE_H, label=f"figure: {result.case.title}")
     cw, ch = (CASE_W - 2 * PAD) / 3, (CASE_H - 2 * PAD) / 2

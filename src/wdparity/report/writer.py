@@ -12,8 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..check import core_versions
-from . import markdown
+from wdparity.judge.check import core_versions
+from wdparity.report import markdown
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -68,7 +68,7 @@ def write_reports(results, out: Path, plots: bool = True, sweeps=()) -> list[Pat
     atomic_write(path, markdown.render(doc))
     written.append(path)
     try:
-        from . import html
+        from wdparity.report import html
     except ImportError:  # the HTML writer is optional until its dependencies are present
         return written
     path = out / "report.html"

@@ -1,6 +1,6 @@
 """The worker process: one per backend (and interpreter) per invocation, all its runs batched.
 
-    python -m wdparity.worker JOBDIR
+    python -m wdparity.run.worker JOBDIR
 
 JOBDIR/job.json names the backend ("module:attr") and its items; the shared task data lie in
 JOBDIR/../data_*.npz. For each item the worker writes ITEM.npz (the trajectory) and ITEM.json

@@ -4,7 +4,7 @@ A verdict is only as good as its tolerance. A run's envelope is measured on the 
 own semantics, in its own dtype, under perturbations that cannot change what the run means:
 
 - `dtype`: the reference computed in the run's dtype against float64 (float32 runs only);
-- `rounding`: SAMPLES random-rounding samples (reference.RandomRounding: Monte Carlo Arithmetic's
+- `rounding`: SAMPLES random-rounding samples (engine/rounding.py: Monte Carlo Arithmetic's
   random rounding at the unit roundoff of the run's dtype on the initial weights, every residual,
   gradient and update; seeded, so an envelope is reproducible).
 
@@ -23,7 +23,8 @@ from typing import Optional
 
 import numpy as np
 
-from . import reference
+from wdparity.engine import reference
+from wdparity.engine.data import batches
 
 SAMPLES = 3                       # random-rounding samples per (semantics, dtype)
 UNIT_ROUNDOFF = {"float32": 2.0 ** -24, "float64": 2.0 ** -53}
@@ -69,7 +70,7 @@ def _measure(semantics: dict, data: dict, batch_size: int, dtype: str) -> dict:
     noises = ([None] if dtype == "float32" else []) + [(seed, UNIT_ROUNDOFF[dtype]) for seed in range(1, SAMPLES + 1)]
     gens = [reference.trajectory(semantics, data, batch_size, "float64")] + [
         reference.trajectory(semantics, data, batch_size, dtype if n is None else "float64", n) for n in noises]
-    steps = len(reference.batches(data["order"], batch_size))
+    steps = len(batches(data["order"], batch_size))
     dist = {name: np.full(steps + 1, np.inf) for name in TENSORS}
     scale = {name: 0.0 for name in TENSORS}
     gap = {name: 0.0 for name in TENSORS}

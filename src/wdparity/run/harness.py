@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .recording import task_steps
+from wdparity.engine.recording import task_steps
 
 # Small regressions run fastest single-threaded, and fixed threads keep results deterministic.
 WORKER_ENV = {
@@ -65,13 +65,12 @@ def _stage_packages(tmp: Path) -> Path:
 
     Putting site-packages itself on PYTHONPATH would leak this venv's numpy into another interpreter.
     """
-    import wdparity
-    import wdparity_backends
+    import importlib.util
 
     stage = tmp / "pkgs"
     stage.mkdir()
-    for mod in (wdparity, wdparity_backends):
-        src = Path(mod.__file__).resolve().parent
+    for name in ("wdparity", "wdparity_backends"):   # found, not imported: the adapters sit above this layer
+        src = Path(importlib.util.find_spec(name).origin).resolve().parent
         (stage / src.name).symlink_to(src, target_is_directory=True)
     return stage
 
@@ -164,7 +163,7 @@ def _run_worker(jobdir: Path, key: tuple, group: list[WorkItem], stage: Path, ti
     if python != sys.executable and shutil.which(python) is None and not Path(python).exists():
         return {it.id: Result("skipped", f"interpreter {python} for backend {backend} does not exist") for it in group}
     try:
-        proc = subprocess.Popen([python, "-m", "wdparity.worker", str(jobdir)], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([python, "-m", "wdparity.run.worker", str(jobdir)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=env, text=True, errors="replace")
     except OSError as exc:
         return {it.id: Result("error", f"cannot start worker {python}: {exc}") for it in group}

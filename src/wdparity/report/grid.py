@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .grid import GridResult
+from wdparity.tools.grid import GridResult
 
 LR_COLORS = ("#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "#4ac16d", "#a0da39", "#e0c91f")   # viridis
 
@@ -83,7 +83,7 @@ def print_grid(result: GridResult, console=None) -> None:
 # ---------------------------------------------------------------- SVG (report/svgplot.py, as the report's figures)
 def grid_figure(result: GridResult) -> str:
     """Envelope panel (best lr per lambda, one line per convention), then one panel per convention, one line per lr."""
-    from .report.svgplot import Figure, color, legend
+    from wdparity.report.svgplot import Figure, color, legend
 
     lams = np.array(result.lambdas, dtype=float)
     positive = lams[lams > 0]
@@ -168,8 +168,8 @@ def render_html(doc: dict, results: list[GridResult], plots: bool = True) -> str
 
 
 def write(results: list[GridResult], out: Path, mode: str, plots: bool = True) -> list[Path]:
-    from .check import core_versions
-    from .report.writer import atomic_write
+    from wdparity.judge.check import core_versions
+    from wdparity.report.writer import atomic_write
 
     doc = document(results, mode, core_versions())
     atomic_write(out / "sweep.json", json.dumps(doc, indent=1, allow_nan=False))

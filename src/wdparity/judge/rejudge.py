@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import backend as registry
-from . import compare, diagnose, envelope, fidelity, harness, recording
+from wdparity.engine import recording
+from wdparity.judge import compare, diagnose, envelope, fidelity
+from wdparity.run import harness, registry
 
 KEPT = ("verdict", "max_abs_err", "max_rel_err", "first_divergent_step", "tensor", "compared_steps",
         "decidable_steps", "tol", "causes", "reason")

@@ -13,8 +13,8 @@ from typing import Optional
 
 import numpy as np
 
-from .data import batches, loss_factor
-from .schedules import multipliers
+from wdparity.engine.data import batches, loss_factor
+from wdparity.engine.schedules import multipliers
 
 EXACT_LIMIT = 1500  # above this many parameters, bound D by its largest entry instead of diagonalizing
 
@@ -90,7 +90,7 @@ def measured_growth(traj: dict) -> Optional[dict]:
     """How the run's scale max(|w|, |b|) grows: the per-step factor fitted (log-linear, least squares) over the
     last half of its finite steps, the growth over that half, and whether it is geometric (>= GROWTH_RATIO x
     with R^2 >= 0.9)."""
-    from .recording import per_step
+    from wdparity.engine.recording import per_step
 
     w, b, finite = per_step(traj)
     with np.errstate(all="ignore"):

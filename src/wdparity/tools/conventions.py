@@ -15,10 +15,12 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from . import __version__, fidelity
-from .case import load_run, read_toml
-from .errors import from_validation_error
-from .spec import Strict, Task
+from wdparity import __version__
+from wdparity.judge import fidelity
+from wdparity.run.cases import load_run
+from wdparity.spec.casefile import read_toml
+from wdparity.spec.errors import from_validation_error
+from wdparity.spec.models import Strict, Task
 
 # A constant learning rate: under a schedule Keras on TensorFlow computes lr_t in float32 even in float64
 # runs (a precision finding of its own, tests/test_keras_backend.py), which is not what this table is about.

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-from .errors import InputError, show
-from .recording import plan
+from wdparity.engine.recording import plan
+from wdparity.spec.errors import InputError, show
 
 ENV_VAR = "WDPARITY_MEMORY_BYTES"
 REFERENCES_PER_RUN = 8     # float64 reference trajectories the judge keeps per run (envelope, fidelity, diagnosis)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Callable
 
-from . import compare, envelope, reference
+from wdparity.engine import reference
+from wdparity.judge import compare, envelope
 
 Edit = tuple[str, Callable[[dict], None]]   # (cause label, in-place edit of a semantics dict)
 

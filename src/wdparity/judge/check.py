@@ -18,12 +18,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import __version__, compare, diagnose, envelope, fidelity, harness, recording, replay, stability
-from .rejudge import rejudge
-from . import backend as registry
-from .case import Case, Run, load_case
-from .compare import finite, finite_fields
-from .data import losses, make_data
+from wdparity import __version__
+from wdparity.engine import recording
+from wdparity.engine.data import losses, make_data
+from wdparity.judge import compare, diagnose, envelope, fidelity, replay, stability
+from wdparity.judge.compare import finite, finite_fields
+from wdparity.judge.rejudge import rejudge
+from wdparity.run import harness, registry
+from wdparity.run.cases import Case, Run, load_case
 
 TIMING_FIELDS = ("seconds", "peak_rss_mb")  # the only fields of the JSON that vary between identical invocations
 

@@ -20,9 +20,9 @@ from typing import Optional
 
 import numpy as np
 
-from . import envelope as env_mod
-from . import recording
-from .envelope import finite_length, rows
+from wdparity.engine import recording
+from wdparity.judge import envelope as env_mod
+from wdparity.judge.envelope import finite_length, rows
 
 FACTOR = 10.0           # tolerance = this x the pair's measured envelope
 CEILING = 1e-3          # a step whose tolerance exceeds this (relative) is undecidable

@@ -1,35 +1,19 @@
-"""The Backend protocol and the lazy entry-point registry (group "wdparity.backends").
+"""The Backend protocol: what every adapter provides (describe, realize, train, and their companions).
 
 The core never imports a framework. A backend module imports only numpy, pydantic and the core
-at module level; its framework is imported inside `train()`, in a worker process. Backends are
-found through entry points (plus `WDPARITY_EXTRA_BACKENDS="name=module:attr,..."`, used by the
-tests to register deliberately broken backends) and loaded only when a case names them.
+at module level; its framework is imported inside `train()`, in a worker process. registry.py
+finds backends; adapter.py is the template most adapters are written on.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
-import os
-from importlib.metadata import entry_points
 from typing import Any, Optional
 
 import numpy as np
 
-from .errors import InputError
-from .spec import Semantics, Strict, Task
-
-GROUP = "wdparity.backends"
-# Used when the distribution's metadata is absent (running from a source tree without installing).
-BUILTIN = {
-    "numpy": "wdparity_backends.numpy_backend:backend",
-    "torch": "wdparity_backends.torch_backend:backend",
-    "keras": "wdparity_backends.keras_backend:backend",
-    "optax": "wdparity_backends.optax_backend:backend",
-    "mxnet": "wdparity_backends.mxnet_backend:backend",
-}
-GENERIC_KEYS = ("backend", "dtype", "loss", "schedule", "python")
+from wdparity.spec.models import Semantics, Strict, Task
 
 
 class Inexpressible(Exception):
@@ -113,70 +97,12 @@ class Backend:
 
 def load_battery(name: str) -> dict[str, tuple[dict, dict]]:
     """wdparity_backends/batteries/NAME.toml: [cases."case"] task = {...}, run = {...}; {} when absent."""
-    import tomllib
     from importlib.resources import files
+
+    import tomllib
 
     path = files("wdparity_backends").joinpath("batteries", f"{name}.toml")
     if not path.is_file():
         return {}
     cases = tomllib.loads(path.read_text(encoding="utf-8")).get("cases", {})
     return {case: (dict(spec.get("task", {})), dict(spec["run"])) for case, spec in cases.items()}
-
-
-def _extra() -> dict[str, str]:
-    extra = {}
-    for item in filter(None, os.environ.get("WDPARITY_EXTRA_BACKENDS", "").split(",")):
-        name, _, target = item.partition("=")
-        extra[name.strip()] = target.strip()
-    return extra
-
-
-def targets() -> dict[str, str]:
-    """name -> "module:attr" of every registered backend (entry points win over built-ins)."""
-    return dict(_targets(os.environ.get("WDPARITY_EXTRA_BACKENDS", "")))
-
-
-@functools.lru_cache(maxsize=4)
-def _targets(extra: str) -> tuple[tuple[str, str], ...]:
-    """Scanning entry points costs ~10 ms: done once per process (and per test-only extra list)."""
-    found = {ep.name: ep.value for ep in entry_points(group=GROUP)}
-    out = {name: t for name, t in BUILTIN.items() if name in found or _module_exists(t.split(":")[0])}
-    out.update(found)
-    out.update(_extra())
-    return tuple(sorted(out.items()))
-
-
-def _module_exists(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def load_target(target: str) -> Backend:
-    module, _, attr = target.partition(":")
-    obj = importlib.import_module(module)
-    return getattr(obj, attr or "backend")
-
-
-_cache: dict[str, Backend] = {}
-
-
-def get(name: Any, where: str = "", key: str = "backend") -> Backend:
-    """The backend called `name`, or an InputError listing the valid names."""
-    known = targets()
-    if not isinstance(name, str) or name not in known:
-        raise InputError(where, key, f"must be one of {list(known)}", name)
-    if name not in _cache:
-        try:
-            _cache[name] = load_target(known[name])
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("wdparity_backends."):
-                raise InputError(where, key, f"names a backend whose adapter is not written yet ({exc.name})", name)
-            raise
-    return _cache[name]
-
-
-def missing_modules(backend: Backend) -> list[str]:
-    """Framework modules this interpreter lacks (checked with find_spec: nothing is imported)."""
-    return [m for m in backend.modules if importlib.util.find_spec(m) is None]

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from .errors import CUSTOM
+from wdparity.spec.errors import CUSTOM
 
 TENSORS = ("weight", "bias")
 Tensor = Literal["weight", "bias"]

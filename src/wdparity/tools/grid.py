@@ -7,15 +7,7 @@ an adapter can vectorize (the batched reference, one torch optimizer with a para
 jax.vmap over optax hyperparameters) and one worker item {"batch": [job, ...]} carries them. What
 an adapter cannot batch goes as serial items, through the same worker, exactly as before.
 
-Grid file = a sweep file (sweep.py) plus an optional learning-rate axis:
-
-    [sweep]
-    values = [0.0, 0.1, 1.0]      # lambda, written at each convention's `key` (times `factor`)
-    lr = [0.001, 0.003]           # optional; then every convention names `lr_key`
-    [conventions.NAME]
-    lr_key = "chain.1.learning_rate"   # dotted path receiving lr: "lr", "learning_rate", ...
-
-Without `lr` each convention runs at its own learning rate (an existing sweep file works as is).
+The file format is in spec/sweepfile.py.
 """
 
 from __future__ import annotations
@@ -27,31 +19,14 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
-from . import backend as registry
-from . import harness
-from .case import Run, load_run, read_toml
-from .data import losses, make_data
-from .errors import InputError, from_validation_error
-from .spec import Positive
-from .sweep import Convention, SweepFile, SweepRange, set_path
-
-KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+))*$"
-LR_EXAMPLES = '"lr", "learning_rate", "chain.1.learning_rate"'
-
-
-class GridRange(SweepRange):
-    lr: Optional[list[Positive]] = Field(None, min_length=1)
-
-
-class GridConvention(Convention):
-    lr_key: Optional[str] = Field(None, min_length=1, pattern=KEY_PATTERN)
-
-
-class GridFile(SweepFile):
-    sweep: GridRange
-    conventions: dict[str, GridConvention] = Field(min_length=1)
+from wdparity.engine.data import losses, make_data
+from wdparity.run import harness, registry
+from wdparity.run.cases import Run, load_run
+from wdparity.spec.casefile import read_toml
+from wdparity.spec.errors import InputError, from_validation_error
+from wdparity.spec.sweepfile import LR_EXAMPLES, GridFile, set_path
 
 
 @dataclass
@@ -75,7 +50,7 @@ def load_grid(path: str, overrides: Optional[dict[str, str]] = None) -> Grid:
     except ValidationError as exc:
         raise from_validation_error(exc, path, data)
     lrs = None if spec.sweep.lr is None else [float(v) for v in spec.sweep.lr]
-    from .budget import check_grid
+    from wdparity.spec.budget import check_grid
 
     check_grid(path, spec.task, data, spec.conventions, len(spec.sweep.values) * len(lrs or [None]))
     runs: dict[str, list[Run]] = {}

@@ -14,12 +14,13 @@ from __future__ import annotations
 import itertools
 from typing import Optional
 
-from . import backend as registry
-from . import compare, envelope, harness, reference
-from .backend import Inexpressible
-from .case import load_run
-from .data import make_data
-from .spec import Semantics, Task
+from wdparity.engine import reference
+from wdparity.engine.data import make_data
+from wdparity.judge import compare, envelope
+from wdparity.run import harness, registry
+from wdparity.run.backend import Inexpressible
+from wdparity.run.cases import load_run
+from wdparity.spec.models import Semantics, Task
 
 BATTERY_TASK = {"num_inputs": 12, "n_train": 16, "n_test": 8, "batch_size": 4, "epochs": 3, "seed": 3}
 SCHEDULES = [{"kind": "constant"}, {"kind": "step", "every": 4, "factor": 0.5}, {"kind": "cosine", "total": 10, "floor": 0.1}]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .recording import plan, recorded_steps
+from wdparity.engine.recording import plan, recorded_steps
 
 ARRAYS = ("X_train", "y_train", "X_test", "y_test", "w0", "b0", "order")
 

@@ -11,7 +11,9 @@ summaries, so the relative error of a recorded step is exactly what full recordi
 
 from __future__ import annotations
 
-from . import compare, envelope, harness, recording
+from wdparity.engine import recording
+from wdparity.judge import compare, envelope
+from wdparity.run import harness
 
 
 def localize(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> int:

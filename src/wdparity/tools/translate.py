@@ -13,18 +13,20 @@ from __future__ import annotations
 import copy
 import itertools
 import re
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import backend as registry
-from . import compare, envelope, reference
-from .backend import Inexpressible
-from .case import load_case, load_run
-from .data import make_data
-from .diagnose import semantic_edits
-from .errors import InputError
-from .spec import Semantics, Task, semantics_from_dict
+import tomllib
+
+from wdparity.engine import reference
+from wdparity.engine.data import make_data
+from wdparity.judge import compare, envelope
+from wdparity.judge.diagnose import semantic_edits
+from wdparity.run import registry
+from wdparity.run.backend import Inexpressible
+from wdparity.run.cases import load_case, load_run
+from wdparity.spec.errors import InputError
+from wdparity.spec.models import Semantics, Task, semantics_from_dict
 
 BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 

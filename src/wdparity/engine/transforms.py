@@ -1,0 +1,245 @@
+"""The reference's transforms: small (init, update) pairs chained the optax way.
+
+"Coupled vs decoupled" is literally where the decay transform sits: before the optimizer's moments (it
+edits the gradient) or after them (it edits the step).
+
+    gradient -> [coupled decay] -> sgd_buffer | sgd_velocity | scale_by_adam | scale_by_rms -> [scale_by_lr]
+             -> [decoupled decay] -> [freeze] -> w <- w + update
+
+Every tensor carries a leading config axis (G runs trained together; G = 1 for a single run) and every
+hyperparameter is a Python float or a (G,) vector (as optax hyperparameters may be scalars or arrays):
+one chain serves a single run and a grid, with the same IEEE operations in the same order per config.
+Under an active RandomRounding (rounding.py) each computed quantity also gets a rounding error of its
+own size, for the envelopes. NumPy + stdlib only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from wdparity.engine.rounding import current, hyper, jitter, per_config
+from wdparity.engine.schedules import multiplier
+
+Params = dict[str, np.ndarray]
+State = Any
+
+
+class Transform(NamedTuple):
+    init: Callable[[Params], State]
+    update: Callable[[Params, State, Params, int], tuple[Params, State]]
+
+
+def chain(*transforms: Transform) -> Transform:
+    def init(params):
+        return tuple(t.init(params) for t in transforms)
+
+    def update(updates, state, params, t):
+        new_state = []
+        for transform, s in zip(transforms, state):
+            updates, s = transform.update(updates, s, params, t)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return Transform(init, update)
+
+
+def stateless(fn: Callable[[Params, Params, int], Params]) -> Transform:
+    return Transform(lambda params: None, lambda u, s, p, t: (fn(u, p, t), None))
+
+
+def zeros(params: Params) -> Params:
+    return {k: np.zeros_like(x) for k, x in params.items()}
+
+
+def decay_direction(w: np.ndarray, norm: str, l1_at_zero: float) -> np.ndarray:
+    """d/dw of the penalty shape: w for l2, sign(w) for l1 with sign(0) = l1_at_zero."""
+    if norm == "l2":
+        return w
+    one = np.ones_like(w)
+    return np.where(w > 0, one, np.where(w < 0, -one, one * w.dtype.type(l1_at_zero)))
+
+
+def _as_float(x):
+    """float(x) for a scalar, a float64 array for a (G,) vector."""
+    return float(x) if np.ndim(x) == 0 else np.asarray(x, dtype=np.float64)
+
+
+# ---------------------------------------------------------------- decay
+def add_gradient_decay(rule: dict, dtype, h=float, coefficient=None) -> Transform:
+    """Coupled decay: g <- g + lambda * dir(w) on the masked tensors (L2 penalty, torch weight_decay).
+    A loss penalty's term is computed in the weights' dtype, never handed over as a hyperparameter."""
+    coef = rule["coefficient"] if coefficient is None else coefficient
+    lam = dtype(coef) if rule.get("via_loss") else hyper(coef, dtype, h)
+
+    def fn(u, p, t):
+        rr = current()
+        out = {}
+        for k in u:
+            if k not in rule["params"]:
+                out[k] = u[k]
+                continue
+            term = per_config(lam, u[k]) * decay_direction(p[k], rule["norm"], rule["l1_at_zero"])
+            out[k] = jitter(rr, u[k] + term, lambda: np.abs(u[k]) + np.abs(term))
+        return out
+
+    return stateless(fn)
+
+
+def decay_scale(scale: str, lr, schedule: dict, t: int):
+    """s in w <- w - s*lambda*w: lr_t ("lr", every framework), eta_t ("schedule", the AdamW paper), 1 ("none")."""
+    if scale == "lr":
+        return lr * multiplier(schedule, t)
+    if scale == "schedule":
+        return multiplier(schedule, t)
+    if scale == "none":
+        return 1.0
+    raise ValueError(f"`scale` must be one of ['lr', 'schedule', 'none']. Received: scale={scale!r}")
+
+
+def add_decoupled_decay(rule: dict, lr, schedule: dict, dtype, h=float, coefficient=None) -> Transform:
+    """Decoupled decay (AdamW): step <- step - s_t*lambda*dir(w), outside the optimizer's moments."""
+    coef = rule["coefficient"] if coefficient is None else coefficient
+
+    def fn(u, p, t):
+        rr = current()
+        c = dtype(h(decay_scale(rule["scale"], lr, schedule, t)) * h(coef))
+        out = {}
+        for k in u:
+            if k not in rule["params"]:
+                out[k] = u[k]
+                continue
+            term = per_config(c, u[k]) * decay_direction(p[k], rule["norm"], rule["l1_at_zero"])
+            out[k] = jitter(rr, u[k] - term, lambda: np.abs(u[k]) + np.abs(term))
+        return out
+
+    return stateless(fn)
+
+
+def freeze(names: list[str]) -> Transform:
+    """Frozen tensors (torch: named in no param group): their update is exactly 0, the last transform of the
+    chain, so no gradient step and no decay reach them and w + 0 keeps each value bit for bit."""
+    return stateless(lambda u, p, t: {k: (np.zeros_like(u[k]) if k in names else u[k]) for k in u})
+
+
+# ---------------------------------------------------------------- SGD
+def sgd_buffer(momentum, dampening, nesterov: bool, dtype, h=float) -> Transform:
+    """torch.optim.SGD's buffer: buf_0 = g, buf = m*buf + (1-d)*g; nesterov uses g + m*buf."""
+    if np.all(np.asarray(momentum) == 0):
+        return stateless(lambda u, p, t: u)
+    m, keep = hyper(momentum, dtype, h), dtype(1.0 - h(dampening))
+
+    def update(u, buf, p, t):
+        rr = current()
+        if buf is None:
+            buf = {k: u[k].copy() for k in u}
+        else:
+            buf = {k: jitter(rr, per_config(m, u[k]) * buf[k] + per_config(keep, u[k]) * u[k],
+                             lambda: np.abs(per_config(m, u[k]) * buf[k]) + np.abs(per_config(keep, u[k]) * u[k]))
+                   for k in u}
+        if not nesterov:
+            return buf, buf
+        return {k: jitter(rr, u[k] + per_config(m, u[k]) * buf[k], lambda: np.abs(u[k]) + np.abs(per_config(m, u[k]) * buf[k]))
+                for k in u}, buf
+
+    return Transform(lambda params: None, update)
+
+
+def sgd_velocity(lr, momentum, nesterov: bool, schedule: dict, dtype, h=float) -> Transform:
+    """Keras/MXNet momentum: v = m*v - lr_t*g; step = v (nesterov: m*v - lr_t*g). Emits the final step."""
+    m = hyper(momentum, dtype, h)
+
+    def update(u, v, p, t):
+        rr = current()
+        eta = multiplier(schedule, t)
+        lr_t = jitter(rr, hyper(lr * eta, dtype, h), lambda: abs(lr * eta))
+
+        def step(k, prev):
+            mv, lg = per_config(m, u[k]) * prev, per_config(lr_t, u[k]) * u[k]
+            return jitter(rr, mv - lg, lambda: np.abs(mv) + np.abs(lg))
+
+        v = {k: step(k, v[k]) for k in u}
+        return ({k: step(k, v[k]) for k in u} if nesterov else v), v
+
+    return Transform(zeros, update)
+
+
+# ---------------------------------------------------------------- Adam
+def bias_corrections(b1, b2, bc_dtype, dtype) -> Callable[[int], tuple]:
+    """(1 - b1^t, 1 - b2^t) at step t: exact, or (Keras) from float32 betas in the run's arithmetic."""
+    if bc_dtype == "float32":
+        q = dtype
+        B1, B2 = q(np.float32(b1)), q(np.float32(b2))
+
+        def exact(t):
+            return _as_float(q(1) - B1 ** q(t + 1)), _as_float(q(1) - B2 ** q(t + 1))
+    else:
+        def exact(t):
+            return 1.0 - b1 ** (t + 1), 1.0 - b2 ** (t + 1)
+
+    def corrections(t: int) -> tuple:
+        rr = current()
+        if rr is None:
+            return exact(t)
+        # 1 - b^t cancels: its rounding error is u * (1 + b^t), large relative to the result early on
+        return tuple(_as_float(rr(c, 1.0 + b ** (t + 1))) for c, b in zip(exact(t), (b1, b2)))
+
+    return corrections
+
+
+def scale_by_adam(b1, b2, eps, placement: str, dtype, h=float, bc_dtype=None) -> Transform:
+    """Adam's direction. corrected: m_hat/(sqrt(v_hat)+eps); uncorrected: m/(sqrt(v)+eps), its bias
+    correction c_t = sqrt(1-b2^t)/(1-b1^t) folded into the step size (see adam_step_factor)."""
+    b1_, b2_, eps_ = hyper(b1, dtype, h), hyper(b2, dtype, h), hyper(eps, dtype, h)
+    c1, c2 = dtype(1.0 - h(b1)), dtype(1.0 - h(b2))
+    corrections = bias_corrections(b1, b2, bc_dtype, dtype)
+
+    def update(u, state, p, t):
+        mu, nu = state
+        rr = current()
+        P = per_config
+        mu = {k: jitter(rr, P(b1_, u[k]) * mu[k] + P(c1, u[k]) * u[k],
+                        lambda: np.abs(P(b1_, u[k]) * mu[k]) + np.abs(P(c1, u[k]) * u[k])) for k in u}
+        nu = {k: jitter(rr, P(b2_, u[k]) * nu[k] + P(c2, u[k]) * u[k] * u[k],
+                        lambda: P(b2_, u[k]) * nu[k] + P(c2, u[k]) * u[k] * u[k]) for k in u}
+        if placement == "corrected":
+            bc1, bc2 = corrections(t)
+            out = {k: (mu[k] / P(dtype(bc1), u[k])) / (np.sqrt(nu[k] / P(dtype(bc2), u[k])) + P(eps_, u[k])) for k in u}
+        else:
+            out = {k: mu[k] / (np.sqrt(nu[k]) + P(eps_, u[k])) for k in u}
+        if rr is not None:   # a division, a square root and a sum: a few roundings of the result's size
+            out = {k: rr(x, 3 * np.abs(x)) for k, x in out.items()}
+        return out, (mu, nu)
+
+    return Transform(lambda params: (zeros(params), zeros(params)), update)
+
+
+def adam_step_factor(b1, b2, bc_dtype=None, dtype=np.float64) -> Callable[[int], float]:
+    """c_t = sqrt(1-b2^t)/(1-b1^t): the uncorrected placement's lr_t = lr * c_t (Keras, MXNet, TF)."""
+    corrections = bias_corrections(b1, b2, bc_dtype, dtype)
+    if bc_dtype == "float32":
+        return lambda t: _as_float(np.sqrt(dtype(corrections(t)[1])) / dtype(corrections(t)[0]))
+    return lambda t: _as_float(np.sqrt(corrections(t)[1]) / corrections(t)[0])
+
+
+# ---------------------------------------------------------------- the learning rate
+def scale_by_lr(lr, schedule: dict, dtype, h=float, factor: Callable[[int], float] = lambda t: 1.0) -> Transform:
+    """step = -lr_t * direction, lr_t = lr * eta_t * factor(t), handed to the update as one number."""
+    cache: dict = {}   # (eta_t, factor(t)) -> the step: constant under a constant schedule
+
+    def fn(u, p, t):
+        rr = current()
+        eta, f = multiplier(schedule, t), factor(t)
+        if rr is not None:
+            step = jitter(rr, dtype(-h(lr * eta * f)), lambda: 2 * abs(dtype(-h(lr * eta * f))))
+            return {k: rr(per_config(step, u[k]) * u[k], np.abs(per_config(step, u[k]) * u[k])) for k in u}
+        key = (eta, f) if np.ndim(f) == 0 else None
+        if key is None or key not in cache:
+            step = dtype(-h(lr * eta * f))
+            cache.clear()
+            cache[key] = {k: per_config(step, u[k]) for k in u}
+        steps = cache[key]
+        return {k: steps[k] * u[k] for k in u}
+
+    return stateless(fn)

@@ -1,0 +1,1 @@
+"""What users ask beyond a verdict: translate and explain a setting, the conventions table, sweeps and grids."""
