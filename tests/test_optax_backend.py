@@ -43,7 +43,8 @@ def test_round_trip_over_the_neutral_battery():
     assert all("dampening" in r for n, r in reasons.items() if n.startswith("dampened-"))
     assert all("eps_placement" in r for n, r in reasons.items() if n.startswith("adam_uncorrected-"))
     assert all("l1_at_zero = 1.0" in r for n, r in reasons.items()
-               if "-l1-" in n and not n.startswith(("damp", "adam_unc")))
+               if "-l1-" in n and not n.startswith(("damp", "adam_unc", "rmsprop")))
+    assert all("not 'rmsprop'" in r for n, r in reasons.items() if n.startswith("rmsprop"))
     assert {n for n in reasons if n.startswith("velocity-")} == {
         "velocity-decoupled-cosine-normal-half_mse", "velocity-decoupled_weight-constant-zeros-half_mse",
         "velocity-decoupled_schedule-step-normal-half_mse", "velocity-l1-constant-zeros-half_mse",
@@ -174,11 +175,12 @@ SHAPE_PROBE = textwrap.dedent("""
     params = optax_backend.dense_params(jnp, data, np.float64)
     out["param_shapes"] = {k: list(v.shape) for k, v in params.items()}
     seen = []
-    class Spy(optax_backend.Recorder):
+    from wdparity.run import adapter as template   # the adapter template's training loop records
+    class Spy(template.Recorder):
         def record(self, t, w, b, check=True):
             seen.append((list(np.shape(w)), list(np.shape(b))))
             return super().record(t, w, b, check)
-    optax_backend.Recorder = Spy
+    template.Recorder = Spy
     job = {"task": task, "dtype": "float64",
            "run": {"optimizer": "adamw", "learning_rate": 0.01, "weight_decay": 0.5}}
     res = optax_backend.backend.train(job, data)
@@ -246,7 +248,7 @@ def test_ndim_mask_idiom_selects_the_kernel_only(shapes):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_battery(dtype):
-    assert_battery_green("optax", dtype, realized=50, inexpressible=30)
+    assert_battery_green("optax", dtype, realized=50, inexpressible=60)
 
 
 # ---------------------------------------------------------------- JAX's x64 flag: once per worker, at start-up

@@ -248,3 +248,54 @@ def test_a_difference_in_frozen_is_an_edit_labelled_frozen():
     assert [label for label, _ in edits] == ["frozen"]
     assert diagnose.apply(a, edits) == b and diagnose.apply(b, diagnose.semantic_edits(b, a)) == a
     assert diagnose.semantic_edits(a, a) == []
+
+
+# ---------------------------------------------------------------- RMSprop (added through the contributor path)
+def _grad(data, w, b):
+    r = data["X_train"] @ w + b - data["y_train"]
+    return data["X_train"].T @ r / len(r), r.mean()
+
+
+def test_rmsprop_first_step_is_the_hand_derived_one():
+    """From v_0 = 0: v_1 = (1 - rho) g^2, so the first step is -lr * g / (sqrt(1 - rho)|g| + eps), about
+    -lr*sign(g)/sqrt(1 - rho) per coordinate whatever |g| (RMSprop's signature first step)."""
+    task, data = data_for(epochs=1)
+    lr, rho, eps = 0.01, 0.9, 1e-8
+    out = reference.run(sem({"name": "rmsprop", "lr": lr, "rho": rho, "eps": eps}), data, task.batch_size, "float64")
+    g, gb = _grad(data, data["w0"], 0.0)
+    want = data["w0"] - lr * g / (np.sqrt((1 - rho) * g * g) + eps)
+    assert np.allclose(out["weight"][1], want, rtol=1e-14, atol=0)
+    assert out["bias"][1] == pytest.approx(-lr * gb / (np.sqrt((1 - rho) * gb * gb) + eps), rel=1e-14)
+    assert np.allclose(np.abs(out["weight"][1] - data["w0"]), lr / np.sqrt(1 - rho), rtol=1e-5)
+
+
+def test_rmsprop_centered_momentum_and_eps_in_sqrt_two_steps_by_hand():
+    task, data = data_for(epochs=2)
+    lr, rho, eps, m = 0.02, 0.8, 1e-3, 0.5
+    for centered, in_sqrt in ((True, False), (False, True)):
+        opt = {"name": "rmsprop", "lr": lr, "rho": rho, "eps": eps, "centered": centered, "momentum": m,
+               "eps_in_sqrt": in_sqrt}
+        out = reference.run(sem(opt), data, task.batch_size, "float64")
+        w, b = data["w0"].copy(), 0.0
+        v, a, buf = np.zeros(w.size + 1), np.zeros(w.size + 1), np.zeros(w.size + 1)
+        for step in (1, 2):
+            g = np.append(*_grad(data, w, b))
+            v = rho * v + (1 - rho) * g * g
+            a = rho * a + (1 - rho) * g
+            second = v - a * a if centered else v
+            d = g / np.sqrt(second + eps) if in_sqrt else g / (np.sqrt(second) + eps)
+            buf = m * buf + d
+            w, b = w - lr * buf[:-1], b - lr * buf[-1]
+            assert np.allclose(out["weight"][step], w, rtol=1e-12, atol=0), (centered, in_sqrt, step)
+            assert out["bias"][step] == pytest.approx(b, rel=1e-12)
+
+
+def test_rmsprop_grid_is_the_single_runs():
+    """lr and coupled decay vary over a grid of RMSprop configs: the one chain gives each its single run's numbers."""
+    task, data = data_for(epochs=3, batch_size=5)
+    opt = {"name": "rmsprop", "lr": 0.01, "rho": 0.9, "eps": 1e-6, "momentum": 0.3}
+    group = [sem({**opt, "lr": lr}, [{"coefficient": c}]) for lr in (0.01, 0.003) for c in (0.1, 0.5)]
+    for dtype in ("float64", "float32"):
+        for s, got in zip(group, reference.run(group, data, task.batch_size, dtype)):
+            alone = reference.run(s, data, task.batch_size, dtype)
+            assert all(np.array_equal(got[k], alone[k]) for k in alone)

@@ -14,7 +14,7 @@ from wdparity.judge import fidelity
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import Semantics, Task
 from wdparity_backends.torch_backend import TORCH_L1_AT_ZERO, backend
-from wdparity_backends.torch_run import DEFAULT_WD
+from wdparity_backends.torch_run import DEFAULT_LR, DEFAULT_WD, KEYWORDS
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed (pip install 'wdparity[torch]')")
@@ -33,10 +33,14 @@ def rules(run: dict) -> list[tuple]:
 # ---------------------------------------------------------------- realize / describe
 def test_round_trip_over_the_neutral_battery():
     expressed, reasons = fidelity.round_trip("torch")
-    assert len(expressed) == 36
+    assert len(expressed) == 46
     # exactly what torch cannot hold, each reason naming the nearest expressible setting
     assert {n.split("-")[0] for n in reasons} == {"sgd", "momentum", "dampened", "nesterov", "velocity", "adam",
-                                                  "adam_eps", "adam_uncorrected"}
+                                                  "adam_eps", "adam_uncorrected", "rmsprop", "rmsprop_centered",
+                                                  "rmsprop_in_sqrt"}
+    rms = {n: r for n, r in reasons.items() if n.startswith(("rmsprop-", "rmsprop_centered-"))}
+    assert len(rms) == 10 and all("decoupled" in n and "only gradient-coupled" in r for n, r in rms.items())
+    assert all("eps_in_sqrt = false" in r for n, r in reasons.items() if n.startswith("rmsprop_in_sqrt-"))
     assert all("momentum_form = \"buffer\"" in r for n, r in reasons.items() if n.startswith("velocity-"))
     assert all("eps_placement = \"corrected\"" in r for n, r in reasons.items() if n.startswith("adam_uncorrected-"))
     sgd_decoupled = {n: r for n, r in reasons.items() if n.split("-")[0] in ("sgd", "momentum", "dampened", "nesterov")}
@@ -86,7 +90,7 @@ def test_realize_refuses_what_torch_cannot_do():
 
 
 def test_describe_defaults_and_couplings():
-    assert DEFAULT_WD == {"SGD": 0.0, "Adam": 0.0, "AdamW": 1e-2}
+    assert DEFAULT_WD == {"SGD": 0.0, "Adam": 0.0, "AdamW": 1e-2, "RMSprop": 0.0}
     assert describe({"optimizer": "SGD"})["optimizer"] == {"name": "sgd", "lr": 1e-3, "momentum": 0.0,
                                                            "dampening": 0.0, "nesterov": False,
                                                            "momentum_form": "buffer"}
@@ -285,8 +289,10 @@ PROBE = textwrap.dedent("""
         x = torch.zeros(3, dtype=dt, requires_grad=True)
         torch.sum(torch.abs(x)).backward()
         out[f"abs_grad_at_0_{dt}"] = x.grad.tolist()
-    sig = {n: inspect.signature(getattr(torch.optim, n)).parameters for n in ("SGD", "Adam", "AdamW")}
+    from wdparity_backends.torch_run import KEYWORDS
+    sig = {n: inspect.signature(getattr(torch.optim, n)).parameters for n in KEYWORDS}
     out["defaults"] = {n: {"lr": s["lr"].default, "weight_decay": s["weight_decay"].default} for n, s in sig.items()}
+    out["keywords"] = {n: sorted(k for k in s if k != "params") for n, s in sig.items()}
     out["adam_has_decoupled_flag"] = "decoupled_weight_decay" in sig["Adam"]
 
     def err(schedule, lr, steps):
@@ -331,7 +337,14 @@ def test_torch_abs_subgradient_at_zero_is_the_modelled_one(probe):
 @needs_torch
 def test_constructor_defaults_are_the_modelled_ones(probe):
     assert {n: d["weight_decay"] for n, d in probe["defaults"].items()} == DEFAULT_WD
-    assert {d["lr"] for d in probe["defaults"].values()} == {1e-3}
+    assert {n: d["lr"] for n, d in probe["defaults"].items()} == DEFAULT_LR
+
+
+@needs_torch
+def test_the_keyword_table_is_the_installed_signatures(probe):
+    """KEYWORDS (the vocabulary table: which keyword belongs to which torch.optim class) is each constructor's
+    signature, read from the installed torch: a keyword torch adds or drops fails here."""
+    assert probe["keywords"] == {n: sorted(keys) for n, keys in KEYWORDS.items()}
     assert probe["adam_has_decoupled_flag"]
 
 
@@ -348,7 +361,7 @@ def test_torch_schedulers_match_the_neutral_multiplier(probe):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_battery(dtype):
-    assert_battery_green("torch", dtype, realized=36, inexpressible=44)
+    assert_battery_green("torch", dtype, realized=46, inexpressible=64)
 
 
 @needs_torch

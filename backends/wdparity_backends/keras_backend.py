@@ -56,156 +56,31 @@ Precision (measured, tests/test_keras_backend.py; `precision_findings()` lists w
 from __future__ import annotations
 
 import os
-from typing import Any, Literal, Optional
+from types import SimpleNamespace
+from typing import Optional
 
 import numpy as np
-from pydantic import model_validator
 
-from wdparity.engine.data import batches
-from wdparity.engine.recording import Recorder
-from wdparity.run.backend import Backend, Inexpressible, load_battery
-from wdparity.spec.models import (
-    TENSORS,
-    AdamSpec,
-    DecayRule,
-    NonNeg,
-    Positive,
-    Semantics,
-    SgdSpec,
-    Strict,
-    Task,
-    Unit,
-    check_tensors,
-    fail,
+from wdparity.run.adapter import Adapter, refuse_frozen, refuse_l1, refuse_optimizer
+from wdparity.run.backend import Inexpressible, load_battery
+from wdparity.spec.models import TENSORS, AdamSpec, DecayRule, Semantics, SgdSpec, Task
+
+from .keras_vocab import (
+    DEFAULT_LR,
+    KERAS_BACKENDS,
+    KERAS_NAME,
+    L1_AT_ZERO,
+    L1L2,
+    OWN,
+    KerasRun,
+    f32,
+    precision_findings,
+    regularizer_rules,
 )
-
-from .optax_backend import require_x64, x64_env  # JAX's x64 flag, shared with the optax adapter
-
-KERAS_BACKENDS = ("tensorflow", "jax", "torch")
-# d|w|/dw at w = 0 through each backend's autodiff (tf.abs and torch.abs backward: sign(0) = 0; JAX: the
-# `select(x >= 0, g, -g)` JVP of abs gives +1). Measured in tests/test_keras_backend.py::test_measured_facts.
-L1_AT_ZERO = {"tensorflow": 0.0, "jax": 1.0, "torch": 0.0}
-DEFAULT_LR = {"SGD": 0.01, "Adam": 0.001, "AdamW": 0.001}          # sgd.py:45, adam.py:45, adamw.py:55
-KERAS_NAME = {"weight": "kernel", "bias": "bias"}
-OWN = {"SGD": ("momentum", "nesterov"), "Adam": ("beta_1", "beta_2", "epsilon", "amsgrad"),
-       "AdamW": ("beta_1", "beta_2", "epsilon", "amsgrad")}
-# The other keywords every keras 3.15 optimizer takes (BaseOptimizer.__init__, keras/src/optimizers/
-# base_optimizer.py:68-82): each changes the update outside the neutral model, or nothing at all; named and refused,
-# never dropped on the way to Keras.
-_CLIP = ("is not modelled: Keras clips the gradient before the update (BaseOptimizer._clip_gradients, keras/src/"
-         "optimizers/base_optimizer.py:870-881), outside the neutral model")
-_EMA = ("is not modelled: with use_ema Keras keeps a moving average of the weights and writes it into the model every "
-        "ema_overwrite_frequency steps and at the end of fit() (keras/src/optimizers/base_optimizer.py:596-612, "
-        "1008-1021); without use_ema Keras ignores this key")
-KERAS_EXTRAS = {
-    "clipnorm": _CLIP, "clipvalue": _CLIP, "global_clipnorm": _CLIP,
-    "use_ema": _EMA, "ema_momentum": _EMA, "ema_overwrite_frequency": _EMA,
-    "loss_scale_factor": ("is not modelled: Keras multiplies the loss by it and divides the gradients back "
-                          "(keras/src/optimizers/base_optimizer.py:691-699, 519-522), exact only up to rounding"),
-    "gradient_accumulation_steps": ("is not modelled: Keras then updates once every N steps with the averaged gradient "
-                                    "(keras/src/optimizers/base_optimizer.py:551-580), another step count than the task's"),
-    "name": ("only names the Keras optimizer (keras/src/optimizers/base_optimizer.py:92-94) and changes no number: "
-             "remove the key"),
-    "decay": ("is ignored by Keras 3 with a warning (keras/src/optimizers/base_optimizer.py:85-88); a learning-rate "
-              "decay is the task's `schedule`, a weight decay is `weight_decay`"),
-}
+from .optax_jax import require_x64, x64_env  # JAX's x64 flag, shared with the optax adapter
 
 
-class L1L2(Strict):
-    """keras.regularizers.L1L2(l1, l2): adds l1*sum(|w|) + l2*sum(w^2) to the loss."""
-
-    l1: NonNeg = 0.0
-    l2: NonNeg = 0.0
-
-
-class KerasRun(Strict):
-    """keras.optimizers.SGD / Adam / AdamW keywords, the Dense layer's regularizers, the Keras backend."""
-
-    keras_backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
-    optimizer: Literal["SGD", "Adam", "AdamW"]
-    learning_rate: Optional[Positive] = None
-    momentum: Optional[Unit] = None
-    nesterov: Optional[bool] = None
-    beta_1: Optional[Unit] = None
-    beta_2: Optional[Unit] = None
-    epsilon: Optional[Positive] = None
-    amsgrad: Optional[bool] = None
-    weight_decay: Optional[NonNeg] = None
-    exclude_from_weight_decay: Optional[list[str]] = None
-    kernel_regularizer: Optional[L1L2] = None
-    bias_regularizer: Optional[L1L2] = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _keras_extras(cls, data: Any) -> Any:
-        for key in sorted(data) if isinstance(data, dict) else []:
-            if key in KERAS_EXTRAS:
-                raise fail(key, data[key], KERAS_EXTRAS[key])
-        return data
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        for other, keys in OWN.items():
-            for key in keys:
-                if getattr(self, key) is not None and key not in OWN[self.optimizer]:
-                    raise fail(key, getattr(self, key), f"is not a keyword of keras.optimizers.{self.optimizer}")
-        if self.amsgrad:
-            raise fail("amsgrad", True, "must be false: AMSGrad (keras/src/optimizers/adam.py:128-131) is outside "
-                       "the neutral model")
-        if self.nesterov and not self.momentum:
-            raise fail("nesterov", True, "needs momentum > 0 (keras.optimizers.SGD silently ignores nesterov "
-                       "without momentum, keras/src/optimizers/sgd.py:104-124)")
-        if self.exclude_from_weight_decay is not None:
-            check_tensors("exclude_from_weight_decay", self.exclude_from_weight_decay)
-            if len(self.exclude_from_weight_decay) == len(TENSORS):
-                raise fail("exclude_from_weight_decay", self.exclude_from_weight_decay,
-                           "must leave at least one tensor decayed (excluding all makes weight_decay a no-op)")
-            wd = self.weight_decay if self.weight_decay is not None else (0.004 if self.optimizer == "AdamW" else 0.0)
-            if not wd:
-                raise fail("exclude_from_weight_decay", self.exclude_from_weight_decay,
-                           "needs weight_decay > 0 (otherwise it excludes from nothing)")
-        return self
-
-
-def _f32(x: float) -> float:
-    """x as tf.cast(x, float64) leaves it: rounded to float32 (keras/src/backend/tensorflow/core.py:210-218)."""
-    return float(np.float32(x))
-
-
-def _regularizer_rules(kernel: Optional[L1L2], bias: Optional[L1L2], l1_at_zero: float, r=float) -> list[DecayRule]:
-    """Coupled rules of the Dense layer's regularizers, canonical order: l2 (merged when equal), then l1."""
-    regs = {"weight": kernel or L1L2(), "bias": bias or L1L2()}
-    rules = []
-    for norm in ("l2", "l1"):
-        coef = {k: (2.0 * r(g.l2) if norm == "l2" else r(g.l1)) for k, g in regs.items()}   # d/dw l2*w^2 = 2*l2*w
-        extra = {"l1_at_zero": l1_at_zero} if norm == "l1" else {}
-        if coef["weight"] == coef["bias"] and coef["weight"] > 0:
-            rules.append(DecayRule(norm=norm, coefficient=coef["weight"], params=list(TENSORS), **extra))
-        else:
-            rules += [DecayRule(norm=norm, coefficient=coef[k], params=[k], **extra) for k in TENSORS if coef[k] > 0]
-    return rules
-
-
-def precision_findings(config: KerasRun, task: Task) -> list[str]:
-    """How this run departs from its own describe() by more than rounding (measured; the module docstring has
-    the sources). Empty: the run matches its neutral semantics to the fidelity tolerance."""
-    kb, out = config.keras_backend, []
-    kind = task.schedule.kind
-    # (Adam's float32 bias corrections are stated by describe(): AdamSpec.bias_correction_dtype)
-    if task.dtype == "float64" and kb == "tensorflow":
-        if kind != "constant":
-            out.append("schedule-float32: the schedule computes lr_t in float32 (ops.convert_to_tensor of a "
-                       "Python float, keras/src/optimizers/schedules/learning_rate_schedule.py:164-167)")
-    if task.dtype == "float64" and kb == "jax" and kind == "cosine":
-        out.append("cosine-float32: CosineDecay's ops.cos returns float32 (keras/src/backend/common/dtypes.py:235-242, "
-                   "keras/src/backend/jax/numpy.py:599-606)")
-    if task.dtype == "float64" and kb == "torch":
-        out.append("matmul-float32: ops.matmul(float64, float64) computes in float32 on torch (keras/src/backend/"
-                   "common/dtypes.py:235-242, keras/src/backend/torch/numpy.py:100-158)")
-    return out
-
-
-class KerasBackend(Backend):
+class KerasBackend(Adapter):
     name = "keras"
     install_hint = "pip install 'wdparity[keras]' (and 'wdparity[jax]' or 'wdparity[torch]' for those Keras backends)"
     Config = KerasRun
@@ -255,7 +130,7 @@ class KerasBackend(Backend):
         the float32-rounded values Keras's tf.cast produces (module docstring); everything else as given."""
         opt = config.optimizer
         lr = config.learning_rate if config.learning_rate is not None else DEFAULT_LR[opt]
-        r = _f32 if (config.keras_backend == "tensorflow" and task.dtype == "float64") else float
+        r = f32 if (config.keras_backend == "tensorflow" and task.dtype == "float64") else float
         if opt == "SGD":
             momentum = r(config.momentum or 0.0)
             optimizer = SgdSpec(name="sgd", lr=lr, momentum=momentum, nesterov=bool(config.nesterov),
@@ -268,7 +143,7 @@ class KerasBackend(Backend):
                                                            0.999 if config.beta_2 is None else config.beta_2],
                                  eps=1e-7 if config.epsilon is None else config.epsilon, eps_placement="uncorrected",
                                  bias_correction_dtype="float32" if f32_bc else None)
-        decay = _regularizer_rules(config.kernel_regularizer, config.bias_regularizer, L1_AT_ZERO[config.keras_backend], r)
+        decay = regularizer_rules(config.kernel_regularizer, config.bias_regularizer, L1_AT_ZERO[config.keras_backend], r)
         wd = r(config.weight_decay if config.weight_decay is not None else (0.004 if opt == "AdamW" else 0.0))
         if wd > 0:
             params = [k for k in TENSORS if k not in (config.exclude_from_weight_decay or [])]
@@ -276,12 +151,10 @@ class KerasBackend(Backend):
         return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule)
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
+        refuse_optimizer(semantics, ("sgd", "adam"), "Keras")
         opt = semantics.optimizer
-        if semantics.frozen:
-            raise Inexpressible(f"this adapter trains every variable of the Dense layer (a non-trainable one, e.g. "
-                                f"`dense.bias.trainable = False`, keras/src/backend/common/variables.py:335-337, is not "
-                                f"modelled); nearest: the same setting with {semantics.frozen} trained too, which "
-                                f"differs from the first step")
+        refuse_frozen(semantics, "a non-trainable variable, e.g. `dense.bias.trainable = False`, "
+                                 "keras/src/backend/common/variables.py:335-337")
         if isinstance(opt, SgdSpec):
             if opt.dampening:
                 raise Inexpressible(f"keras.optimizers.SGD has no dampening; nearest: momentum = {opt.momentum} "
@@ -314,10 +187,8 @@ class KerasBackend(Backend):
                 continue
             for k in rule.params:
                 regs[k][rule.norm] += rule.coefficient / 2.0 if rule.norm == "l2" else rule.coefficient
+        refuse_l1(decoupled, None, "Keras")   # the L1 sign at zero picks the Keras backend below
         for rule in decoupled:
-            if rule.norm != "l2":
-                raise Inexpressible("Keras has no decoupled L1 decay; nearest: an L1 regularizer (coupled: added to "
-                                    f"the loss), kernel_regularizer = {{l1 = {rule.coefficient}}}")
             if rule.effective_scale != "lr":
                 ratio = rule.coefficient / opt.lr
                 raise Inexpressible(
@@ -358,7 +229,9 @@ class KerasBackend(Backend):
         return (clean or exact)[0]
 
     # ---------------------------------------------------------------- inside the worker
-    def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    record_checks = False   # the compiled loops (TF, JAX) record without the per-step test; torch checks in read()
+
+    def build(self, job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
         run, task, dtype = KerasRun.model_validate(job["run"]), job["task"], job["dtype"]
         active = os.environ.get("KERAS_BACKEND", "tensorflow")
         if active != run.keras_backend:
@@ -401,15 +274,9 @@ class KerasBackend(Backend):
             optimizer.exclude_from_weight_decay(var_names=[KERAS_NAME[k] for k in run.exclude_from_weight_decay])
         model.compile(optimizer=optimizer, loss=keras.losses.MeanSquaredError(),
                       loss_weights=0.5 if task["loss"] == "half_mse" else None)
-
-        X, y = np.asarray(data["X_train"], dtype), np.asarray(data["y_train"], dtype).reshape(-1, 1)
-        rows = batches(data["order"], int(task["batch_size"]))
-        rec = Recorder(data, len(rows), d, dtype)
-
-        def record(i):
-            rec.record(i, *(keras.ops.convert_to_numpy(v) for v in (dense.kernel, dense.bias)))
-
-        record(0)
+        s = SimpleNamespace(keras=keras, active=active, model=model, dense=dense, optimizer=optimizer, dtype=dtype,
+                            X=np.asarray(data["X_train"], dtype), y=np.asarray(data["y_train"], dtype).reshape(-1, 1))
+        s.params = tuple(keras.ops.convert_to_numpy(v) for v in (dense.kernel, dense.bias))
         # TensorFlow and JAX: the model's own compiled train step, called for every batch. train_on_batch runs
         # this same Model.train_step (compiled loss and loss_weights, regularization losses, optimizer) under
         # tf.function(reduce_retracing=True, jit_compile=model.jit_compile) / jax.jit (keras/src/backend/
@@ -427,32 +294,40 @@ class KerasBackend(Backend):
                 model.train_step((x, y))
                 return dense.kernel.value.read_value(), dense.bias.value.read_value()   # after the update
 
-            train_step = tf.function(train_step, reduce_retracing=True, jit_compile=model.jit_compile)
-            for t, idx in enumerate(rows):
-                rec.record(t + 1, *(v.numpy() for v in train_step(X[idx], y[idx])), check=False)
+            s.train_step = tf.function(train_step, reduce_retracing=True, jit_compile=model.jit_compile)
         elif active == "jax":
             import jax
 
-            groups = (model.trainable_variables, model.non_trainable_variables, optimizer.variables,
-                      model.metrics_variables)
-            state = tuple([v.value for v in group] for group in groups)
-            kernel, bias = (next(i for i, v in enumerate(groups[0]) if v is w) for w in (dense.kernel, dense.bias))
+            s.groups = (model.trainable_variables, model.non_trainable_variables, optimizer.variables,
+                        model.metrics_variables)
+            s.state = tuple([v.value for v in group] for group in s.groups)
+            s.kernel, s.bias = (next(i for i, v in enumerate(s.groups[0]) if v is w) for w in (dense.kernel, dense.bias))
             # donate_argnums=0 as Keras's make_train_function: the state is updated in place (the rows are
-            # copied by rec.record before the next step donates them; the variables get the state back below)
-            train_step = jax.jit(model.train_step, donate_argnums=0)
-            for t, idx in enumerate(rows):
-                _, state = train_step(state, (X[idx], y[idx]))
-                rec.record(t + 1, state[0][kernel], state[0][bias], check=False)
-            for group, values in zip(groups, state):
+            # copied by the Recorder before the next step donates them; the variables get the state back in finish)
+            s.train_step = jax.jit(model.train_step, donate_argnums=0)
+        return s
+
+    def step(self, s: SimpleNamespace, rows: np.ndarray, t: int) -> None:
+        if s.active == "tensorflow":
+            s.params = tuple(v.numpy() for v in s.train_step(s.X[rows], s.y[rows]))
+        elif s.active == "jax":
+            _, s.state = s.train_step(s.state, (s.X[rows], s.y[rows]))
+            s.params = (s.state[0][s.kernel], s.state[0][s.bias])
+        else:
+            s.model.train_on_batch(s.X[rows], s.y[rows])
+            s.params = tuple(s.keras.ops.convert_to_numpy(v) for v in (s.dense.kernel, s.dense.bias))
+
+    def read(self, s: SimpleNamespace) -> tuple:
+        return s.params
+
+    def finish(self, s: SimpleNamespace) -> None:
+        if s.active == "jax":
+            for group, values in zip(s.groups, s.state):
                 for v, value in zip(group, values):
                     v.assign(value)
-        else:
-            for t, idx in enumerate(rows):
-                model.train_on_batch(X[idx], y[idx])
-                record(t + 1)
-        if keras.ops.convert_to_numpy(dense.kernel).dtype != np.dtype(dtype):
-            raise RuntimeError(f"Keras trained in {keras.ops.convert_to_numpy(dense.kernel).dtype}, not {dtype}")
-        return rec.result()
+        trained = s.keras.ops.convert_to_numpy(s.dense.kernel).dtype
+        if trained != np.dtype(s.dtype):
+            raise RuntimeError(f"Keras trained in {trained}, not {s.dtype}")
 
     def battery_extras(self) -> dict[str, tuple[dict, dict]]:
         return {f"{kb}-{name}": (task, {"keras_backend": kb, **run})

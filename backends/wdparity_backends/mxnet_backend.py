@@ -7,34 +7,24 @@ NumPy < 1.24, so its worker runs under a separate venv (`wdparity setup mxnet`, 
 this module is imported both there (NumPy 1.23) and in the core (NumPy 2): module-level imports are
 numpy, pydantic and the wdparity core only; mxnet is imported inside train().
 
-Every semantic statement below cites MXNet 1.9.1: python/mxnet/... is the installed package
-(site-packages/mxnet/...), src/operator/optimizer_op-inl.h is the C++ source at the release tag
-https://github.com/apache/mxnet/blob/1.9.1/src/operator/optimizer_op-inl.h .
+Every statement it makes about MXNet 1.9.1, with its source (the installed package and the C++ source at
+the release tag) and the test that measures it: docs/adapters/mxnet.md.
 """
 
 from __future__ import annotations
 
+import itertools
+from types import SimpleNamespace
 from typing import Literal, Optional
 
 import numpy as np
 from pydantic import model_validator
 
-from wdparity.run.backend import Backend, Inexpressible
+from wdparity.run.adapter import Adapter, check_keywords, refuse_frozen, refuse_l1, refuse_optimizer
+from wdparity.run.backend import Inexpressible
 from wdparity.spec.errors import InputError
-from wdparity.spec.models import (
-    AdamSpec,
-    DecayRule,
-    NonNeg,
-    Penalty,
-    Positive,
-    Semantics,
-    SgdSpec,
-    Strict,
-    Task,
-    Unit,
-    check_tensors,
-    fail,
-)
+from wdparity.spec.models import AdamSpec, NonNeg, Penalty, Positive, Semantics, SgdSpec, Strict, Task, Unit, check_tensors, fail
+from wdparity.spec.rules import penalty_terms, rules_from_coefficients
 
 from .mxnet_setup import default_venv, venv_python
 
@@ -65,9 +55,7 @@ class MxnetRun(Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
-        for key in sorted({k for keys in OWN.values() for k in keys} - set(OWN[self.optimizer])):
-            if getattr(self, key) is not None:
-                raise fail(key, getattr(self, key), f"is not a keyword of MXNet's \"{self.optimizer}\" optimizer")
+        check_keywords(self, self.optimizer, OWN, 'MXNet\'s "{optimizer}" optimizer')
         if self.clip_gradient is not None:
             raise fail("clip_gradient", self.clip_gradient,
                        "is not modelled: gradient clipping has no neutral semantics (remove the key)")
@@ -76,7 +64,7 @@ class MxnetRun(Strict):
         return self
 
 
-class MxnetBackend(Backend):
+class MxnetBackend(Adapter):
     name = "mxnet"
     modules = ("mxnet",)
     install_hint = "run `wdparity setup mxnet` to create its venv"
@@ -162,23 +150,15 @@ class MxnetBackend(Backend):
         wd = config.wd or 0.0
         mult = {"weight": 1.0, "bias": 1.0, **(config.wd_mult or {})}
         coef = {k: wd * m / r for k, m in mult.items()}   # SGD and Adam alike: wd/r
-        decay: list[DecayRule] = []
-        if coef["weight"] == coef["bias"]:
-            if coef["weight"] > 0:
-                decay.append(DecayRule(coefficient=coef["weight"], params=["weight", "bias"]))
-        else:
-            decay += [DecayRule(coefficient=coef[k], params=[k]) for k in ("weight", "bias") if coef[k] > 0]
+        decay = rules_from_coefficients(coef)
         if config.penalty is not None:
             decay += config.penalty.rules(l1_at_zero=L1_AT_ZERO)
         # every hyperparameter reaches the C++ kernel as a C float, even for float64 weights
         return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule, hyper_dtype="float32")
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
-        if semantics.frozen:
-            raise Inexpressible(f"this adapter trains every Parameter of the Dense layer (grad_req = 'null', "
-                                f"mxnet/gluon/parameter.py:94-96, is not modelled; wd_mult = 0 only stops the decay); "
-                                f"nearest: the same setting with {semantics.frozen} trained too, which differs from "
-                                f"the first step")
+        refuse_optimizer(semantics, ("sgd", "adam"), "MXNet")
+        refuse_frozen(semantics, "grad_req = 'null', mxnet/gluon/parameter.py:94-96; wd_mult = 0 only stops the decay")
         if semantics.hyper_dtype != self.hyper_dtype:
             raise Inexpressible("MXNet hands every hyperparameter to its kernels as a C float; nearest: the same "
                                 "keys, with lr, wd, momentum, betas and eps rounded to float32 (~1e-8 relative)")
@@ -214,9 +194,7 @@ class MxnetBackend(Backend):
         if len(l1) > 1:
             raise Inexpressible("one `penalty` table holds one L1 term; nearest: penalty = {l1 = "
                                 f"{l1[0].coefficient}, params = {l1[0].params}}} (the other L1 terms are lost)")
-        if l1 and l1[0].effective_l1_at_zero != L1_AT_ZERO:
-            raise Inexpressible(f"MXNet's abs gradient at 0 is {L1_AT_ZERO}; nearest: penalty = {{l1 = "
-                                f"{l1[0].coefficient}, params = {l1[0].params}}} (differs where a weight is exactly 0)")
+        refuse_l1(l1, L1_AT_ZERO, "MXNet")
         if coef["weight"] == coef["bias"] and coef["weight"] > 0:
             run["wd"] = coef["weight"]
         elif coef["weight"] > 0 or coef["bias"] > 0:
@@ -240,12 +218,11 @@ class MxnetBackend(Backend):
         return out
 
     # ---- inside the worker (the mxnet venv)
-    def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    record_checks = False   # as a Gluon loop runs: every step, the stop rule applied to the record afterwards
+
+    def build(self, job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
         import mxnet as mx
         from mxnet import autograd, gluon, nd
-
-        from wdparity.engine.data import batches
-        from wdparity.engine.recording import Recorder
 
         task, run, dtype = job["task"], job["run"], job["dtype"]
         opt = run["optimizer"]
@@ -280,41 +257,38 @@ class MxnetBackend(Backend):
             params["lr_scheduler"] = ZeroBasedCosine(
                 max_update=int(schedule["total"]), base_lr=lr, final_lr=float(schedule.get("floor", 0.0)) * lr)
         trainer = gluon.Trainer(net.collect_params(), opt, params)
-
         # Gluon's L2Loss is weight/2 * (yhat - y)^2 per sample: "half_mse" weight 1, "mse" weight 2.
         loss_fn = gluon.loss.L2Loss(weight=1.0 if task["loss"] == "half_mse" else 2.0)
-        penalty = run.get("penalty")
-        X, y = data["X_train"].astype(dtype), data["y_train"].astype(dtype)
-        steps = batches(data["order"], int(task["batch_size"]))
-        rec = Recorder(data, len(steps), d, dtype)
-        rec.record(0, net.weight.data().asnumpy(), net.bias.data().asnumpy())
-        for t, rows in enumerate(steps):
-            xb, yb = nd.array(X[rows], dtype=dtype), nd.array(y[rows], dtype=dtype)
-            with autograd.record():
-                loss = loss_fn(net(xb), yb)
-                if penalty:
-                    # d2l's from-scratch form: the penalty added to every sample's loss; the batch sum in
-                    # backward and step(batch_size) cancel, leaving its plain gradient.
-                    loss = loss + self._penalty(nd, net, penalty)
-            loss.backward()
-            trainer.step(len(rows))      # the short last batch is rescaled by its own size
-            rec.record(t + 1, net.weight.data().asnumpy(), net.bias.data().asnumpy(), check=False)
-        return rec.result()
+        penalty = penalty_terms(Penalty.model_validate(run["penalty"])) if run.get("penalty") else []
+        return SimpleNamespace(nd=nd, autograd=autograd, net=net, trainer=trainer, loss_fn=loss_fn, penalty=penalty,
+                               X=data["X_train"].astype(dtype), y=data["y_train"].astype(dtype), dtype=dtype)
+
+    def step(self, s: SimpleNamespace, rows: np.ndarray, t: int) -> None:
+        xb, yb = s.nd.array(s.X[rows], dtype=s.dtype), s.nd.array(s.y[rows], dtype=s.dtype)
+        with s.autograd.record():
+            loss = s.loss_fn(s.net(xb), yb)
+            if s.penalty:
+                # d2l's from-scratch form: the penalty added to every sample's loss; the batch sum in
+                # backward and step(batch_size) cancel, leaving its plain gradient.
+                loss = loss + self._penalty(s.nd, s.net, s.penalty)
+        loss.backward()
+        s.trainer.step(len(rows))      # the short last batch is rescaled by its own size
+
+    def read(self, s: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+        return s.net.weight.data().asnumpy(), s.net.bias.data().asnumpy()
 
     @staticmethod
-    def _penalty(nd, net, penalty: dict):
+    def _penalty(nd, net, terms: list[tuple[str, str, float]]):
+        """The penalty's terms summed tensor by tensor (L2 then L1 of each), then over the tensors."""
         total = None
-        for name in penalty.get("params", ["weight"]):
-            w = getattr(net, name).data()
+        for _, group in itertools.groupby(terms, key=lambda term: term[0]):
             term = None
-            if penalty.get("l2"):
-                term = penalty["l2"] * (w ** 2).sum()
-            if penalty.get("l1"):
-                l1 = penalty["l1"] * nd.abs(w).sum()
-                term = l1 if term is None else term + l1
-            if term is not None:
-                total = term if total is None else total + term
-        return total if total is not None else 0.0
+            for name, kind, coef in group:
+                w = getattr(net, name).data()
+                part = coef * ((w ** 2).sum() if kind == "l2" else nd.abs(w).sum())
+                term = part if term is None else term + part
+            total = term if total is None else total + term
+        return total
 
 
 backend = MxnetBackend()

@@ -12,12 +12,19 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from wdparity.engine import reference
+from wdparity.run.adapter import check_keywords
 from wdparity.run.backend import Backend
-from wdparity.spec.models import AdamSpec, DecayRule, Penalty, Positive, Semantics, SgdSpec, Strict, Task, Unit, fail
+from wdparity.spec.models import AdamSpec, DecayRule, Penalty, Positive, RmspropSpec, Semantics, SgdSpec, Strict, Task, Unit
+
+# The vocabulary is the neutral spec itself: one row per optimizer, its model and the keywords it owns.
+SPECS = {"sgd": SgdSpec, "adam": AdamSpec, "rmsprop": RmspropSpec}
+OWN = {"sgd": ("momentum", "dampening", "nesterov", "momentum_form"),
+       "adam": ("betas", "eps", "eps_placement", "bias_correction_dtype"),
+       "rmsprop": ("rho", "eps", "eps_in_sqrt", "centered", "momentum")}
 
 
 class NumpyRun(Strict):
-    optimizer: Literal["sgd", "adam"]
+    optimizer: Literal["sgd", "adam", "rmsprop"]
     lr: Positive
     momentum: Optional[Unit] = None
     dampening: Optional[Unit] = None
@@ -27,6 +34,9 @@ class NumpyRun(Strict):
     eps: Optional[Positive] = None
     eps_placement: Optional[Literal["corrected", "uncorrected"]] = None
     bias_correction_dtype: Optional[Literal["float32"]] = None
+    rho: Optional[Unit] = None
+    eps_in_sqrt: Optional[bool] = None
+    centered: Optional[bool] = None
     decay: list[DecayRule] = Field(default_factory=list)
     penalty: Optional[Penalty] = None
     hyper_dtype: Literal["float64", "float32"] = "float64"
@@ -34,14 +44,7 @@ class NumpyRun(Strict):
 
     @model_validator(mode="after")
     def _keys_fit_optimizer(self):
-        own = {"sgd": ("momentum", "dampening", "nesterov", "momentum_form"),
-               "adam": ("betas", "eps", "eps_placement", "bias_correction_dtype")}
-        for other, keys in own.items():
-            if other == self.optimizer:
-                continue
-            for key in keys:
-                if getattr(self, key) is not None:
-                    raise fail(key, getattr(self, key), f"belongs to optimizer = \"{other}\", not \"{self.optimizer}\"")
+        check_keywords(self, self.optimizer, OWN, 'optimizer = "{optimizer}"')
         return self
 
 
@@ -53,7 +56,7 @@ class NumpyBackend(Backend):
     def describe(self, config: NumpyRun, task: Task) -> Semantics:
         given = {k: v for k, v in config.model_dump().items()
                  if v is not None and k not in ("optimizer", "decay", "penalty", "hyper_dtype", "frozen")}
-        optimizer = (SgdSpec if config.optimizer == "sgd" else AdamSpec)(name=config.optimizer, **given)
+        optimizer = SPECS[config.optimizer](name=config.optimizer, **given)
         decay = list(config.decay) + (config.penalty.rules(l1_at_zero=0.0) if config.penalty else [])
         return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule,
                          hyper_dtype=config.hyper_dtype, frozen=list(config.frozen))

@@ -41,13 +41,14 @@ Everything is checked against the installed optax 0.2.8 (paths under site-packag
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
 
-from wdparity.engine.data import batches, loss_factor
-from wdparity.engine.recording import Recorder
-from wdparity.run.backend import Backend, Inexpressible
+from wdparity.engine.data import loss_factor
+from wdparity.run.adapter import Adapter, refuse_frozen, refuse_l1, refuse_optimizer
+from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import TENSORS, AdamSpec, DecayRule, Semantics, SgdSpec, Task
 
 from .optax_jax import dense_loss, dense_params, require_x64, transformation, x64_env
@@ -62,7 +63,7 @@ def _bias_correction_dtype(task: Task) -> Optional[str]:
     return "float32" if task.dtype == "float32" else None
 
 
-class OptaxBackend(Backend):
+class OptaxBackend(Adapter):
     name = "optax"
     modules = ("jax", "optax")
     install_hint = "pip install 'wdparity[jax]'"
@@ -116,11 +117,9 @@ class OptaxBackend(Backend):
         return semantics
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
+        refuse_optimizer(semantics, ("sgd", "adam"), "optax")
         opt, rules = semantics.optimizer, list(semantics.decay)
-        if semantics.frozen:
-            raise Inexpressible(f"this adapter's chains update every parameter (optax.transforms.freeze / "
-                                f"set_to_zero, optax/transforms/_freezing.py:29, are not modelled); nearest: the same "
-                                f"setting with {semantics.frozen} trained too, which differs from the first step")
+        refuse_frozen(semantics, "optax.transforms.freeze / set_to_zero, optax/transforms/_freezing.py:29")
         if opt.name == "adam" and opt.bias_correction_dtype != _bias_correction_dtype(task):
             f32 = task.dtype == "float32"
             nearest = 'bias_correction_dtype = "float32"' if f32 else "exact bias corrections"
@@ -135,13 +134,7 @@ class OptaxBackend(Backend):
             raise Inexpressible("optax.scale_by_adam adds eps to sqrt(v_hat) (optax/_src/transform.py:300); nearest: "
                                 "eps_placement = \"corrected\", whose effective epsilon is larger by 1/sqrt(1-b2^t)")
         l1 = [r for r in rules if r.norm == "l1"]
-        for r in l1:
-            if r.coupling != "gradient":
-                raise Inexpressible("optax has no decoupled L1 transform; nearest: an L1 penalty (gradient coupling)")
-            if r.effective_l1_at_zero != JAX_L1_AT_ZERO:
-                raise Inexpressible(f"an L1 penalty through jax.grad takes d|w|/dw = {JAX_L1_AT_ZERO} at w = 0 "
-                                    f"(jax/_src/lax/lax.py:4715), not {r.effective_l1_at_zero}; nearest: l1_at_zero = "
-                                    f"{JAX_L1_AT_ZERO}, which differs wherever a weight is exactly 0")
+        refuse_l1(l1, JAX_L1_AT_ZERO, "optax (jax.grad)")
         if len(l1) > 1:
             raise Inexpressible("one `penalty` holds one L1 term; nearest: a single L1 rule")
         penalty = {"penalty": {"l1": l1[0].coefficient, "params": list(l1[0].params)}} if l1 else {}
@@ -189,7 +182,9 @@ class OptaxBackend(Backend):
         return {"chain": chain, **penalty}
 
     # ---------------------------------------------------------------- inside the worker
-    def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    record_checks = False   # a jitted step per batch, the stop rule applied to the record afterwards
+
+    def build(self, job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
         import jax
         import jax.numpy as jnp
         import optax
@@ -222,32 +217,29 @@ class OptaxBackend(Backend):
         # jnp gather X[idx] dispatches ~6 primitives op by op, ~1 ms per step on CPU (10x the step itself).
         X, y = np.asarray(data["X_train"], dtype), np.asarray(data["y_train"], dtype).reshape(-1, 1)
         params = dense_params(jnp, data, dtype)
-        opt_state = tx.init(params)
-        rows = batches(data["order"], int(task["batch_size"]))
-        rec = Recorder(data, len(rows), params["weight"].size, dtype)   # records w flat (d,), b as a scalar
-        rec.record(0, np.asarray(params["weight"]), np.asarray(params["bias"]))
-        for t, idx in enumerate(rows):
-            params, opt_state = step(params, opt_state, X[idx], y[idx])
-            rec.record(t + 1, np.asarray(params["weight"]), np.asarray(params["bias"]), check=False)
-        if params["weight"].dtype != dtype:
-            raise RuntimeError(f"optax trained in {params['weight'].dtype}, not {dtype}")
-        return rec.result()
+        return SimpleNamespace(step=step, params=params, opt_state=tx.init(params), X=X, y=y, dtype=dtype)
 
-    def batch_groups(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[list[int]]:
-        """Runs differing only in learning rates, decay and penalty values train as one jit(vmap) with the
-        chain built from traced scalars (optax_batch.py); checkpoint recording (record_steps) stays serial."""
-        from wdparity.engine.batching import partition
+    def step(self, s: SimpleNamespace, rows: np.ndarray, t: int) -> None:
+        s.params, s.opt_state = s.step(s.params, s.opt_state, s.X[rows], s.y[rows])
 
+    def read(self, s: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(s.params["weight"]), np.asarray(s.params["bias"])   # recorded flat: (d,) and a scalar
+
+    def finish(self, s: SimpleNamespace) -> None:
+        if s.params["weight"].dtype != s.dtype:
+            raise RuntimeError(f"optax trained in {s.params['weight'].dtype}, not {s.dtype}")
+
+    # ---- grids: runs differing only in learning rates, decay and penalty values train as one jit(vmap) with the
+    # chain built from traced scalars (optax_batch.py)
+    def batch_key(self, job: dict):
         from .optax_batch import batch_key
 
-        return partition([None if "record_steps" in data else batch_key(job) for job in jobs])
+        return batch_key(job)
 
-    def train_batch(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-        from wdparity.engine.batching import train_grouped
-
+    def train_vectorized(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         from . import optax_batch
 
-        return train_grouped(self.batch_groups(jobs, data), jobs, data, self.train, optax_batch.train)
+        return optax_batch.train(jobs, data)
 
 
 backend = OptaxBackend()

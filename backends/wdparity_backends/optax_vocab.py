@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import numpy as np
 from pydantic import Discriminator, Tag, model_validator
 
+from wdparity.run.adapter import check_keywords
 from wdparity.spec.errors import InputError
 from wdparity.spec.models import TENSORS, DecayRule, Finite, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
 
@@ -133,9 +134,7 @@ class OptaxRun(Strict):
             raise fail("optimizer", None, "is required (\"sgd\", \"adam\", \"adamw\") unless a `chain` is given")
         if self.learning_rate is None:
             raise fail("learning_rate", None, f"is required by optax.{self.optimizer}")
-        for key in alias_keys:
-            if key != "learning_rate" and getattr(self, key) is not None and key not in ALIAS_KEYS[self.optimizer]:
-                raise fail(key, getattr(self, key), f"is not a keyword of optax.{self.optimizer}")
+        check_keywords(self, self.optimizer, ALIAS_KEYS, "optax.{optimizer}")
         if self.mask is not None:
             check_tensors("mask", self.mask)
         if self.optimizer == "sgd" and self.nesterov and not self.momentum:

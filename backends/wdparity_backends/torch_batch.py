@@ -102,7 +102,7 @@ def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.nd
 
     rows = batches(data["order"], int(task["batch_size"]))
     scheduler = _scheduler(torch, optimizer, task.get("schedule") or {"kind": "constant"},
-                           DEFAULT_LR if first.lr is None else first.lr, len(rows))   # step/constant: lr unused
+                           DEFAULT_LR[first.optimizer] if first.lr is None else first.lr, len(rows))   # step/constant: lr unused
     half = task["loss"] == "half_mse"
 
     W = np.full((len(rows) + 1, G, d), np.nan, dtype=np_dtype)

@@ -2,7 +2,7 @@
 torch.optim.lr_scheduler objects.
 
 Shared by the adapter (torch_backend.py: describe, realize, train) and the batched grid (torch_batch.py),
-so neither imports the other's module. The sources of every statement are in torch_backend.py's docstring.
+so neither imports the other's module. The sources of every statement: docs/adapters/torch.md.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
+from wdparity.run.adapter import check_keywords
 from wdparity.spec.models import TENSORS, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
 
-DEFAULT_LR = 1e-3        # sgd.py:32, adam.py:38, adamw.py:24
-DEFAULT_WD = {"SGD": 0.0, "Adam": 0.0, "AdamW": 1e-2}   # sgd.py:35, adam.py:41, adamw.py:27
+# One row per torch.optim class: its constructor's defaults and keywords (tests/test_torch_backend.py reads them
+# from the installed signatures).
+DEFAULT_LR = {"SGD": 1e-3, "Adam": 1e-3, "AdamW": 1e-3, "RMSprop": 1e-2}
+DEFAULT_WD = {"SGD": 0.0, "Adam": 0.0, "AdamW": 1e-2, "RMSprop": 0.0}
 KEYWORDS = {
     "SGD": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach", "differentiable",
             "fused"),
@@ -22,6 +25,8 @@ KEYWORDS = {
              "fused", "decoupled_weight_decay"),
     "AdamW": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable",
               "differentiable", "fused"),
+    "RMSprop": ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "capturable", "foreach", "maximize",
+                "differentiable"),
 }
 MUST_BE_FALSE = {
     "amsgrad": "AMSGrad normalises by the running max of v (torch/optim/adam.py:539), outside the neutral model",
@@ -54,13 +59,15 @@ class ParamGroup(Strict):
 
 
 class TorchRun(Strict):
-    optimizer: Literal["SGD", "Adam", "AdamW"]
+    optimizer: Literal["SGD", "Adam", "AdamW", "RMSprop"]
     lr: Optional[Positive] = None
     momentum: Optional[Unit] = None
     dampening: Optional[Unit] = None
     nesterov: Optional[bool] = None
     betas: Optional[list[Unit]] = Field(None, min_length=2, max_length=2)
     eps: Optional[Positive] = None
+    alpha: Optional[Unit] = None
+    centered: Optional[bool] = None
     weight_decay: Optional[NonNeg] = None
     amsgrad: Optional[bool] = None
     maximize: Optional[bool] = None
@@ -74,10 +81,7 @@ class TorchRun(Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
-        own = KEYWORDS[self.optimizer]
-        for key in sorted({k for keys in KEYWORDS.values() for k in keys}):
-            if getattr(self, key) is not None and key not in own:
-                raise fail(key, getattr(self, key), f"is not a keyword of torch.optim.{self.optimizer}")
+        check_keywords(self, self.optimizer, KEYWORDS, "torch.optim.{optimizer}")
         for key, why in MUST_BE_FALSE.items():
             if getattr(self, key):
                 raise fail(key, True, f"must be false: {why}")

@@ -40,8 +40,13 @@ def _adam(opt: dict, lr, schedule: dict, dtype, h) -> list[tx.Transform]:
             tx.scale_by_lr(lr, schedule, dtype, h, factor)]
 
 
+def _rmsprop(opt: dict, lr, schedule: dict, dtype, h) -> list[tx.Transform]:
+    return [tx.scale_by_rms(opt["rho"], opt["eps"], opt["eps_in_sqrt"], opt["centered"], opt["momentum"], dtype, h),
+            tx.scale_by_lr(lr, schedule, dtype, h)]
+
+
 # optimizer name -> its core: the transforms between the coupled and the decoupled decay (lr included)
-CORES: dict[str, Callable[..., list[tx.Transform]]] = {"sgd": _sgd, "adam": _adam}
+CORES: dict[str, Callable[..., list[tx.Transform]]] = {"sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop}
 
 
 def _vector(values: list[float]):

@@ -223,6 +223,40 @@ def adam_step_factor(b1, b2, bc_dtype=None, dtype=np.float64) -> Callable[[int],
     return lambda t: _as_float(np.sqrt(corrections(t)[1]) / corrections(t)[0])
 
 
+# ---------------------------------------------------------------- RMSprop
+def scale_by_rms(rho, eps, eps_in_sqrt: bool, centered: bool, momentum, dtype, h=float) -> Transform:
+    """RMSprop's direction d = g / (sqrt(v) + eps) (eps_in_sqrt: g / sqrt(v + eps)), v = rho*v + (1-rho)*g^2,
+    centered: v - a^2 with a = rho*a + (1-rho)*g; momentum m > 0: buf = m*buf + d, emitted in place of d."""
+    rho_, c, eps_, m = hyper(rho, dtype, h), dtype(1.0 - h(rho)), hyper(eps, dtype, h), hyper(momentum, dtype, h)
+    with_momentum = not np.all(np.asarray(momentum) == 0)
+
+    def update(u, state, p, t):
+        nu, avg, buf = state
+        rr = current()
+        P = per_config
+        nu = {k: jitter(rr, P(rho_, u[k]) * nu[k] + P(c, u[k]) * u[k] * u[k],
+                        lambda: P(rho_, u[k]) * nu[k] + P(c, u[k]) * u[k] * u[k]) for k in u}
+        if centered:
+            avg = {k: jitter(rr, P(rho_, u[k]) * avg[k] + P(c, u[k]) * u[k],
+                             lambda: np.abs(P(rho_, u[k]) * avg[k]) + np.abs(P(c, u[k]) * u[k])) for k in u}
+            second = {k: nu[k] - avg[k] * avg[k] for k in u}
+        else:
+            second = nu
+        if eps_in_sqrt:
+            out = {k: u[k] / np.sqrt(second[k] + P(eps_, u[k])) for k in u}
+        else:
+            out = {k: u[k] / (np.sqrt(second[k]) + P(eps_, u[k])) for k in u}
+        if rr is not None:   # a division, a square root and a sum: a few roundings of the result's size
+            out = {k: rr(x, 3 * np.abs(x)) for k, x in out.items()}
+        if with_momentum:
+            buf = {k: jitter(rr, P(m, u[k]) * buf[k] + out[k], lambda: np.abs(P(m, u[k]) * buf[k]) + np.abs(out[k]))
+                   for k in u}
+            out = buf
+        return out, (nu, avg, buf)
+
+    return Transform(lambda params: (zeros(params), zeros(params), zeros(params)), update)
+
+
 # ---------------------------------------------------------------- the learning rate
 def scale_by_lr(lr, schedule: dict, dtype, h=float, factor: Callable[[int], float] = lambda t: 1.0) -> Transform:
     """step = -lr_t * direction, lr_t = lr * eta_t * factor(t), handed to the update as one number."""

@@ -33,6 +33,9 @@ OPTIMIZERS = {
     "adam": {"name": "adam", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8},
     "adam_eps": {"name": "adam", "lr": 0.01, "betas": [0.8, 0.99], "eps": 1e-3},
     "adam_uncorrected": {"name": "adam", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-3, "eps_placement": "uncorrected"},
+    "rmsprop": {"name": "rmsprop", "lr": 0.01, "rho": 0.99, "eps": 1e-8},
+    "rmsprop_centered": {"name": "rmsprop", "lr": 0.005, "rho": 0.9, "eps": 1e-3, "centered": True, "momentum": 0.5},
+    "rmsprop_in_sqrt": {"name": "rmsprop", "lr": 0.01, "rho": 0.9, "eps": 1e-6, "eps_in_sqrt": True},
 }
 DECAYS = {
     "none": [],

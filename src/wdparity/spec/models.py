@@ -162,7 +162,21 @@ class AdamSpec(Strict):
     bias_correction_dtype: Optional[Literal["float32"]] = None
 
 
-OptimizerSpec = Annotated[Union[SgdSpec, AdamSpec], Field(discriminator="name")]
+class RmspropSpec(Strict):
+    """RMSprop. v = rho*v + (1-rho)*g^2 (v_0 = 0); centered: a = g_avg = rho*a + (1-rho)*g, v - a^2 in the root;
+    d = g / (sqrt(v) + eps), or g / sqrt(v + eps) with eps_in_sqrt; momentum: buf = m*buf + d (buf_0 = d),
+    step = -lr_t*buf, else step = -lr_t*d. (torch.optim.RMSprop: rho = alpha, eps outside the root.)"""
+
+    name: Literal["rmsprop"]
+    lr: Positive
+    rho: Unit = 0.99
+    eps: Positive = 1e-8
+    eps_in_sqrt: bool = False
+    centered: bool = False
+    momentum: Unit = 0.0
+
+
+OptimizerSpec = Annotated[Union[SgdSpec, AdamSpec, RmspropSpec], Field(discriminator="name")]
 
 
 class DecayRule(Strict):

@@ -60,6 +60,8 @@ def meaning(sem: dict, lam: float) -> dict[str, str]:
                 "tensors": " + ".join(t for t in ("weight", "bias") if t in tensors)}
     if opt["name"] == "adam":
         cols["optimizer"] = f"Adam, ε {'after' if opt['eps_placement'] == 'corrected' else 'before'} bias correction"
+    elif opt["name"] == "rmsprop":
+        cols["optimizer"] = f"RMSprop, ε {'inside' if opt['eps_in_sqrt'] else 'outside'} the root"
     else:
         form = "" if not opt["momentum"] else (", momentum " + ("buffer" if opt["momentum_form"] == "buffer" else "velocity"))
         cols["optimizer"] = "SGD" + form

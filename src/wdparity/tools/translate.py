@@ -74,6 +74,13 @@ def words(sem: dict, backend: str = "") -> str:
             if opt["dampening"]:
                 mom += f", dampening {opt['dampening']:g}"
         lines.append(f"Optimizer: SGD, lr {opt['lr']:g}{mom}.")
+    elif opt["name"] == "rmsprop":
+        root = "g/sqrt(v + eps): epsilon inside the root" if opt["eps_in_sqrt"] else "g/(sqrt(v) + eps): epsilon outside the root"
+        extra = ", centered (v - a^2, a the running mean of g)" if opt["centered"] else ""
+        if opt["momentum"]:
+            extra += f", momentum {opt['momentum']:g}: buf = m*buf + that direction, step = -lr_t*buf"
+        lines.append(f"Optimizer: RMSprop, lr {opt['lr']:g}, v = {opt['rho']:g}*v + {1 - opt['rho']:g}*g^2, "
+                     f"eps {opt['eps']:g}, direction {root}{extra}.")
     else:
         place = ("m_hat/(sqrt(v_hat) + eps): epsilon after bias correction" if opt["eps_placement"] == "corrected"
                  else "lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v) + eps): epsilon before bias correction "
@@ -91,8 +98,8 @@ def words(sem: dict, backend: str = "") -> str:
                     "before the optimizer sees it")
             text += (f"; the same as a loss penalty {lam / 2:g}*||w||^2 (lambda/2 convention)" if r["norm"] == "l2"
                      else f"; the same as a loss penalty {lam:g}*|w|_1")
-            if opt["name"] == "adam":
-                text += "; Adam then rescales it per coordinate, so it is NOT decoupled decay"
+            if opt["name"] in ("adam", "rmsprop"):
+                text += f"; {'Adam' if opt['name'] == 'adam' else 'RMSprop'} then rescales it per coordinate, so it is NOT decoupled decay"
         else:
             s = {"lr": "lr_t (the scheduled learning rate)", "schedule": "eta_t (the schedule multiplier, as in the AdamW paper)",
                  "none": "1 (not scaled)"}[r["scale"]]
