@@ -1,56 +1,13 @@
-"""The `keras` backend: a Keras 3 Dense(1) model trained with compile() + train_on_batch(), on TensorFlow, JAX or torch.
+"""The `keras` backend: a Keras 3 Dense(1) model trained with compile() + the model's own train step, on
+TensorFlow, JAX or torch.
 
 Why it exists: Keras has two unrelated "weight decay" knobs. `kernel_regularizer = L1L2(l2=c)` adds
-c*sum(w^2) to the loss (a coupled L2 with coefficient 2c, not c), while every Keras 3 optimizer,
-SGD included, takes `weight_decay`, which is *decoupled*: w <- w - lr_t*wd*w outside the optimizer's
-moments (torch's SGD weight_decay is coupled). Keras's SGD momentum is the velocity form and its Adam
-adds epsilon before the bias correction. Which backend runs Keras decides sign(0) of the L1 term.
-
-Every statement is checked against the installed keras 3.15.1 (paths under site-packages/keras/src/;
-upstream: https://github.com/keras-team/keras/tree/v3.15.1/keras/src):
-- weight_decay: BaseOptimizer._apply_weight_decay, optimizers/base_optimizer.py:952-959
-  (w <- w - w*wd*lr, lr = self.learning_rate, the schedule's lr_t) runs BEFORE update_step
-  (base_optimizer.py:586-594, the gradient was taken at the old w, so this is decoupled decay with
-  scale "lr"); TF: backend/tensorflow/optimizer.py:89-106 (assign_sub(w*wd*lr)); torch:
-  backend/torch/optimizers/torch_optimizer.py:37-43 (w *= 1 - wd*lr_t); JAX: backend/jax/optimizer.py:78-84.
-  exclude_from_weight_decay(var_names=...) is a regex search on the variable's name
-  (base_optimizer.py:883-950); a Dense layer's variables are named "kernel" and "bias".
-- the learning rate: a LearningRateSchedule is called with `self._iterations` (base_optimizer.py:777-781),
-  which is incremented only after the update (base_optimizer.py:533): lr_t at t = 0, 1, ... as the neutral
-  multiplier. ExponentialDecay(staircase=True) = lr*rate^floor(t/steps) (schedules/learning_rate_schedule.py:162-175);
-  CosineDecay(alpha) = lr*((1-alpha)*(1+cos(pi*min(t,T)/T))/2 + alpha) (learning_rate_schedule.py:695-703, 713-731).
-- SGD (optimizers/sgd.py:95-124; torch: backend/torch/optimizers/torch_sgd.py:8-36): m = momentum*m - lr*g;
-  w += m (nesterov: w += momentum*m - lr*g) -> momentum_form "velocity". `nesterov` without momentum is silently
-  ignored (sgd.py:112 is reached only when m is not None): rejected here. momentum must be a float (sgd.py:74).
-- Adam/AdamW (optimizers/adam.py:102-137, adamw.py:53-95; torch: torch_adam.py:11-60): alpha =
-  lr*sqrt(1-b2^t)/(1-b1^t); w -= alpha*m/(sqrt(v)+epsilon) -> eps_placement "uncorrected"; default epsilon 1e-7
-  (adam.py:48); AdamW is Adam whose weight_decay defaults to 0.004 (adamw.py:56) and must not be None.
-  amsgrad is outside the neutral model: rejected.
-- L1L2(l1, l2) (regularizers/regularizers.py:169-208) returns l1*sum|w| + l2*sum(w^2); the trainer adds each
-  regularization loss, summed, to the compiled loss (trainers/trainer.py:385-402, 425-437; layers/layer.py:1295-1321),
-  not divided by the batch size. Its gradient at w = 0 is the backend's d|w|/dw at 0: measured (tests) 0 on
-  TensorFlow and torch, +1 on JAX (jax.grad(jnp.abs)(0.) = 1).
-- loss "mse" = keras.losses.MeanSquaredError (sum_over_batch_size, losses/loss.py:140-161); "half_mse" is the
-  same loss with compile(loss_weights=0.5) (trainers/compile_utils.py:734-735), an exact factor that leaves the
-  regularization losses unscaled, as in the neutral model.
-Precision (measured, tests/test_keras_backend.py; `precision_findings()` lists what applies to a run):
-- TensorFlow: keras.ops.cast(<Python float>, "float64") is tf.cast, which converts the float to a float32
-  tensor first (backend/tensorflow/core.py:210-218; tensorflow/tensorflow#35938, #64548). So a float64 run
-  uses float32-rounded momentum (sgd.py:104), weight_decay (backend/tensorflow/optimizer.py:97) and L1L2
-  factors (regularizers.py:201,205): describe() states those rounded values (exact). Adam's bias correction
-  uses float32-rounded betas (adam.py:107-112) and a schedule computes lr_t in float32 (convert_to_tensor of a
-  Python float is float32, learning_rate_schedule.py:164-167, 715-718): not expressible (findings).
-- JAX (float64 needs jax_enable_x64: fixed per worker at start-up by worker_env, JAX_ENABLE_X64 = "1" for
-  float64 and "0" for float32 runs, so the two run in separate workers; train() checks it, never flips it):
-  exact, except CosineDecay, whose ops.cos returns float32 because keras's result_type maps float64 to float32
-  on every backend but TensorFlow (backend/common/dtypes.py:235-242, 275-277; jax/numpy.py:599-606;
-  keras-team/keras#23223).
-- torch: the same result_type makes ops.matmul(float64, float64) compute and return float32 (torch/numpy.py:100-158)
-  and ops.mean compute in float32 (torch/numpy.py:165-197): a float64 Dense model trains with float32 forward
-  passes (finding; https://github.com/keras-team/keras/issues/23704).
-- float32, every backend: Adam's bias correction 1 - beta^t is computed in float32 from float32 betas (adam.py:
-  106-117); 1 - float32(0.999) = 9.9998713e-4 is 1.3e-5 off 1e-3, so the step is ~6e-6 larger than the exact
-  correction gives, above the float32 noise floor of the reference (finding).
+c*sum(w^2) to the loss (a coupled L2 with coefficient 2c, not c), while every Keras 3 optimizer, SGD
+included, takes `weight_decay`, which is *decoupled*: w <- w - lr_t*wd*w outside the optimizer's moments.
+Keras's SGD momentum is the velocity form, its Adam adds epsilon before the bias correction, and which
+backend runs Keras decides sign(0) of the L1 term and several precision findings. The vocabulary is in
+keras_vocab.py; every statement about Keras 3.15.1, with its source and the test that measures it, is in
+docs/adapters/keras.md.
 """
 
 from __future__ import annotations

@@ -37,9 +37,9 @@ KERAS_EXTRAS = {
     "clipnorm": _CLIP, "clipvalue": _CLIP, "global_clipnorm": _CLIP,
     "use_ema": _EMA, "ema_momentum": _EMA, "ema_overwrite_frequency": _EMA,
     "loss_scale_factor": ("is not modelled: Keras multiplies the loss by it and divides the gradients back "
-                          "(keras/src/optimizers/base_optimizer.py:691-699, 519-522), exact only up to rounding"),
+                          "(keras/src/optimizers/base_optimizer.py:691-699, 519-523), exact only up to rounding"),
     "gradient_accumulation_steps": ("is not modelled: Keras then updates once every N steps with the averaged gradient "
-                                    "(keras/src/optimizers/base_optimizer.py:551-580), another step count than the task's"),
+                                    "(keras/src/optimizers/base_optimizer.py:551-585), another step count than the task's"),
     "name": ("only names the Keras optimizer (keras/src/optimizers/base_optimizer.py:92-94) and changes no number: "
              "remove the key"),
     "decay": ("is ignored by Keras 3 with a warning (keras/src/optimizers/base_optimizer.py:85-88); a learning-rate "

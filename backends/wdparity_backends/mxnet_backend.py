@@ -92,51 +92,16 @@ class MxnetBackend(Adapter):
         return out
 
     def describe(self, config: MxnetRun, task: Task) -> Semantics:
-        """What a Gluon Trainer with these optimizer_params does (MXNet 1.9.1).
-
-        Gradient: Trainer.step(batch_size) sets rescale_grad = _scale / batch_size (gluon/trainer.py:338)
-        where _scale is the user's rescale_grad (trainer.py:105); the per-sample loss summed by backward()
-        times 1/batch_size is the mean-loss gradient, times the user's rescale_grad r.
-        SGD (multi_sgd_update / sgd_mom_update, optimizer_op-inl.h:225-257 and :600-617):
-            mom = momentum*mom - lr*wd*w - lr*r*g;  w += mom
-        i.e. wd is added to the gradient inside the velocity ("velocity" momentum form, coupled decay);
-        with r: lr' = lr*r, coefficient wd/r (exact). NAG (nag_mom_update, optimizer_op-inl.h:1061-1083):
-            w += momentum*(momentum*mom - lr*g') - lr*g',  mom = momentum*mom - lr*g',  g' = r*g + wd*w
-        = velocity-form Nesterov (its docstring, optimizer.py:1437-1438, states the buffer form; the two
-        differ only when lr changes). Adam (optimizer.py:1609-1628, AdamUpdateKernel optimizer_op-inl.h:1292):
-            g' = r*g + wd*w; m, v from g'; w -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v)+eps)
-        i.e. coupled decay, eps added before bias correction ("uncorrected"); with r: eps/r, wd/r (exact,
-        Adam is scale-invariant but for eps). The docstring (optimizer.py:1560, 1574) writes the correction
-        as sqrt(1-beta1**t)/(1-beta2**t): the code has sqrt(1-b2^t)/(1-b1^t).
-        Per tensor wd = wd * Parameter.wd_mult (Optimizer._get_wds, optimizer.py:470-492; Gluon passes
-        param_dict, so the Module API's "zero wd unless the name ends in _weight/_gamma" rule,
-        optimizer.py:388-391, does not apply: Gluon decays biases unless wd_mult = 0).
-        lazy_update (sgd, adam; default True) changes nothing here: lazy updates apply only when the weight and
-        the gradient are row_sparse (optimizer.py:529-531, 567-569, 1553-1554, 1590-1592; create_state makes
-        the states weight.stype or 'default', :598, :1603: 'default' both ways for a dense weight), and a Gluon
-        Dense layer's are dense; SGD's aggregated multi_sgd_(mom_)update (optimizer.py:625-637) does not even take
-        it. It is passed through and measured both ways by the battery (lazy-update-*, the default True elsewhere).
-        Schedules: num_update = t+1 at step t (Optimizer._update_count, optimizer.py:411-425, runs before
-        _get_lrs). FactorScheduler decays when num_update > count + step (lr_scheduler.py:119) ->
-        factor**(t // step), the neutral step schedule (its docstring's floor(num_update/step) is one step
-        early). CosineScheduler evaluates cos(pi*num_update/max_update) (lr_scheduler.py:278-280) -> it is one
-        step ahead of the neutral cosine (lr_0 < lr); train() feeds it num_update - 1.
-        Not expressible (reported findings, proven in tests/test_mxnet_backend.py by a kernel replay):
-        - precision: every hyperparameter reaches the kernel as a C `float` (SGDParam/MultiSGDParam/
-          AdamParam, optimizer_op-inl.h:56-130, 566-572, 1251-1259), scalar fields parsed from str() by
-          dmlc::stof (mxnet/include/dmlc/strtonum.h:99-250, not always correctly rounded), so float64
-          runs use float32 lr_t, wd, momentum, betas, eps, rescale_grad: 5e-9..1e-7 relative from the
-          float64 reference for SGD, ~7e-6 for Adam (float32(0.999) makes 1 - beta2 1.3e-5 relative too small).
-        - nag with momentum > 0 and wd > 0: nag_mom_update runs in place (out=weight, optimizer.py:1488)
-          and its kernel (optimizer_op-inl.h:1076-1080) writes the new weight before the momentum reads
-          wd*weight, so the momentum decays the *updated* weight (5e-3 relative on the battery task).
-        """
+        """What a Gluon Trainer with these optimizer_params does (MXNet 1.9.1): SGD/NAG momentum in the velocity
+        form with wd added to the gradient, Adam with epsilon before the bias correction, wd/r and eps/r under a
+        user rescale_grad r, per-tensor wd = wd * wd_mult, every hyperparameter a C float. The derivations, each
+        with its source line and the test that measures it: docs/adapters/mxnet.md."""
         opt = config.optimizer
         r = config.rescale_grad if config.rescale_grad is not None else 1.0
         lr = config.learning_rate if config.learning_rate is not None else DEFAULT_LR[opt]
         if task.schedule.kind == "step" and task.schedule.factor > 1:
             raise InputError("", "schedule.factor", "must be <= 1 for MXNet's FactorScheduler "
-                             "(lr_scheduler.py:107 raises ValueError)", task.schedule.factor)
+                             "(lr_scheduler.py:107-108 raises ValueError)", task.schedule.factor)
         if opt in ("sgd", "nag"):
             momentum = config.momentum or 0.0
             nesterov = opt == "nag" and momentum > 0

@@ -4,39 +4,9 @@ optax is where "coupled vs decoupled" is literally an ordering: `add_decayed_wei
 `weight_decay * params` to whatever the updates are at its position in the chain. Before the
 optimizer core (`scale_by_adam`, `trace`) it edits the gradient (an L2 penalty); after it, it edits
 the step (AdamW), scaled by whatever scaling transforms still follow it. describe() reads that order
-and the product of the downstream scalings; realize() writes the chain (or an alias where exact).
-
-Everything is checked against the installed optax 0.2.8 (paths under site-packages/optax/):
-- `sgd` = chain(trace(momentum) | identity, scale_by_learning_rate): _src/alias.py:2125-2137.
-  `nesterov` is silently ignored when `momentum` is None (alias.py:2132): rejected here.
-- `trace`: trace = g + decay*trace, zeros at init, so the first step is g exactly as torch's buffer;
-  nesterov returns g + decay*trace (transforms/_accumulation.py:63,68,75). No dampening.
-- `scale_by_adam`: corrected epsilon, m_hat / (sqrt(v_hat + eps_root) + eps) (_src/transform.py:294-300);
-  eps_root != 0 and nesterov (NAdam, transform.py:286-293) are outside the neutral model: rejected.
-  Its bias correction 1 - decay**count (tree_utils/_tree_math.py:449: a Python-float decay, an int32
-  count) is computed in JAX's default float: float32 from float32 betas in a float32 run (no x64, as a
-  float32 JAX program runs), float64 in a float64 run; describe() states it (bias_correction_dtype).
-- `adamw` = chain(scale_by_adam, add_decayed_weights(weight_decay, mask), scale_by_learning_rate)
-  (alias.py:716-727); default weight_decay = 1e-4 (alias.py:605), torch's AdamW default is 1e-2.
-- `add_decayed_weights`: updates + weight_decay * params (transforms/_adding.py:73); a constant 0
-  is skipped (:68); a mask wraps it in `masked` (:83, transforms/_masking.py:92).
-- `scale_by_learning_rate(lr)` = scale(-lr), or scale_by_schedule(-lr(count)) for a schedule
-  (transform.py:1004-1005); scale_by_schedule casts the value to the update dtype (:1029).
-- Penalties go through jax.grad: d|w|/dw at w = 0 is +1 in JAX (`select(x >= 0, g, -g)`,
-  jax/_src/lax/lax.py:4715; https://github.com/jax-ml/jax/issues/37820), not torch's sign(0) = 0.
-- Params are shaped as a Flax nn.Dense(1) (and a Keras Dense(1)) user has them: {"weight": kernel
-  (d, 1), "bias": (1,)}, loss r = X @ W + b - y with y as an (n, 1) column (recorded flat: (d,), scalar).
-- Masks name tensors and must match one; optax itself accepts any boolean tree. The shape idiom
-  `mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)` (optax#25,
-  https://github.com/salesforce/jaxformer/issues/28) selects the (d, 1) kernel and not the (1,) bias:
-  the same as mask = ["weight"] (measured, tests/test_optax_backend.py; on a (d,) vector it would
-  select nothing, silently).
-- x64: JAX reads jax_enable_x64 once per process, so worker_env() starts float32 and float64 runs in
-  separate workers with JAX_ENABLE_X64 fixed at start-up ("0" / "1"); train() never flips the flag and
-  refuses a job whose dtype disagrees with it (require_x64).
-- Schedules: exponential_decay(staircase) / cosine_decay_schedule(alpha=floor). With a Python-float
-  decay_rate the staircase value is float32 even under x64 (int32 count / int -> float32,
-  jax/_src/dtypes.py:318; schedules/_schedule.py:315-319), so decay_rate is passed typed.
+and the product of the downstream scalings (optax_vocab.py); realize() writes the chain (or an alias
+where exact); optax_jax.py is what runs inside the worker. Every statement about optax 0.2.8 and JAX
+0.10.2, with its source and the test that measures it: docs/adapters/optax.md.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ numbers; serially each step pays torch's per-op dispatch and autograd overhead f
 (zero_grad, forward, loss, backward, step) for a 200-input linear model.
 
 What torch allows natively, measured on 2.13.0 (benchmarks/sweep_vectorized.py probes it):
-- A (G, d) parameter cannot carry per-row coefficients. `SGD(weight_decay=tensor)` is accepted, but
-  `_single_tensor_sgd` tests `if weight_decay != 0` (torch/optim/sgd.py:346), which raises for a
-  multi-element tensor; a Tensor lr must be 1-element (sgd.py:43). Per-row lr only works through the
+- A (G, d) parameter cannot carry per-row coefficients. A multi-element `SGD(weight_decay=tensor)` is refused by
+  the constructor itself (its `weight_decay < 0.0` check raises on the tensor's ambiguous truth value,
+  torch/optim/sgd.py:49-50); a Tensor lr must be 1-element (sgd.py:43). Per-row lr only works through the
   `lr.requires_grad` branch meant for differentiable optimizers (param.addcmul_, sgd.py:373): not used.
 - So each config keeps its own parameters and its own param group with its own lr and weight_decay,
   exactly the numbers the serial optimizer is constructed with; the real optimizer does every update.

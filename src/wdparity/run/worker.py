@@ -5,8 +5,8 @@
 JOBDIR/job.json names the backend ("module:attr") and its items; the shared task data lie in
 JOBDIR/../data_*.npz. For each item the worker writes ITEM.npz (the trajectory) and ITEM.json
 (status, reason, seconds), then prints "done ITEM" for the progress display. It imports only the
-standard library, numpy and the backend module, so it also runs under a separate interpreter
-(MXNet's own venv) that has neither pydantic nor the core's numpy 2.
+standard library, numpy and the backend module (tests/test_layers.py checks the first two), so it also
+runs under a separate interpreter (MXNet's own venv, NumPy < 1.24); what the adapter imports is its own.
 """
 
 from __future__ import annotations
