@@ -161,6 +161,49 @@ class Recorder:
                 "norm": self.norm, "absmax": self.absmax, "digest": self.digest}
 
 
+class GridRecorder:
+    """G Recorders in one, for a grid trained with a leading config axis (reference.run with a list).
+
+    Full recording writes every config's row at once and applies the one stop rule to all configs with a
+    few array operations (a config that breaks it keeps that row, its later rows become NaN, the others go
+    on); checkpoint recording keeps one Recorder per config. record() returns False once every config stopped."""
+
+    def __init__(self, data: dict, steps: int, d: int, dtype, configs: int):
+        self.full = data.get("record_steps") is None
+        if not self.full:
+            self.recs = [Recorder(data, steps, d, dtype) for _ in range(configs)]
+            self.alive = list(range(configs))
+            return
+        self.W = np.full((configs, steps + 1, d), np.nan, dtype=np.dtype(dtype))   # config-major: rows contiguous
+        self.B = np.full((configs, steps + 1), np.nan, dtype=np.dtype(dtype))
+        self.last = np.full(configs, steps)
+        self.live = np.ones(configs, dtype=bool)
+        self.limit: Optional[np.ndarray] = None
+
+    def record(self, t: int, W: np.ndarray, B: np.ndarray) -> bool:
+        if not self.full:
+            self.alive = [g for g in self.alive if self.recs[g].record(t, W[g], B[g])]
+            return bool(self.alive)
+        self.W[:, t], self.B[:, t] = W, B
+        with np.errstate(all="ignore"):
+            wmax = np.abs(W).max(axis=1, initial=0.0).astype(np.float64)   # NaN/inf where a row is non-finite
+            babs = np.abs(B).astype(np.float64)
+            if self.limit is None:
+                self.limit = np.array([stop_limit(W[g].astype(np.float64), float(B[g])) for g in range(len(B))])
+            finite = np.isfinite(wmax) & np.isfinite(babs)
+            stop = self.live & (~finite | (np.maximum(wmax, babs) > self.limit))   # breaks_rule, per config
+        if stop.any():
+            self.last[stop], self.live = t, self.live & ~stop
+        return bool(self.live.any())
+
+    def result(self) -> list[dict[str, np.ndarray]]:
+        if not self.full:
+            return [rec.result() for rec in self.recs]
+        for g, last in enumerate(self.last):
+            self.W[g, last + 1:], self.B[g, last + 1:] = np.nan, np.nan
+        return [{"weight": self.W[g], "bias": self.B[g]} for g in range(len(self.B))]
+
+
 def stop_limit(w0: np.ndarray, b0: float) -> float:
     """The stop rule's threshold for a run starting at (w0, b0)."""
     with np.errstate(all="ignore"):

@@ -36,16 +36,21 @@ def rounder(hyper_dtype: str) -> Callable:
     """How a hyperparameter reaches the update: as is, or rounded to a C float (MXNet). Scalars stay Python
     floats (the serial arithmetic), arrays (a leading config axis) are rounded elementwise: the same numbers."""
     if hyper_dtype == "float32":
-        return lambda x: float(np.float32(x)) if np.ndim(x) == 0 else np.asarray(x).astype(np.float32).astype(np.float64)
-    return lambda x: float(x) if np.ndim(x) == 0 else np.asarray(x, dtype=np.float64)
+        return lambda x: x.astype(np.float32).astype(np.float64) if is_vector(x) else float(np.float32(x))
+    return lambda x: np.asarray(x, dtype=np.float64) if is_vector(x) else float(x)
+
+
+def is_vector(x) -> bool:
+    """A (G,) hyperparameter (a grid's), as opposed to a scalar of a single run."""
+    return type(x) is np.ndarray and x.ndim > 0
 
 
 def per_config(x, like: np.ndarray):
     """A hyperparameter shaped to broadcast against a tensor with a leading config axis: a scalar as is, a
     (G,) vector as (G, 1, ...)."""
-    if np.ndim(x) == 0 or np.ndim(like) <= 1:
+    if type(x) is not np.ndarray or x.ndim == 0 or like.ndim <= 1:   # the common case, checked cheaply
         return x
-    return np.reshape(x, (-1,) + (1,) * (np.ndim(like) - 1))
+    return x.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
 def hyper(x, dtype, h=float):

@@ -19,7 +19,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from wdparity.engine.rounding import current, hyper, jitter, per_config
+from wdparity.engine.rounding import current, hyper, is_vector, jitter, per_config
 from wdparity.engine.schedules import multiplier
 
 Params = dict[str, np.ndarray]
@@ -63,7 +63,7 @@ def decay_direction(w: np.ndarray, norm: str, l1_at_zero: float) -> np.ndarray:
 
 def _as_float(x):
     """float(x) for a scalar, a float64 array for a (G,) vector."""
-    return float(x) if np.ndim(x) == 0 else np.asarray(x, dtype=np.float64)
+    return np.asarray(x, dtype=np.float64) if is_vector(x) else float(x)
 
 
 # ---------------------------------------------------------------- decay
@@ -268,7 +268,7 @@ def scale_by_lr(lr, schedule: dict, dtype, h=float, factor: Callable[[int], floa
         if rr is not None:
             step = jitter(rr, dtype(-h(lr * eta * f)), lambda: 2 * abs(dtype(-h(lr * eta * f))))
             return {k: rr(per_config(step, u[k]) * u[k], np.abs(per_config(step, u[k]) * u[k])) for k in u}
-        key = (eta, f) if np.ndim(f) == 0 else None
+        key = None if is_vector(f) else (eta, f)
         if key is None or key not in cache:
             step = dtype(-h(lr * eta * f))
             cache.clear()
