@@ -21,6 +21,7 @@ import numpy as np
 from wdparity.run.adapter import Adapter, refuse_frozen, refuse_l1, refuse_optimizer
 from wdparity.run.backend import Inexpressible, load_battery
 from wdparity.spec.models import TENSORS, AdamSpec, DecayRule, Semantics, SgdSpec, Task
+from wdparity.spec.rules import coefficients
 
 from .keras_vocab import (
     DEFAULT_LR,
@@ -136,14 +137,10 @@ class KerasBackend(Adapter):
                                     "\"uncorrected\" (its effective epsilon is smaller by sqrt(1-beta_2^t))")
             run = {"optimizer": "Adam", "learning_rate": opt.lr, "beta_1": opt.betas[0], "beta_2": opt.betas[1],
                    "epsilon": opt.eps}
-        regs = {k: {"l1": 0.0, "l2": 0.0} for k in TENSORS}
+        coupled_l1, coupled_l2 = coefficients(semantics.decay, "l1"), coefficients(semantics.decay, "l2")
+        regs = {k: {"l1": coupled_l1[k], "l2": coupled_l2[k] / 2.0} for k in TENSORS}   # L1L2(l2) is a 2*l2 gradient
         decoupled = [r for r in semantics.decay if r.coupling == "decoupled"]
         l1 = {r.effective_l1_at_zero for r in semantics.decay if r.norm == "l1"}
-        for rule in semantics.decay:
-            if rule.coupling == "decoupled":
-                continue
-            for k in rule.params:
-                regs[k][rule.norm] += rule.coefficient / 2.0 if rule.norm == "l2" else rule.coefficient
         refuse_l1(decoupled, None, "Keras")   # the L1 sign at zero picks the Keras backend below
         for rule in decoupled:
             if rule.effective_scale != "lr":

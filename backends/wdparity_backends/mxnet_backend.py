@@ -24,7 +24,7 @@ from wdparity.run.adapter import Adapter, check_keywords, refuse_frozen, refuse_
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.errors import InputError
 from wdparity.spec.models import AdamSpec, NonNeg, Penalty, Positive, Semantics, SgdSpec, Strict, Task, Unit, check_tensors, fail
-from wdparity.spec.rules import penalty_terms, rules_from_coefficients
+from wdparity.spec.rules import coefficients, penalty_terms, rules_from_coefficients
 
 from .mxnet_setup import default_venv, venv_python
 
@@ -147,15 +147,12 @@ class MxnetBackend(Adapter):
                     f"{opt.eps} (the step differs while sqrt(1-beta2^t) is far from 1)")
             run = {"optimizer": "adam", "learning_rate": opt.lr, "beta1": opt.betas[0], "beta2": opt.betas[1],
                    "epsilon": opt.eps}
-        coef = {"weight": 0.0, "bias": 0.0}
         l1 = [rule for rule in semantics.decay if rule.norm == "l1"]
         for rule in semantics.decay:
             if rule.coupling != "gradient":
                 raise Inexpressible("MXNet 1.9.1 has no decoupled weight decay (no AdamW in mxnet.optimizer); "
                                     f"nearest: wd = {rule.coefficient} (coupled: added to the gradient)")
-            if rule.norm == "l2":
-                for k in rule.params:
-                    coef[k] += rule.coefficient
+        coef = coefficients(semantics.decay, "l2")
         if len(l1) > 1:
             raise Inexpressible("one `penalty` table holds one L1 term; nearest: penalty = {l1 = "
                                 f"{l1[0].coefficient}, params = {l1[0].params}}} (the other L1 terms are lost)")

@@ -2,7 +2,7 @@
 
 One code path for a single run and for a grid: `run(semantics)` trains one run, `run([s1, s2, ...])`
 trains G runs of one structure (they may differ in lr and decay coefficients, batching.py) together,
-every tensor with a leading config axis and those hyperparameters as (G,) vectors, bit for bit what
+its tensors with a leading config axis and those hyperparameters as (G,) vectors, bit for bit what
 each would give alone (tests/test_engine.py checks both against trajectories saved before the two
 paths became one). Runs in float64, or float32 when asked (hyperparameters cast too), optionally
 under a RandomRounding (rounding.py) for the envelopes. NumPy + stdlib only: workers import it.

@@ -6,7 +6,7 @@ edits the gradient) or after them (it edits the step).
     gradient -> [coupled decay] -> sgd_buffer | sgd_velocity | scale_by_adam | scale_by_rms -> [scale_by_lr]
              -> [decoupled decay] -> [freeze] -> w <- w + update
 
-Every tensor carries a leading config axis (G runs trained together; G = 1 for a single run) and every
+A grid's tensors carry a leading config axis (G runs trained together; a single run's have none) and every
 hyperparameter is a Python float or a (G,) vector (as optax hyperparameters may be scalars or arrays):
 one chain serves a single run and a grid, with the same IEEE operations in the same order per config.
 Under an active RandomRounding (rounding.py) each computed quantity also gets a rounding error of its

@@ -42,13 +42,13 @@ def check_keywords(config: Strict, optimizer: str, own: dict[str, Iterable[str]]
                        f"{', '.join(spelled.format(optimizer=o) for o in owners)})")
 
 
-def refuse_l1(rules: list[DecayRule], at_zero: Optional[float], framework: str, decoupled: bool = False) -> None:
-    """Inexpressible unless every L1 rule is one this framework computes: gradient-coupled (unless it has a
-    decoupled L1) and with its autodiff's d|w|/dw at w = 0 (None: the adapter chooses among several)."""
+def refuse_l1(rules: list[DecayRule], at_zero: Optional[float], framework: str) -> None:
+    """Inexpressible unless every L1 rule is one this framework computes: gradient-coupled (no framework here has
+    a decoupled L1) and with its autodiff's d|w|/dw at w = 0 (None: the adapter chooses among several)."""
     for rule in rules:
         if rule.norm != "l1":
             continue
-        if rule.coupling != "gradient" and not decoupled:
+        if rule.coupling != "gradient":
             raise Inexpressible(f"{framework} has no decoupled L1 decay; nearest: an L1 `penalty` (gradient coupling), "
                                 f"coefficient {rule.coefficient} on {rule.params}, which passes through the "
                                 "optimizer's moments")
