@@ -15,6 +15,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
+from wdparity.engine import adaptive as ad
 from wdparity.engine import transforms as tx
 from wdparity.engine.batching import align, structure_key
 from wdparity.engine.data import batches, loss_factor
@@ -36,17 +37,39 @@ def _adam(opt: dict, lr, schedule: dict, dtype, h) -> list[tx.Transform]:
     bc_dtype = opt.get("bias_correction_dtype")
     factor = (tx.adam_step_factor(b1, b2, bc_dtype, dtype) if opt["eps_placement"] == "uncorrected"
               else (lambda t: 1.0))
-    return [tx.scale_by_adam(b1, b2, opt["eps"], opt["eps_placement"], dtype, h, bc_dtype),
+    return [tx.scale_by_adam(b1, b2, opt["eps"], opt["eps_placement"], dtype, h, bc_dtype, opt.get("amsgrad")),
             tx.scale_by_lr(lr, schedule, dtype, h, factor)]
 
 
 def _rmsprop(opt: dict, lr, schedule: dict, dtype, h) -> list[tx.Transform]:
-    return [tx.scale_by_rms(opt["rho"], opt["eps"], opt["eps_in_sqrt"], opt["centered"], opt["momentum"], dtype, h),
-            tx.scale_by_lr(lr, schedule, dtype, h)]
+    velocity = opt.get("momentum_form", "buffer") == "velocity"
+    rms = tx.scale_by_rms(opt["rho"], opt["eps"], opt["eps_in_sqrt"], opt["centered"], opt["momentum"], dtype, h,
+                          opt.get("initial_scale", 0.0), opt.get("bias_correction", False),
+                          (lr, schedule) if velocity else None)
+    return [rms] if velocity else [rms, tx.scale_by_lr(lr, schedule, dtype, h)]
+
+
+def _adagrad(opt: dict, lr, schedule: dict, dtype, h) -> list[tx.Transform]:
+    factor = ad.adagrad_lr_decay(opt["lr_decay"]) if opt["lr_decay"] else (lambda t: 1.0)
+    return [ad.scale_by_adagrad(opt["initial_accumulator"], opt["eps"], opt["eps_in_sqrt"], dtype, h),
+            tx.scale_by_lr(lr, schedule, dtype, h, factor)]
+
+
+def _then_lr(direction: Callable[[dict, object, object], tx.Transform]) -> Callable[..., list[tx.Transform]]:
+    """A core whose direction is followed by the plain step -lr_t * d."""
+    return lambda opt, lr, schedule, dtype, h: [direction(opt, dtype, h), tx.scale_by_lr(lr, schedule, dtype, h)]
 
 
 # optimizer name -> its core: the transforms between the coupled and the decoupled decay (lr included)
-CORES: dict[str, Callable[..., list[tx.Transform]]] = {"sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop}
+CORES: dict[str, Callable[..., list[tx.Transform]]] = {
+    "sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop, "adagrad": _adagrad,
+    "adadelta": _then_lr(lambda o, d, h: ad.scale_by_adadelta(o["rho"], o["eps"], d, h)),
+    "adamax": _then_lr(lambda o, d, h: ad.scale_by_adamax(*o["betas"], o["eps"], o["eps_placement"], d, h)),
+    "nadam": _then_lr(lambda o, d, h: ad.scale_by_nadam(*o["betas"], o["eps"], o["momentum_decay"], d, h)),
+    "radam": _then_lr(lambda o, d, h: ad.scale_by_radam(*o["betas"], o["eps"], o["eps_placement"], o["threshold"],
+                                                        o["threshold_inclusive"], d, h)),
+    "lion": _then_lr(lambda o, d, h: ad.scale_by_lion(*o["betas"], d, h)),
+}
 
 
 def _vector(values: list[float]):

@@ -15,7 +15,7 @@ own size, for the envelopes. NumPy + stdlib only.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
@@ -188,31 +188,40 @@ def bias_corrections(b1, b2, bc_dtype, dtype) -> Callable[[int], tuple]:
     return corrections
 
 
-def scale_by_adam(b1, b2, eps, placement: str, dtype, h=float, bc_dtype=None) -> Transform:
+def scale_by_adam(b1, b2, eps, placement: str, dtype, h=float, bc_dtype=None, amsgrad=None) -> Transform:
     """Adam's direction. corrected: m_hat/(sqrt(v_hat)+eps); uncorrected: m/(sqrt(v)+eps), its bias
-    correction c_t = sqrt(1-b2^t)/(1-b1^t) folded into the step size (see adam_step_factor)."""
+    correction c_t = sqrt(1-b2^t)/(1-b1^t) folded into the step size (see adam_step_factor).
+    amsgrad "v": v replaced by the running max of v; "v_hat": v_hat by the running max of v_hat."""
     b1_, b2_, eps_ = hyper(b1, dtype, h), hyper(b2, dtype, h), hyper(eps, dtype, h)
     c1, c2 = dtype(1.0 - h(b1)), dtype(1.0 - h(b2))
     corrections = bias_corrections(b1, b2, bc_dtype, dtype)
 
     def update(u, state, p, t):
-        mu, nu = state
+        mu, nu, nu_max = state
         rr = current()
         P = per_config
         mu = {k: jitter(rr, P(b1_, u[k]) * mu[k] + P(c1, u[k]) * u[k],
                         lambda: np.abs(P(b1_, u[k]) * mu[k]) + np.abs(P(c1, u[k]) * u[k])) for k in u}
         nu = {k: jitter(rr, P(b2_, u[k]) * nu[k] + P(c2, u[k]) * u[k] * u[k],
                         lambda: P(b2_, u[k]) * nu[k] + P(c2, u[k]) * u[k] * u[k]) for k in u}
+        second = nu
+        if amsgrad == "v":
+            nu_max = second = {k: np.maximum(nu_max[k], nu[k]) for k in u}
         if placement == "corrected":
             bc1, bc2 = corrections(t)
-            out = {k: (mu[k] / P(dtype(bc1), u[k])) / (np.sqrt(nu[k] / P(dtype(bc2), u[k])) + P(eps_, u[k])) for k in u}
+            if amsgrad == "v_hat":
+                nu_max = {k: np.maximum(nu_max[k], nu[k] / P(dtype(bc2), u[k])) for k in u}
+                out = {k: (mu[k] / P(dtype(bc1), u[k])) / (np.sqrt(nu_max[k]) + P(eps_, u[k])) for k in u}
+            else:
+                out = {k: (mu[k] / P(dtype(bc1), u[k])) / (np.sqrt(second[k] / P(dtype(bc2), u[k])) + P(eps_, u[k]))
+                       for k in u}
         else:
-            out = {k: mu[k] / (np.sqrt(nu[k]) + P(eps_, u[k])) for k in u}
+            out = {k: mu[k] / (np.sqrt(second[k]) + P(eps_, u[k])) for k in u}
         if rr is not None:   # a division, a square root and a sum: a few roundings of the result's size
             out = {k: rr(x, 3 * np.abs(x)) for k, x in out.items()}
-        return out, (mu, nu)
+        return out, (mu, nu, nu_max)
 
-    return Transform(lambda params: (zeros(params), zeros(params)), update)
+    return Transform(lambda params: (zeros(params), zeros(params), zeros(params)), update)
 
 
 def adam_step_factor(b1, b2, bc_dtype=None, dtype=np.float64) -> Callable[[int], float]:
@@ -224,9 +233,12 @@ def adam_step_factor(b1, b2, bc_dtype=None, dtype=np.float64) -> Callable[[int],
 
 
 # ---------------------------------------------------------------- RMSprop
-def scale_by_rms(rho, eps, eps_in_sqrt: bool, centered: bool, momentum, dtype, h=float) -> Transform:
-    """RMSprop's direction d = g / (sqrt(v) + eps) (eps_in_sqrt: g / sqrt(v + eps)), v = rho*v + (1-rho)*g^2,
-    centered: v - a^2 with a = rho*a + (1-rho)*g; momentum m > 0: buf = m*buf + d, emitted in place of d."""
+def scale_by_rms(rho, eps, eps_in_sqrt: bool, centered: bool, momentum, dtype, h=float, initial_scale=0.0,
+                 bias_correction: bool = False, velocity: Optional[tuple] = None) -> Transform:
+    """RMSprop's direction d = g / (sqrt(v) + eps) (eps_in_sqrt: g / sqrt(v + eps)), v = rho*v + (1-rho)*g^2 from
+    v_0 = initial_scale, centered: v - a^2 with a = rho*a + (1-rho)*g; bias_correction: v, a over 1 - rho^t.
+    momentum m > 0: buf = m*buf + d emitted in place of d; with velocity = (lr, schedule): buf = m*buf + lr_t*d
+    and the step -buf is emitted (no scale_by_lr after it)."""
     rho_, c, eps_, m = hyper(rho, dtype, h), dtype(1.0 - h(rho)), hyper(eps, dtype, h), hyper(momentum, dtype, h)
     with_momentum = not np.all(np.asarray(momentum) == 0)
 
@@ -239,22 +251,36 @@ def scale_by_rms(rho, eps, eps_in_sqrt: bool, centered: bool, momentum, dtype, h
         if centered:
             avg = {k: jitter(rr, P(rho_, u[k]) * avg[k] + P(c, u[k]) * u[k],
                              lambda: np.abs(P(rho_, u[k]) * avg[k]) + np.abs(P(c, u[k]) * u[k])) for k in u}
-            second = {k: nu[k] - avg[k] * avg[k] for k in u}
-        else:
-            second = nu
+        nu_hat, avg_hat = nu, avg
+        if bias_correction:
+            bc = dtype(1.0 - h(rho) ** (t + 1))
+            nu_hat = {k: nu[k] / bc for k in u}
+            avg_hat = {k: avg[k] / bc for k in u} if centered else avg
+        second = {k: nu_hat[k] - avg_hat[k] * avg_hat[k] for k in u} if centered else nu_hat
         if eps_in_sqrt:
             out = {k: u[k] / np.sqrt(second[k] + P(eps_, u[k])) for k in u}
         else:
             out = {k: u[k] / (np.sqrt(second[k]) + P(eps_, u[k])) for k in u}
         if rr is not None:   # a division, a square root and a sum: a few roundings of the result's size
             out = {k: rr(x, 3 * np.abs(x)) for k, x in out.items()}
+        if velocity is not None:
+            lr, schedule = velocity
+            eta = multiplier(schedule, t)
+            lr_t = jitter(rr, hyper(lr * eta, dtype, h), lambda: abs(lr * eta))
+            out = {k: P(lr_t, u[k]) * out[k] for k in u}
         if with_momentum:
             buf = {k: jitter(rr, P(m, u[k]) * buf[k] + out[k], lambda: np.abs(P(m, u[k]) * buf[k]) + np.abs(out[k]))
                    for k in u}
             out = buf
+        if velocity is not None:
+            out = {k: -x for k, x in out.items()}
         return out, (nu, avg, buf)
 
-    return Transform(lambda params: (zeros(params), zeros(params), zeros(params)), update)
+    def init(params):
+        nu = {k: np.full_like(x, dtype(initial_scale)) for k, x in params.items()}
+        return nu, zeros(params), zeros(params)
+
+    return Transform(init, update)
 
 
 # ---------------------------------------------------------------- the learning rate

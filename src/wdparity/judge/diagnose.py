@@ -17,6 +17,19 @@ from wdparity.judge import compare, envelope
 
 Edit = tuple[str, Callable[[dict], None]]   # (cause label, in-place edit of a semantics dict)
 
+# An optimizer field that differs between two runs of one family -> its cause label (any other field: "optimizer").
+FIELD_CAUSES = {
+    "momentum": "momentum", "dampening": "momentum", "nesterov": "momentum", "momentum_form": "momentum",
+    "momentum_decay": "momentum",
+    "eps": "epsilon", "eps_placement": "epsilon", "eps_in_sqrt": "epsilon",
+    "rho": "second-moment", "initial_scale": "second-moment", "initial_accumulator": "second-moment",
+    "amsgrad": "second-moment", "centered": "second-moment",
+    "bias_correction": "bias-correction", "threshold": "bias-correction", "threshold_inclusive": "bias-correction",
+    "bias_correction_dtype": "precision", "lr_decay": "schedule",
+}
+# betas[0]: the first moment's rate, betas[1] the second's (Adam, Adamax, NAdam, RAdam); Lion's are both momentum
+BETA_CAUSES = {"lion": ("momentum", "momentum")}
+
 
 def canonical_decay(semantics: dict) -> dict[tuple, dict]:
     """(tensor, norm, coupling) -> {coefficient, scale, l1_at_zero}; equal terms merged, zeros dropped.
@@ -110,13 +123,13 @@ def semantic_edits(a: dict, b: dict) -> list[Edit]:
     if oa["name"] != ob["name"]:
         edits.append(("optimizer", set_field(("optimizer",), ob)))
     else:
-        groups = {"momentum": ("momentum", "dampening", "nesterov", "momentum_form"),
-                  "epsilon": ("eps", "eps_placement"), "optimizer": ("lr", "betas"),
-                  "precision": ("bias_correction_dtype",)}
-        for label, fields in groups.items():
-            for f in fields:
-                if (f in oa or f in ob) and oa.get(f) != ob.get(f):
-                    edits.append((label, set_field(("optimizer", f), ob.get(f))))
+        for f in sorted(set(oa) | set(ob)):
+            if f == "betas" and oa.get(f) and ob.get(f):   # first moment and second moment, each its own edit
+                for i, label in enumerate(BETA_CAUSES.get(oa["name"], ("optimizer", "second-moment"))):
+                    if oa[f][i] != ob[f][i]:
+                        edits.append((label, set_field(("optimizer", f, i), ob[f][i])))
+            elif f != "name" and oa.get(f) != ob.get(f):
+                edits.append((FIELD_CAUSES.get(f, "optimizer"), set_field(("optimizer", f), ob.get(f))))
     if a.get("loss") != b.get("loss"):
         edits.append(("loss-scale", set_field(("loss",), b.get("loss"))))
     if a.get("schedule") != b.get("schedule"):

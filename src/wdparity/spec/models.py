@@ -7,60 +7,15 @@ unknown keys are errors). Adapters translate their framework's knobs into `Seman
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, model_validator
 
-from wdparity.spec.errors import CUSTOM
-
-TENSORS = ("weight", "bias")
-Tensor = Literal["weight", "bias"]
-CAUSES = (
-    "coupling", "coefficient", "mask", "norm", "l1-at-zero", "lr-scaling", "epsilon",
-    "momentum", "optimizer", "loss-scale", "schedule", "precision", "frozen", "unstable", "unexplained",
-)
-Cause = Literal[
-    "coupling", "coefficient", "mask", "norm", "l1-at-zero", "lr-scaling", "epsilon",
-    "momentum", "optimizer", "loss-scale", "schedule", "precision", "frozen", "unstable", "unexplained",
-]
-Loss = Literal["half_mse", "mse"]
-DType = Literal["float32", "float64"]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-Unit = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
-
-
-def fail(key: str, value: Any, expected: str) -> PydanticCustomError:
-    """A validation error naming `key` (relative to the model raising it), its value and the rule."""
-    return PydanticCustomError(CUSTOM, "{expected}", {"key": key, "value": value, "expected": expected})
-
-
-class Strict(BaseModel):
-    """Base of every spec model: frozen, strict types, NaN/inf rejected, unknown keys named."""
-
-    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
-
-    @model_validator(mode="after")
-    def _no_unknown_keys(self):
-        extra = self.model_extra or {}
-        if extra:
-            key = sorted(extra)[0]
-            valid = sorted(self.__class__.model_fields)
-            raise fail(key, extra[key], f"is not a known key; valid keys: {valid}")
-        return self
-
-
-def check_tensors(key: str, names: list[str]) -> None:
-    """A mask/param list must name at least one real tensor and nothing else (never a silent no-op)."""
-    if not names:
-        raise fail(key, names, f"must name at least one tensor of {list(TENSORS)}")
-    for name in names:
-        if name not in TENSORS:
-            raise fail(key, names, f"must name tensors among {list(TENSORS)} (\"{name}\" names no tensor)")
-    if len(set(names)) != len(names):
-        raise fail(key, names, "must not name a tensor twice")
+from wdparity.spec.base import (  # noqa: F401  (the spec's vocabulary, importable from here)
+    CAUSES, TENSORS, Cause, DType, Finite, Loss, NonNeg, Positive, Strict, Tensor, Unit, check_tensors, fail)
+from wdparity.spec.optimizers import (  # noqa: F401
+    OPTIMIZER_SPECS, AdadeltaSpec, AdagradSpec, AdamaxSpec, AdamSpec, LionSpec, NadamSpec, OptimizerSpec, RadamSpec,
+    RmspropSpec, SgdSpec)
 
 
 # ---------------------------------------------------------------- schedules
@@ -126,59 +81,6 @@ class Task(Strict):
 
 
 # ---------------------------------------------------------------- neutral semantics
-class SgdSpec(Strict):
-    """SGD. momentum_form "buffer" (torch, optax): buf = m*buf + (1-d)*g, step = -lr*buf;
-    "velocity" (Keras, MXNet): v = m*v - lr*g, step = v (differs only when lr changes)."""
-
-    name: Literal["sgd"]
-    lr: Positive
-    momentum: Unit = 0.0
-    dampening: Unit = 0.0
-    nesterov: bool = False
-    momentum_form: Literal["buffer", "velocity"] = "buffer"
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        if self.nesterov and self.momentum == 0:
-            raise fail("nesterov", self.nesterov, "needs momentum > 0")
-        if self.nesterov and self.dampening != 0:
-            raise fail("dampening", self.dampening, "must be 0 with nesterov (as in torch.optim.SGD)")
-        if self.momentum_form == "velocity" and self.dampening != 0:
-            raise fail("dampening", self.dampening, "must be 0 with momentum_form = \"velocity\"")
-        return self
-
-
-class AdamSpec(Strict):
-    """Adam. eps_placement "corrected": m_hat / (sqrt(v_hat) + eps) (torch, optax);
-    "uncorrected": lr*sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps) (Keras, MXNet, TF)."""
-
-    name: Literal["adam"]
-    lr: Positive
-    betas: list[Unit] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2)
-    eps: Positive = 1e-8
-    eps_placement: Literal["corrected", "uncorrected"] = "corrected"
-    # Keras computes the bias corrections 1 - beta^t from float32-rounded betas, in the run's arithmetic
-    # (keras/src/optimizers/adam.py): "float32" says so; None is exact float64 corrections.
-    bias_correction_dtype: Optional[Literal["float32"]] = None
-
-
-class RmspropSpec(Strict):
-    """RMSprop. v = rho*v + (1-rho)*g^2 (v_0 = 0); centered: a = g_avg = rho*a + (1-rho)*g, v - a^2 in the root;
-    d = g / (sqrt(v) + eps), or g / sqrt(v + eps) with eps_in_sqrt; momentum: buf = m*buf + d (buf_0 = d),
-    step = -lr_t*buf, else step = -lr_t*d. (torch.optim.RMSprop: rho = alpha, eps outside the root.)"""
-
-    name: Literal["rmsprop"]
-    lr: Positive
-    rho: Unit = 0.99
-    eps: Positive = 1e-8
-    eps_in_sqrt: bool = False
-    centered: bool = False
-    momentum: Unit = 0.0
-
-
-OptimizerSpec = Annotated[Union[SgdSpec, AdamSpec, RmspropSpec], Field(discriminator="name")]
-
-
 class DecayRule(Strict):
     """One decay term. gradient coupling adds lambda*w (l2) or lambda*sign(w) (l1) to the gradient;
     decoupled applies w <- w - s*lambda*w outside the optimizer's moments, s per `scale`."""
@@ -279,8 +181,9 @@ class Semantics(Strict):
             for rule in rules:
                 rule.pop("via_loss", None)
         optimizer = self.optimizer.model_dump()
-        if optimizer.get("bias_correction_dtype", "") is None:  # only when it matters
-            del optimizer["bias_correction_dtype"]
+        for key in ("bias_correction_dtype", "amsgrad"):   # only when they matter
+            if optimizer.get(key, "") is None:
+                del optimizer[key]
         out = {
             "optimizer": optimizer,
             "decay": rules,
