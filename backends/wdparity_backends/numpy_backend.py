@@ -6,7 +6,7 @@ harness is exercised even where no framework is installed.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -14,17 +14,17 @@ from pydantic import Field, model_validator
 from wdparity.engine import reference
 from wdparity.run.adapter import check_keywords
 from wdparity.run.backend import Backend
-from wdparity.spec.models import AdamSpec, DecayRule, Penalty, Positive, RmspropSpec, Semantics, SgdSpec, Strict, Task, Unit
+from wdparity.spec.models import OPTIMIZER_SPECS, DecayRule, NonNeg, Penalty, Positive, Semantics, Strict, Task, Unit
 
-# The vocabulary is the neutral spec itself: one row per optimizer, its model and the keywords it owns.
-SPECS = {"sgd": SgdSpec, "adam": AdamSpec, "rmsprop": RmspropSpec}
-OWN = {"sgd": ("momentum", "dampening", "nesterov", "momentum_form"),
-       "adam": ("betas", "eps", "eps_placement", "bias_correction_dtype"),
-       "rmsprop": ("rho", "eps", "eps_in_sqrt", "centered", "momentum")}
+# The vocabulary is the neutral spec itself: every family of spec/optimizers.py, each owning its own fields.
+SPECS = OPTIMIZER_SPECS
+OWN = {name: tuple(f for f in spec.model_fields if f not in ("name", "lr")) for name, spec in SPECS.items()}
 
 
 class NumpyRun(Strict):
-    optimizer: Literal["sgd", "adam", "rmsprop"]
+    """Every neutral optimizer field, None where not given (the family's model then supplies its default)."""
+
+    optimizer: Literal["sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam", "lion"]
     lr: Positive
     momentum: Optional[Unit] = None
     dampening: Optional[Unit] = None
@@ -32,11 +32,20 @@ class NumpyRun(Strict):
     momentum_form: Optional[Literal["buffer", "velocity"]] = None
     betas: Optional[list[Unit]] = Field(None, min_length=2, max_length=2)
     eps: Optional[Positive] = None
-    eps_placement: Optional[Literal["corrected", "uncorrected"]] = None
+    eps_placement: Optional[Literal["corrected", "uncorrected", "in_max", "outside"]] = None
     bias_correction_dtype: Optional[Literal["float32"]] = None
+    amsgrad: Optional[Literal["v", "v_hat"]] = None
     rho: Optional[Unit] = None
     eps_in_sqrt: Optional[bool] = None
     centered: Optional[bool] = None
+    initial_scale: Optional[NonNeg] = None
+    bias_correction: Optional[bool] = None
+    initial_accumulator: Optional[NonNeg] = None
+    lr_decay: Optional[NonNeg] = None
+    # NAdam's mu_t schedule; "constant" is mu_t = b1 throughout (NadamSpec.momentum_decay = None; TOML has no null)
+    momentum_decay: Optional[Union[Positive, Literal["constant"]]] = None
+    threshold: Optional[Positive] = None
+    threshold_inclusive: Optional[bool] = None
     decay: list[DecayRule] = Field(default_factory=list)
     penalty: Optional[Penalty] = None
     hyper_dtype: Literal["float64", "float32"] = "float64"
@@ -56,6 +65,8 @@ class NumpyBackend(Backend):
     def describe(self, config: NumpyRun, task: Task) -> Semantics:
         given = {k: v for k, v in config.model_dump().items()
                  if v is not None and k not in ("optimizer", "decay", "penalty", "hyper_dtype", "frozen")}
+        if given.get("momentum_decay") == "constant":
+            given["momentum_decay"] = None
         optimizer = SPECS[config.optimizer](name=config.optimizer, **given)
         decay = list(config.decay) + (config.penalty.rules(l1_at_zero=0.0) if config.penalty else [])
         return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule,
@@ -63,6 +74,8 @@ class NumpyBackend(Backend):
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
         opt = {k: v for k, v in semantics.optimizer.model_dump().items() if v is not None}
+        if semantics.optimizer.name == "nadam" and semantics.optimizer.momentum_decay is None:
+            opt["momentum_decay"] = "constant"
         run = {"backend": "numpy", "optimizer": opt.pop("name"), **opt}
         if semantics.decay:
             run["decay"] = [{k: v for k, v in r.neutral().items() if v is not None and (k != "via_loss" or

@@ -21,6 +21,7 @@ from wdparity.run.cases import load_run
 from wdparity.spec.casefile import read_toml
 from wdparity.spec.errors import from_validation_error
 from wdparity.spec.models import Strict, Task
+from wdparity.tools import optimizer_words
 
 # A constant learning rate: under a schedule Keras on TensorFlow computes lr_t in float32 even in float64
 # runs (a precision finding of its own, tests/test_keras_backend.py), which is not what this table is about.
@@ -58,13 +59,7 @@ def meaning(sem: dict, lam: float) -> dict[str, str]:
         cols = {"decay": ", ".join(dict.fromkeys(parts)), "gradient term": " ".join(grad) or "—",
                 "step on w": " ".join(step) or "—",
                 "tensors": " + ".join(t for t in ("weight", "bias") if t in tensors)}
-    if opt["name"] == "adam":
-        cols["optimizer"] = f"Adam, ε {'after' if opt['eps_placement'] == 'corrected' else 'before'} bias correction"
-    elif opt["name"] == "rmsprop":
-        cols["optimizer"] = f"RMSprop, ε {'inside' if opt['eps_in_sqrt'] else 'outside'} the root"
-    else:
-        form = "" if not opt["momentum"] else (", momentum " + ("buffer" if opt["momentum_form"] == "buffer" else "velocity"))
-        cols["optimizer"] = "SGD" + form
+    cols["optimizer"] = optimizer_words.column(opt)
     cols["precision"] = sem.get("hyper_dtype", "float64")
     return cols
 

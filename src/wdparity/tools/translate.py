@@ -27,6 +27,7 @@ from wdparity.run.backend import Inexpressible
 from wdparity.run.cases import load_case, load_run
 from wdparity.spec.errors import InputError
 from wdparity.spec.models import Semantics, Task, semantics_from_dict
+from wdparity.tools import optimizer_words
 
 BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
@@ -64,29 +65,8 @@ def explain(backend: str, pairs: list[str]) -> tuple[Semantics, str]:
 
 def words(sem: dict, backend: str = "") -> str:
     """The neutral semantics as sentences a person can check against the framework's docs."""
-    opt, lines = sem["optimizer"], []
-    if opt["name"] == "sgd":
-        mom = ""
-        if opt["momentum"]:
-            form = ("buffer form: buf = m*buf + (1-d)*g, step = -lr_t*buf" if opt["momentum_form"] == "buffer"
-                    else "velocity form: v = m*v - lr_t*g, step = v (lr inside the momentum)")
-            mom = f", momentum {opt['momentum']:g}{' (Nesterov)' if opt['nesterov'] else ''}, {form}"
-            if opt["dampening"]:
-                mom += f", dampening {opt['dampening']:g}"
-        lines.append(f"Optimizer: SGD, lr {opt['lr']:g}{mom}.")
-    elif opt["name"] == "rmsprop":
-        root = "g/sqrt(v + eps): epsilon inside the root" if opt["eps_in_sqrt"] else "g/(sqrt(v) + eps): epsilon outside the root"
-        extra = ", centered (v - a^2, a the running mean of g)" if opt["centered"] else ""
-        if opt["momentum"]:
-            extra += f", momentum {opt['momentum']:g}: buf = m*buf + that direction, step = -lr_t*buf"
-        lines.append(f"Optimizer: RMSprop, lr {opt['lr']:g}, v = {opt['rho']:g}*v + {1 - opt['rho']:g}*g^2, "
-                     f"eps {opt['eps']:g}, direction {root}{extra}.")
-    else:
-        place = ("m_hat/(sqrt(v_hat) + eps): epsilon after bias correction" if opt["eps_placement"] == "corrected"
-                 else "lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v) + eps): epsilon before bias correction "
-                      "(effective eps_hat = eps/sqrt(1-b2^t))")
-        lines.append(f"Optimizer: Adam, lr {opt['lr']:g}, betas ({opt['betas'][0]:g}, {opt['betas'][1]:g}), "
-                     f"eps {opt['eps']:g} placed as {place}.")
+    opt = sem["optimizer"]
+    lines = [f"Optimizer: {optimizer_words.sentence(opt)}."]
     if not sem["decay"]:
         lines.append("Weight decay: none.")
     for r in sem["decay"]:
@@ -98,8 +78,10 @@ def words(sem: dict, backend: str = "") -> str:
                     "before the optimizer sees it")
             text += (f"; the same as a loss penalty {lam / 2:g}*||w||^2 (lambda/2 convention)" if r["norm"] == "l2"
                      else f"; the same as a loss penalty {lam:g}*|w|_1")
-            if opt["name"] in ("adam", "rmsprop"):
-                text += f"; {'Adam' if opt['name'] == 'adam' else 'RMSprop'} then rescales it per coordinate, so it is NOT decoupled decay"
+            if opt["name"] not in ("sgd", "lion"):
+                text += f"; {optimizer_words.sentence(opt).split(',')[0]} then rescales it per coordinate, so it is NOT decoupled decay"
+            elif opt["name"] == "lion":
+                text += "; Lion then takes the sign of its momentum mix, so only the sign survives: NOT decoupled decay"
         else:
             s = {"lr": "lr_t (the scheduled learning rate)", "schedule": "eta_t (the schedule multiplier, as in the AdamW paper)",
                  "none": "1 (not scaled)"}[r["scale"]]
@@ -156,17 +138,10 @@ def _variants(sem: dict) -> list[tuple[list[str], dict, frozenset]]:
         variant(f"{' and '.join(sem['frozen'])} trained (not frozen)", "frozen", lambda v: v.pop("frozen"))
     other = "float32" if sem.get("hyper_dtype", "float64") == "float64" else "float64"
     variant(f"hyperparameters in {other}", "hyper", lambda v: v.update(hyper_dtype=other))
-    if opt["name"] == "adam" and opt.get("bias_correction_dtype"):
-        variant("bias corrections exact (not from float32 betas)", "bc",
-                lambda v: v["optimizer"].pop("bias_correction_dtype", None))
-    if opt["name"] == "adam":
-        flipped = "uncorrected" if opt["eps_placement"] == "corrected" else "corrected"
-        variant("epsilon placement", "eps", lambda v: v["optimizer"].update(eps_placement=flipped))
-    if opt["name"] == "sgd" and opt["momentum"]:
-        form = "velocity" if opt["momentum_form"] == "buffer" else "buffer"
-        variant("momentum form (lr inside/outside the momentum)", "form", lambda v: v["optimizer"].update(momentum_form=form))
-        if opt["dampening"]:
-            variant("dampening dropped", "damp", lambda v: v["optimizer"].update(dampening=0.0))
+    for f, values, note in optimizer_words.FIELD_VARIANTS.get(opt["name"], []):
+        for value in values:
+            if f in opt and opt[f] != value and (f != "momentum_form" or opt.get("momentum")):
+                variant(f"{note}: {f} = {value!r}", ("opt", f), lambda v, f=f, value=value: v["optimizer"].update({f: value}))
     for i, r in enumerate(sem["decay"]):
         if r["coupling"] == "decoupled":   # the same per-step amplitude at the base lr, moved into the gradient
             coefficient = r["coefficient"] if r["scale"] == "lr" else r["coefficient"] / lr
