@@ -333,3 +333,93 @@ def test_a_field_diagnose_has_no_label_for_is_still_an_edit():
     sa = sem({"name": "adamax", "lr": 0.01})
     sb = sem({"name": "adamax", "lr": 0.02})
     assert [lab for lab, _ in diagnose.semantic_edits(sa, sb)] == ["optimizer"]
+
+
+# ---------------------------------------------------------------- gradient clipping
+def clipped(opt, clip, decay=(), steps=3, **task):
+    t, data = data_for(epochs=steps, **task)
+    s = Semantics.model_validate({"optimizer": opt, "decay": list(decay), "clip": clip}).neutral()
+    out = reference.run(s, data, t.batch_size, "float64")
+    return data, np.column_stack([out["weight"], out["bias"]])
+
+
+def test_global_norm_clipping_by_hand_with_torchs_eps():
+    """torch clip_grad_norm_: g * min(1, c/(||g|| + 1e-6)) over weight and bias together, before step()."""
+    c, lr = 0.05, 0.1
+    data, got = clipped({"name": "sgd", "lr": lr}, {"kind": "global_norm", "threshold": c, "eps": 1e-6})
+
+    def direction(g, t):
+        return g * min(1.0, c / (np.linalg.norm(g) + 1e-6))
+
+    close(got, replay(data, 3, direction, lr))
+    assert np.linalg.norm(grad(data, got[0])) > 10 * c   # the clip binds
+
+
+def test_tensor_norm_and_value_clipping_by_hand():
+    c, lr = 0.05, 0.1
+    data, got = clipped({"name": "sgd", "lr": lr}, {"kind": "tensor_norm", "threshold": c})
+
+    def per_tensor(g, t):
+        w, b = g[:-1], g[-1:]
+        return np.concatenate([w * min(1.0, c / np.linalg.norm(w)), b * min(1.0, c / np.abs(b[0]))])
+
+    close(got, replay(data, 3, per_tensor, lr))
+    data, got = clipped({"name": "sgd", "lr": lr}, {"kind": "value", "threshold": 0.01})
+    close(got, replay(data, 3, lambda g, t: np.clip(g, -0.01, 0.01), lr))
+
+
+def test_clipping_sees_a_loss_penalty_but_not_the_optimizers_weight_decay():
+    """position loss_gradient: a loss penalty is clipped with the loss (it is part of the loss's gradient), the
+    optimizer's coupled weight_decay is added after; after_coupled_decay clips g + lambda*w."""
+    c, lr, lam = 0.05, 0.1, 2.0
+    clip = {"kind": "global_norm", "threshold": c}
+    rule = {"coefficient": lam}
+    data, outside = clipped({"name": "sgd", "lr": lr}, clip, [rule])
+    _, inside = clipped({"name": "sgd", "lr": lr}, {**clip, "position": "after_coupled_decay"}, [rule])
+    _, penalty = clipped({"name": "sgd", "lr": lr}, clip, [{**rule, "via_loss": True}])
+
+    def scale(g):
+        return g * min(1.0, c / np.linalg.norm(g))
+
+    theta = np.append(data["w0"], 0.0)
+    close(outside[1], theta - lr * (scale(grad(data, theta)) + lam * theta))
+    close(inside[1], theta - lr * scale(grad(data, theta) + lam * theta))
+    close(penalty[1], inside[1])
+    assert np.max(np.abs(outside[1] - inside[1])) > 1e-4
+
+
+def test_clip_is_a_grid_per_config():
+    task, data = data_for(epochs=3, batch_size=5)
+    group = [Semantics.model_validate({"optimizer": {"name": "adam", "lr": lr}, "decay": [{"coefficient": cf}],
+                                       "clip": {"kind": "global_norm", "threshold": 0.02}}).neutral()
+             for lr in (0.01, 0.003) for cf in (0.1, 0.5)]
+    for s, got in zip(group, reference.run(group, data, task.batch_size, "float64")):
+        alone = reference.run(s, data, task.batch_size, "float64")
+        assert all(np.array_equal(got[k], alone[k]) for k in alone)
+
+
+def test_clipping_differences_are_edits_labelled_clipping():
+    base = {"optimizer": {"name": "sgd", "lr": 0.1}, "decay": [{"coefficient": 0.5}]}
+    a = Semantics.model_validate(base).neutral()
+    b = Semantics.model_validate({**base, "clip": {"kind": "global_norm", "threshold": 0.1, "eps": 1e-6}}).neutral()
+    c = Semantics.model_validate({**base, "decay": [{"coefficient": 0.5, "via_loss": True}],
+                                  "clip": {"kind": "global_norm", "threshold": 0.1, "eps": 1e-6}}).neutral()
+    for x, y in ((a, b), (b, c), (a, c)):
+        edits = diagnose.semantic_edits(x, y)
+        assert {lab for lab, _ in edits} == {"clipping"}
+        moved = diagnose.apply(x, edits)
+        assert moved.get("clip") == y.get("clip") and diagnose.canonical_decay(moved) == diagnose.canonical_decay(y)
+
+
+def test_the_numpy_backend_round_trips_clipping_and_every_family():
+    from wdparity_backends.numpy_backend import backend
+
+    task = Task.model_validate(SMALL)
+    for opt in ({"name": "nadam", "lr": 0.01, "momentum_decay": None}, {"name": "lion", "lr": 1e-3},
+                {"name": "adam", "lr": 0.01, "amsgrad": "v_hat"}):
+        s = Semantics.model_validate({"optimizer": opt, "decay": [{"coefficient": 0.1, "via_loss": True}],
+                                      "clip": {"kind": "value", "threshold": 0.3}})
+        run = backend.realize(s, task)
+        assert backend.describe(backend.parse({k: v for k, v in run.items() if k != "backend"}), task).neutral() == s.neutral()
+    assert backend.realize(Semantics.model_validate({"optimizer": {"name": "nadam", "lr": 0.1, "momentum_decay": None}}),
+                           task)["momentum_decay"] == "constant"

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from wdparity.engine import reference
 from wdparity.run.adapter import check_keywords
 from wdparity.run.backend import Backend
-from wdparity.spec.models import OPTIMIZER_SPECS, DecayRule, NonNeg, Penalty, Positive, Semantics, Strict, Task, Unit
+from wdparity.spec.models import OPTIMIZER_SPECS, Clip, DecayRule, NonNeg, Penalty, Positive, Semantics, Strict, Task, Unit
 
 # The vocabulary is the neutral spec itself: every family of spec/optimizers.py, each owning its own fields.
 SPECS = OPTIMIZER_SPECS
@@ -50,6 +50,7 @@ class NumpyRun(Strict):
     penalty: Optional[Penalty] = None
     hyper_dtype: Literal["float64", "float32"] = "float64"
     frozen: list[str] = Field(default_factory=list)   # tensors never updated (Semantics.frozen validates them)
+    clip: Optional[Clip] = None
 
     @model_validator(mode="after")
     def _keys_fit_optimizer(self):
@@ -64,13 +65,13 @@ class NumpyBackend(Backend):
 
     def describe(self, config: NumpyRun, task: Task) -> Semantics:
         given = {k: v for k, v in config.model_dump().items()
-                 if v is not None and k not in ("optimizer", "decay", "penalty", "hyper_dtype", "frozen")}
+                 if v is not None and k not in ("optimizer", "decay", "penalty", "hyper_dtype", "frozen", "clip")}
         if given.get("momentum_decay") == "constant":
             given["momentum_decay"] = None
         optimizer = SPECS[config.optimizer](name=config.optimizer, **given)
         decay = list(config.decay) + (config.penalty.rules(l1_at_zero=0.0) if config.penalty else [])
         return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule,
-                         hyper_dtype=config.hyper_dtype, frozen=list(config.frozen))
+                         hyper_dtype=config.hyper_dtype, frozen=list(config.frozen), clip=config.clip)
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
         opt = {k: v for k, v in semantics.optimizer.model_dump().items() if v is not None}
@@ -78,12 +79,15 @@ class NumpyBackend(Backend):
             opt["momentum_decay"] = "constant"
         run = {"backend": "numpy", "optimizer": opt.pop("name"), **opt}
         if semantics.decay:
-            run["decay"] = [{k: v for k, v in r.neutral().items() if v is not None and (k != "via_loss" or
-                             semantics.hyper_dtype != "float64")} for r in semantics.decay]
+            keep_source = semantics.hyper_dtype != "float64" or semantics.clip is not None
+            run["decay"] = [{k: v for k, v in r.neutral().items() if v is not None and (k != "via_loss" or keep_source)}
+                            for r in semantics.decay]
         if semantics.hyper_dtype != "float64":
             run["hyper_dtype"] = semantics.hyper_dtype
         if semantics.frozen:
             run["frozen"] = list(semantics.frozen)
+        if semantics.clip is not None:
+            run["clip"] = semantics.clip.model_dump()
         return run
 
     def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

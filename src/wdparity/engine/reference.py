@@ -89,7 +89,15 @@ def build(semantics: Semantics, dtype=np.float64) -> tx.Transform:
     coef = [_vector([s["decay"][i]["coefficient"] for s in group]) for i in range(len(rules))]
     if opt["name"] not in CORES:
         raise ValueError(f"`optimizer.name` must be one of {list(CORES)}. Received: name={opt['name']!r}")
-    parts = [tx.add_gradient_decay(r, dtype, h, coef[i]) for i, r in enumerate(rules) if r["coupling"] == "gradient"]
+    coupled = [(i, r) for i, r in enumerate(rules) if r["coupling"] == "gradient"]
+    clip = first.get("clip")
+    if clip is None:
+        parts = [tx.add_gradient_decay(r, dtype, h, coef[i]) for i, r in coupled]
+    else:   # the loss's gradient (its penalties included), clipped before or after the optimizer's coupled terms
+        penalties = [tx.add_gradient_decay(r, dtype, h, coef[i]) for i, r in coupled if r.get("via_loss")]
+        terms = [tx.add_gradient_decay(r, dtype, h, coef[i]) for i, r in coupled if not r.get("via_loss")]
+        clipping = [tx.clip(clip["kind"], clip["threshold"], clip["eps"], dtype, h)]
+        parts = penalties + (clipping + terms if clip["position"] == "loss_gradient" else terms + clipping)
     parts += CORES[opt["name"]](opt, lr, schedule, dtype, h)
     parts += [tx.add_decoupled_decay(r, lr, schedule, dtype, h, coef[i]) for i, r in enumerate(rules)
               if r["coupling"] == "decoupled"]

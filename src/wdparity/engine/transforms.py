@@ -117,6 +117,34 @@ def add_decoupled_decay(rule: dict, lr, schedule: dict, dtype, h=float, coeffici
     return stateless(fn)
 
 
+def clip(kind: str, threshold, eps, dtype, h=float) -> Transform:
+    """Gradient clipping (spec Clip): by the global norm over every tensor, by each tensor's norm, or by value.
+    A norm scale is min(1, threshold / (norm + eps)) per config (a grid's norms are taken per row)."""
+    c, e = hyper(threshold, dtype, h), hyper(eps, dtype, h)
+
+    def fn(u, p, t):
+        rr = current()
+        if kind == "value":
+            return {k: np.clip(u[k], -c, c) for k in u}
+        grid = u["weight"].ndim == 2
+        sq = {k: (np.sum(x * x, axis=-1) if (x.ndim == 2 or (not grid and x.ndim == 1)) else x * x) for k, x in u.items()}
+        if kind == "global_norm":
+            total = np.sqrt(sum(sq.values()))
+            norms = {k: total for k in u}
+        else:
+            norms = {k: np.sqrt(v) for k, v in sq.items()}
+        out = {}
+        for k, x in u.items():
+            scale = np.minimum(dtype(1.0), c / (norms[k] + e))
+            scale = scale[:, None] if (grid and x.ndim == 2) else scale
+            out[k] = x * scale
+        if rr is not None:
+            out = {k: rr(x, 3 * np.abs(x)) for k, x in out.items()}
+        return out
+
+    return stateless(fn)
+
+
 def freeze(names: list[str]) -> Transform:
     """Frozen tensors (torch: named in no param group): their update is exactly 0, the last transform of the
     chain, so no gradient step and no decay reach them and w + 0 keeps each value bit for bit."""

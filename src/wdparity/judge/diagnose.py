@@ -49,18 +49,27 @@ def canonical_decay(semantics: dict) -> dict[tuple, dict]:
         if rule["coupling"] == "decoupled":
             coefficient = coefficient * lr if scale == "lr" else coefficient
             scale = "none" if scale == "none" and not constant else "schedule"
+        # a loss penalty and the optimizer's own term differ in where clipping sees them (and nowhere else here)
+        via_loss = bool(rule.get("via_loss")) and semantics.get("clip") is not None
         for name in rule["params"]:
             key = (name, rule["norm"], rule["coupling"])
-            if key in out and (out[key]["scale"], out[key]["l1_at_zero"]) == (scale, rule["l1_at_zero"]):
+            if key in out and (out[key]["scale"], out[key]["l1_at_zero"], out[key]["via_loss"]) == (
+                    scale, rule["l1_at_zero"], via_loss):
                 out[key]["coefficient"] += coefficient
             else:
-                out[key] = {"coefficient": coefficient, "scale": scale, "l1_at_zero": rule["l1_at_zero"]}
+                out[key] = {"coefficient": coefficient, "scale": scale, "l1_at_zero": rule["l1_at_zero"],
+                            "via_loss": via_loss}
     return out
 
 
 def decay_rules(canon: dict[tuple, dict]) -> list[dict]:
-    return [{"norm": norm, "coupling": coupling, "params": [name], **term}
-            for (name, norm, coupling), term in sorted(canon.items())]
+    out = []
+    for (name, norm, coupling), term in sorted(canon.items()):
+        rule = {"norm": norm, "coupling": coupling, "params": [name], **term}
+        if rule.pop("via_loss"):
+            rule["via_loss"] = True
+        out.append(rule)
+    return out
 
 
 def _decay_edits(a: dict, b: dict) -> list[Edit]:
@@ -90,7 +99,8 @@ def _decay_edits(a: dict, b: dict) -> list[Edit]:
     for key in sorted(set(ca) | set(cb)):
         name, norm, coupling = key
         if key in ca and key in cb:
-            for attr, label in (("coefficient", "coefficient"), ("scale", "lr-scaling"), ("l1_at_zero", "l1-at-zero")):
+            for attr, label in (("coefficient", "coefficient"), ("scale", "lr-scaling"), ("l1_at_zero", "l1-at-zero"),
+                                ("via_loss", "clipping")):
                 if ca[key][attr] != cb[key][attr]:
                     edits.append((label, set_attr(key, attr, cb[key][attr])))
             continue
@@ -136,6 +146,13 @@ def semantic_edits(a: dict, b: dict) -> list[Edit]:
         edits.append(("schedule", set_field(("schedule",), b.get("schedule"))))
     if a.get("hyper_dtype", "float64") != b.get("hyper_dtype", "float64"):
         edits.append(("precision", set_field(("hyper_dtype",), b.get("hyper_dtype", "float64"))))
+    if a.get("clip") != b.get("clip"):
+        def set_clip(sem, value=copy.deepcopy(b.get("clip"))):
+            if value is None:
+                sem.pop("clip", None)
+            else:
+                sem["clip"] = copy.deepcopy(value)
+        edits.append(("clipping", set_clip))
     if a.get("frozen", []) != b.get("frozen", []):   # which tensors train at all (absent: none frozen)
         def set_frozen(sem, value=list(b.get("frozen", []))):
             if value:

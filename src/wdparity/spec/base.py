@@ -16,12 +16,12 @@ TENSORS = ("weight", "bias")
 Tensor = Literal["weight", "bias"]
 CAUSES = (
     "coupling", "coefficient", "mask", "norm", "l1-at-zero", "lr-scaling", "epsilon",
-    "momentum", "optimizer", "second-moment", "bias-correction", "loss-scale", "schedule", "precision", "frozen",
+    "momentum", "optimizer", "second-moment", "bias-correction", "clipping", "loss-scale", "schedule", "precision", "frozen",
     "unstable", "unexplained",
 )
 Cause = Literal[
     "coupling", "coefficient", "mask", "norm", "l1-at-zero", "lr-scaling", "epsilon",
-    "momentum", "optimizer", "second-moment", "bias-correction", "loss-scale", "schedule", "precision", "frozen",
+    "momentum", "optimizer", "second-moment", "bias-correction", "clipping", "loss-scale", "schedule", "precision", "frozen",
     "unstable", "unexplained",
 ]
 Loss = Literal["half_mse", "mse"]

@@ -147,6 +147,27 @@ class Penalty(Strict):
         return out
 
 
+class Clip(Strict):
+    """Gradient clipping. kind "global_norm": g <- g * min(1, threshold / (||g|| + eps)), ||g|| over every tensor
+    (torch clip_grad_norm_ with eps 1e-6, optax clip_by_global_norm, Keras global_clipnorm); "tensor_norm": the
+    same per tensor (Keras clipnorm); "value": each element clipped to [-threshold, threshold] (torch
+    clip_grad_value_, optax clip, Keras clipvalue, MXNet clip_gradient). position "loss_gradient": applied to the
+    loss's gradient (a loss penalty included) before the optimizer adds its coupled weight decay (torch: clipping
+    before step(), weight_decay added inside it); "after_coupled_decay": applied to g + lambda*w (an optax chain
+    with clip after add_decayed_weights)."""
+
+    kind: Literal["global_norm", "tensor_norm", "value"]
+    threshold: Positive
+    eps: NonNeg = 0.0
+    position: Literal["loss_gradient", "after_coupled_decay"] = "loss_gradient"
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.kind == "value" and self.eps:
+            raise fail("eps", self.eps, "belongs to norm clipping only")
+        return self
+
+
 class Semantics(Strict):
     """What a run does, in neutral terms: the output of describe(), the input of the reference."""
 
@@ -161,6 +182,7 @@ class Semantics(Strict):
     # (torch: a tensor that no param group names; torch/optim/sgd.py:87,118 and adam.py:150,229 step only the
     # groups' params).
     frozen: list[str] = Field(default_factory=list)
+    clip: Optional[Clip] = None
 
     @model_validator(mode="after")
     def _frozen(self):
@@ -177,7 +199,7 @@ class Semantics(Strict):
 
     def neutral(self) -> dict:
         rules = [rule.neutral() for rule in self.decay]
-        if self.hyper_dtype == "float64":  # where a term comes from makes no difference then
+        if self.hyper_dtype == "float64" and self.clip is None:  # where a term comes from makes no difference then
             for rule in rules:
                 rule.pop("via_loss", None)
         optimizer = self.optimizer.model_dump()
@@ -194,6 +216,8 @@ class Semantics(Strict):
             out["hyper_dtype"] = self.hyper_dtype
         if self.frozen:                    # likewise
             out["frozen"] = list(self.frozen)
+        if self.clip is not None:          # likewise
+            out["clip"] = self.clip.model_dump()
         return out
 
 
