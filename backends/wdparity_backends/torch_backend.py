@@ -1,10 +1,12 @@
-"""The `torch` backend: torch.optim.SGD / Adam / AdamW, param groups and loss penalties, as a user writes them.
+"""The `torch` backend: torch.optim's SGD, Adam(W), RMSprop, Adagrad, Adadelta, Adamax, NAdam and RAdam, param
+groups and loss penalties, as a user writes them.
 
 PyTorch is where most "weight decay" questions start (seed 000: a weight-only param group and an lr
 ten times too large). This adapter states what each torch knob means in neutral terms (describe),
-writes the torch setting for given semantics (realize), and trains nn.Linear with the real optimizer
-and lr_scheduler objects (the template's build/step/read hooks). Every statement it makes about torch,
-with its source in torch 2.13.0 and the test that measures it: docs/adapters/torch.md.
+writes the torch setting for given semantics (realize; the class <-> family tables are torch_vocab.py),
+and trains nn.Linear with the real optimizer and lr_scheduler objects (the template's build/step/read
+hooks). Every statement it makes about torch, with its source in torch 2.13.0 and the test that
+measures it: docs/adapters/torch.md.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import numpy as np
 from wdparity.engine.data import batches
 from wdparity.run.adapter import Adapter, refuse_l1
 from wdparity.run.backend import Inexpressible
-from wdparity.spec.models import TENSORS, AdamSpec, RmspropSpec, Semantics, SgdSpec, Task
+from wdparity.spec.models import TENSORS, Semantics, Task
 from wdparity.spec.rules import penalty_terms, rules_from_coefficients
 
-from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun
+from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun, set_up
 from .torch_run import scheduler as lr_scheduler
+from .torch_vocab import COUPLED_ONLY, DECOUPLED_CALL, DECOUPLED_SOURCE, native_optimizer, optimizer_spec
 
 TORCH_L1_AT_ZERO = 0.0   # torch.autograd.grad(torch.abs(x), x) at x = 0 is 0 (abs' = sgn); measured in the tests
 
@@ -40,6 +43,15 @@ class TorchBackend(Adapter):
             out.append({"id": "adamw-default-weight-decay", "modelled": True,
                         "text": "a tensor without an explicit weight_decay gets AdamW's default 1e-2",
                         "source": "torch/optim/adamw.py:27; torch/optim/optimizer.py:1163 (add_param_group setdefault)"})
+        if config.optimizer == "Adagrad" and config.lr_decay:
+            out.append({"id": "adagrad-lr-decay-is-a-schedule", "modelled": True,
+                        "text": "lr_decay divides the lr by 1 + (t-1)*lr_decay; it does not decay the weights",
+                        "source": "torch/optim/adagrad.py:402"})
+        if config.optimizer == "RAdam":
+            out.append({"id": "radam-unrectified-first-steps", "modelled": True,
+                        "text": "while rho_t <= 5 (steps 1-5 for beta2 = 0.999) RAdam steps lr*m_hat, SGD with "
+                                "bias-corrected momentum, without the second moment",
+                        "source": "torch/optim/radam.py:349-358"})
         if config.penalty and config.penalty.l1:
             out.append({"id": "l1-at-zero-0", "modelled": True, "text": "d|w|/dw at w = 0 is 0 (abs' = sgn)",
                         "source": "tools/autograd/derivatives.yaml (abs: grad * self.sgn())"})
@@ -47,18 +59,9 @@ class TorchBackend(Adapter):
 
     def describe(self, config: TorchRun, task: Task) -> Semantics:
         """Neutral semantics of a torch run. Rule order: gradient-coupled (weight_decay, then the penalty's
-        L2 and L1), then decoupled (AdamW's weight_decay)."""
+        L2 and L1), then decoupled (AdamW's weight_decay, or that of the decoupled_weight_decay flag)."""
         lr = DEFAULT_LR[config.optimizer] if config.lr is None else config.lr
-        if config.optimizer == "SGD":
-            optimizer = SgdSpec(name="sgd", lr=lr, momentum=config.momentum or 0.0,
-                                dampening=config.dampening or 0.0, nesterov=bool(config.nesterov))
-        elif config.optimizer == "RMSprop":
-            optimizer = RmspropSpec(name="rmsprop", lr=lr, rho=0.99 if config.alpha is None else config.alpha,
-                                    eps=1e-8 if config.eps is None else config.eps, centered=bool(config.centered),
-                                    momentum=config.momentum or 0.0)
-        else:
-            optimizer = AdamSpec(name="adam", lr=lr, betas=list(config.betas or [0.9, 0.999]),
-                                 eps=1e-8 if config.eps is None else config.eps)
+        optimizer = optimizer_spec(config, lr)
         coupling = "decoupled" if config.decoupled else "gradient"
         wd = rules_from_coefficients(config.per_tensor_weight_decay(), coupling=coupling,
                                      scale="lr" if config.decoupled else None)
@@ -69,43 +72,37 @@ class TorchBackend(Adapter):
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
         opt, rules = semantics.optimizer, list(semantics.decay)
-        if opt.name == "sgd" and opt.momentum_form == "velocity":
-            raise Inexpressible("torch.optim.SGD keeps the buffer form, buf = m*buf + g, step = -lr_t*buf "
-                                "(torch/optim/sgd.py:364-379); nearest: momentum_form = \"buffer\", identical under a "
-                                "constant lr, different once the schedule changes lr (velocity keeps old steps' lr)")
-        if opt.name == "adam" and opt.eps_placement != "corrected":
-            raise Inexpressible("torch.optim.Adam adds eps to sqrt(v)/sqrt(1-b2^t) (torch/optim/adam.py:544); nearest: "
-                                "eps_placement = \"corrected\", whose effective epsilon is smaller by sqrt(1-b2^t)")
-        if opt.name == "rmsprop" and opt.eps_in_sqrt:
-            raise Inexpressible("torch.optim.RMSprop adds eps outside the root, sqrt(v) + eps (torch/optim/rmsprop.py:"
-                                "325-330); nearest: eps_in_sqrt = false, which differs while v is near eps")
+        decoupled = [r for r in rules if r.coupling == "decoupled"]
+        run = native_optimizer(opt, bool(decoupled))   # refuses the optimizer fields no torch class computes
         refuse_l1(rules, TORCH_L1_AT_ZERO, "torch")
-        for r in rules:
-            if r.coupling == "decoupled" and opt.name == "rmsprop":
-                raise Inexpressible(f"torch.optim.RMSprop has only gradient-coupled weight_decay (torch/optim/rmsprop.py:"
-                                    f"307-308), which the root then normalises; nearest: RMSprop(weight_decay="
-                                    f"{r.coefficient:.6g}), different from the first step")
-            if r.coupling == "decoupled" and opt.name == "sgd":
-                coef = r.coefficient if r.effective_scale == "lr" else r.coefficient / opt.lr
+        for r in decoupled:
+            coef = r.coefficient if r.effective_scale == "lr" else r.coefficient / opt.lr
+            if opt.name == "sgd":
                 raise Inexpressible(f"torch.optim.SGD has only gradient-coupled weight_decay (torch/optim/sgd.py:353); "
                                     f"nearest: SGD(weight_decay={coef:.6g}), identical for momentum = 0"
                                     + ("" if r.effective_scale == "lr" else " and a constant schedule")
                                     + ", different with momentum (the decay then enters the buffer)")
-            if r.coupling == "decoupled" and r.effective_scale != "lr":
+            if opt.name in COUPLED_ONLY:
+                where, normaliser = COUPLED_ONLY[opt.name]
+                raise Inexpressible(f"torch.optim.{run['optimizer']} has only gradient-coupled weight_decay ({where}), "
+                                    f"which {normaliser} then normalises; nearest: {run['optimizer']}(weight_decay="
+                                    f"{coef:.6g}), different from the first step")
+            if r.effective_scale != "lr":
                 what = ("the same decay lr_t*lambda/lr = eta_t*lambda, up to rounding" if r.effective_scale == "schedule"
                         else "the same decay under a constant schedule; under a schedule it follows eta_t")
-                raise Inexpressible(f"torch AdamW decays w *= 1 - lr_t*weight_decay (torch/optim/adam.py:419), scaled "
-                                    f"by the scheduled lr; nearest: AdamW(weight_decay={r.coefficient}/lr = "
+                raise Inexpressible(f"torch.optim.{run['optimizer']} decays w *= 1 - lr_t*weight_decay "
+                                    f"({DECOUPLED_SOURCE[opt.name]}), scaled by the scheduled lr; nearest: "
+                                    f"{DECOUPLED_CALL[opt.name]}weight_decay={r.coefficient}/lr = "
                                     f"{r.coefficient / opt.lr:.6g}), {what}")
-        decoupled = [r for r in rules if r.coupling == "decoupled"]
         wd_rules = decoupled or [r for r in rules if r.norm == "l2" and r.coupling == "gradient"]
         per: dict[str, float] = {}
         rest = [r for r in rules if not any(r is w for w in wd_rules)]
         for r in wd_rules:
             if per.keys() & set(r.params):
                 if decoupled:
-                    raise Inexpressible("AdamW takes one weight_decay per tensor (torch/optim/adam.py:419); nearest: "
-                                        "one decoupled rule per tensor with the summed coefficient (same to first order)")
+                    raise Inexpressible(f"torch.optim.{run['optimizer']} takes one weight_decay per tensor "
+                                        f"({DECOUPLED_SOURCE[opt.name]}); nearest: one decoupled rule per tensor with "
+                                        "the summed coefficient (same to first order)")
                 rest.append(r)
                 continue
             per.update({name: r.coefficient for name in r.params})
@@ -114,18 +111,6 @@ class TorchBackend(Adapter):
         if len(l2) > 1 or len(l1) > 1 or (l2 and l1 and l2[0].params != l1[0].params):
             raise Inexpressible("one `penalty` table holds one L2 and one L1 term on one list of tensors; nearest: "
                                 "merge the rules (sum the coefficients on each tensor)")
-        native = {"sgd": "SGD", "rmsprop": "RMSprop", "adam": "AdamW" if decoupled else "Adam"}[opt.name]
-        run: dict[str, Any] = {"optimizer": native, "lr": opt.lr}
-        if opt.name == "sgd":
-            run.update({"momentum": opt.momentum} if opt.momentum else {})
-            run.update({"dampening": opt.dampening} if opt.dampening else {})
-            run.update({"nesterov": True} if opt.nesterov else {})
-        elif opt.name == "rmsprop":
-            run.update({"alpha": opt.rho, "eps": opt.eps})
-            run.update({"centered": True} if opt.centered else {})
-            run.update({"momentum": opt.momentum} if opt.momentum else {})
-        else:
-            run.update({"betas": list(opt.betas), "eps": opt.eps})
         if semantics.frozen:   # one group per trained tensor; a tensor no group names is never updated
             run["param_groups"] = [{"params": [name], "weight_decay": per.get(name, 0.0)}
                                    for name in TENSORS if name not in semantics.frozen]
@@ -134,7 +119,7 @@ class TorchBackend(Adapter):
         elif per:
             run["weight_decay"] = 0.0
             run["param_groups"] = [{"params": [name], "weight_decay": per.get(name, 0.0)} for name in TENSORS]
-        elif decoupled or run["optimizer"] == "AdamW":
+        elif run["optimizer"] == "AdamW":
             run["weight_decay"] = 0.0
         penalty = {}
         if l2:
@@ -148,10 +133,8 @@ class TorchBackend(Adapter):
         import torch
         from torch import nn
 
-        torch.set_num_threads(1)
-        torch.use_deterministic_algorithms(True)
         task, run = job["task"], TorchRun.model_validate(job["run"])
-        dtype = {"float32": torch.float32, "float64": torch.float64}[job["dtype"]]
+        dtype = set_up(torch, job["dtype"])
         X = torch.as_tensor(data["X_train"], dtype=dtype)
         y = torch.as_tensor(data["y_train"], dtype=dtype).reshape(-1, 1)   # (n, 1): no (n, n) broadcast in MSELoss
         d = X.shape[1]

@@ -19,7 +19,9 @@ product, this one (n, d) @ (d, G); the BLAS kernel sums the d products in anothe
 step, measured in tests/test_grid.py and benchmarks/RESULTS.md). Every other operation is the same.
 
 Batched only when runs differ just in `lr`, `weight_decay` and per-group `weight_decay` values, under
-a constant or step schedule, without a loss penalty; otherwise the adapter trains them one by one.
+a constant or step schedule, without a loss penalty; otherwise the adapter trains them one by one. Every
+class of the adapter batches so exactly: each group's update reads only its own lr and weight_decay and its tensors'
+state (Adagrad's sum, NAdam's mu_product, RAdam's step), tested per class in tests/test_torch_backend.py.
 """
 
 from __future__ import annotations
@@ -56,14 +58,12 @@ def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.nd
     import torch.nn.functional as F
     from torch import nn
 
-    from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun
+    from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun, set_up
     from .torch_run import scheduler as _scheduler
 
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
     task, runs = jobs[0]["task"], [TorchRun.model_validate(j["run"]) for j in jobs]
     G, np_dtype = len(jobs), np.dtype(jobs[0]["dtype"])
-    dtype = {"float32": torch.float32, "float64": torch.float64}[jobs[0]["dtype"]]
+    dtype = set_up(torch, jobs[0]["dtype"])   # as the serial build(): the run's default dtype
     X = torch.as_tensor(data["X_train"], dtype=dtype)
     y = torch.as_tensor(data["y_train"], dtype=dtype).reshape(-1, 1)
     d = X.shape[1]

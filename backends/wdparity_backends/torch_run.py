@@ -14,10 +14,21 @@ from pydantic import Field, model_validator
 from wdparity.run.adapter import check_keywords
 from wdparity.spec.models import TENSORS, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
 
-# One row per torch.optim class: its constructor's defaults and keywords (tests/test_torch_backend.py reads them
-# from the installed signatures).
-DEFAULT_LR = {"SGD": 1e-3, "Adam": 1e-3, "AdamW": 1e-3, "RMSprop": 1e-2}
-DEFAULT_WD = {"SGD": 0.0, "Adam": 0.0, "AdamW": 1e-2, "RMSprop": 0.0}
+# One row per torch.optim class: its constructor's numeric defaults and its keywords (tests/test_torch_facts.py
+# reads both from the installed signatures).
+DEFAULTS = {
+    "SGD": {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0},
+    "Adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
+    "AdamW": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2},
+    "RMSprop": {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0},
+    "Adagrad": {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 1e-10},
+    "Adadelta": {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0},
+    "Adamax": {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
+    "NAdam": {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "momentum_decay": 4e-3},
+    "RAdam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
+}
+DEFAULT_LR = {name: d["lr"] for name, d in DEFAULTS.items()}
+DEFAULT_WD = {name: d["weight_decay"] for name, d in DEFAULTS.items()}
 KEYWORDS = {
     "SGD": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach", "differentiable",
             "fused"),
@@ -27,9 +38,16 @@ KEYWORDS = {
               "differentiable", "fused"),
     "RMSprop": ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "capturable", "foreach", "maximize",
                 "differentiable"),
+    "Adagrad": ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "foreach", "maximize",
+                "differentiable", "fused"),
+    "Adadelta": ("lr", "rho", "eps", "weight_decay", "foreach", "capturable", "maximize", "differentiable"),
+    "Adamax": ("lr", "betas", "eps", "weight_decay", "foreach", "maximize", "differentiable", "capturable"),
+    "NAdam": ("lr", "betas", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay", "foreach", "maximize",
+              "capturable", "differentiable"),
+    "RAdam": ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "foreach", "maximize", "capturable",
+              "differentiable"),
 }
 MUST_BE_FALSE = {
-    "amsgrad": "AMSGrad normalises by the running max of v (torch/optim/adam.py:539), outside the neutral model",
     "maximize": "maximize negates the gradient (torch/optim/sgd.py:344): gradient ascent is outside the neutral model",
     "capturable": "capturable (CUDA graphs) is not modelled by this adapter",
     "differentiable": "differentiable (autograd through the step) is not modelled by this adapter",
@@ -59,7 +77,7 @@ class ParamGroup(Strict):
 
 
 class TorchRun(Strict):
-    optimizer: Literal["SGD", "Adam", "AdamW", "RMSprop"]
+    optimizer: Literal["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam"]
     lr: Optional[Positive] = None
     momentum: Optional[Unit] = None
     dampening: Optional[Unit] = None
@@ -68,6 +86,10 @@ class TorchRun(Strict):
     eps: Optional[Positive] = None
     alpha: Optional[Unit] = None
     centered: Optional[bool] = None
+    rho: Optional[Unit] = None
+    lr_decay: Optional[NonNeg] = None
+    initial_accumulator_value: Optional[NonNeg] = None
+    momentum_decay: Optional[NonNeg] = None
     weight_decay: Optional[NonNeg] = None
     amsgrad: Optional[bool] = None
     maximize: Optional[bool] = None
@@ -85,6 +107,10 @@ class TorchRun(Strict):
         for key, why in MUST_BE_FALSE.items():
             if getattr(self, key):
                 raise fail(key, True, f"must be false: {why}")
+        if self.momentum_decay == 0:
+            raise fail("momentum_decay", 0.0, "must be > 0 here: 0 makes torch's mu_t = b1*(1 - 0.5*0.96^0) = b1/2 "
+                       "at every step (torch/optim/nadam.py:347), a constant the neutral NAdam cannot state "
+                       "(momentum_decay > 0, or None for mu_t = b1)")
         if self.foreach and self.fused:
             raise fail("fused", True, "cannot be true together with foreach (torch raises RuntimeError)")
         if self.nesterov and (not self.momentum or self.dampening):
@@ -130,6 +156,18 @@ class TorchRun(Strict):
     @property
     def decoupled(self) -> bool:
         return self.optimizer == "AdamW" or bool(self.decoupled_weight_decay)
+
+
+def set_up(torch, dtype: str):
+    """The worker's torch settings for a run in `dtype`; returns the torch dtype. The default dtype is the run's, as
+    torch.set_default_dtype(torch.float64) is how a float64 torch run is written: optimizers keep scalar state
+    (each step count, NAdam's mu_product) in it (torch/optim/optimizer.py:210-215), and a float32 mu_product moves
+    a float64 NAdam run off its float64 semantics (tests/test_torch_facts.py measures by how much)."""
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
+    torch.set_default_dtype(torch_dtype)
+    return torch_dtype
 
 
 def scheduler(torch, optimizer, schedule: dict, lr: float, steps: int):
