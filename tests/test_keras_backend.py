@@ -1,10 +1,11 @@
-"""The Keras adapter: describe/realize round trip, validation, measured Keras facts, the battery on 3 backends.
+"""The Keras adapter on its 3 backends: one worker per backend, measured Keras facts, the battery.
 
 The battery runs every realized neutral case and the native extras on each Keras backend (tensorflow, jax,
 torch; `on_backend` rewrites `keras_backend`), in float64 and float32. A case holds against the reference of
 its own describe(), or it carries a documented precision finding (`precision_findings`), in which case the
-reference with that effect put back (lr_t read from Keras itself, Adam's bias correction from float32 betas)
-must hold instead, and the plain reference must not: the finding is proven, not tolerated.
+reference with that effect put back (lr_t read from Keras itself; Adamax's bias correction and NAdam's factors
+from float32-cast constants) must hold instead, and the plain reference must not: the finding is proven, not
+tolerated. The vocabulary (describe/realize, validation) is tests/test_keras_vocab.py.
 """
 
 from __future__ import annotations
@@ -19,25 +20,15 @@ import textwrap
 import numpy as np
 import pytest
 
-from wdparity.engine import reference, transforms
+from wdparity.engine import adaptive, reference, transforms
 from wdparity.judge import compare, fidelity
 from wdparity.run import harness
-from wdparity.run.backend import Inexpressible
-from wdparity.spec.models import Semantics, Task
+from wdparity.spec.models import Task
 from wdparity_backends.keras_backend import KERAS_BACKENDS, L1_AT_ZERO, backend, native_cases, precision_findings
 
 HAVE = {kb: all(importlib.util.find_spec(m) is not None for m in ("keras", kb)) for kb in KERAS_BACKENDS}
 TASK = Task.model_validate(fidelity.BATTERY_TASK)
-BOTH = ["weight", "bias"]
-
-
-def describe(run: dict, **task) -> dict:
-    return backend.describe(backend.parse(run), Task.model_validate({**fidelity.BATTERY_TASK, **task})).neutral()
-
-
-def rules(run: dict, **task) -> list[tuple]:
-    return [(r["norm"], r["coupling"], r["coefficient"], r["scale"], r["params"]) for r in describe(run, **task)["decay"]]
-
+REALIZED = 86   # neutral cases realize() expresses (tests/test_keras_vocab.py::test_round_trip_over_the_neutral_battery)
 
 def on_backend(cases: dict[str, tuple[dict, dict]], kb: str) -> dict[str, tuple[dict, dict]]:
     """The battery of one Keras backend: the realized neutral cases (realize() emits tensorflow) rewritten to
@@ -51,75 +42,7 @@ def on_backend(cases: dict[str, tuple[dict, dict]], kb: str) -> dict[str, tuple[
     return out
 
 
-# ---------------------------------------------------------------- realize / describe
-def test_round_trip_over_the_neutral_battery():
-    expressed, reasons = {}, {}
-    for dtype in ("float32", "float64"):   # inherent(): float32 bias corrections for Adam in float32 runs
-        expressed[dtype], why = fidelity.round_trip("keras", dtype)
-        reasons.update(why)
-    assert len(expressed["float32"]) == 24 and set(expressed["float32"]) == set(expressed["float64"])
-    assert {r["keras_backend"] for r in expressed["float32"].values()} == {"tensorflow"}
-    # in float64 TensorFlow rounds momentum/weight_decay/factors to float32: realize moves to an exact backend
-    assert expressed["float64"]["velocity-coupled_weight-constant-normal-half_mse"]["keras_backend"] == "jax"
-    assert expressed["float64"]["sgd-none-constant-normal-half_mse"]["keras_backend"] == "tensorflow"
-    assert all("dampening" in r for n, r in reasons.items() if n.startswith("dampened-"))
-    assert all("velocity form" in r for n, r in reasons.items() if n.startswith(("momentum-", "nesterov-")))
-    assert all("before the bias correction" in r for n, r in reasons.items() if n.startswith(("adam-", "adam_eps-")))
-    assert all("scaled by the scheduled learning rate" in r for n, r in reasons.items()
-               if n.startswith(("sgd-", "velocity-", "adam_uncorrected-")))
-    assert all("models the optimizers ['adam', 'sgd'], not 'rmsprop'" in r for n, r in reasons.items()
-               if n.startswith("rmsprop"))
-    assert len(reasons) == 86
-
-
-def test_realize_writes_keras_vocabulary():
-    sem = Semantics.model_validate({"optimizer": {"name": "adam", "lr": 0.01, "eps_placement": "uncorrected"},
-                                    "decay": [{"coupling": "gradient", "coefficient": 0.3, "params": ["weight"]},
-                                              {"coupling": "decoupled", "coefficient": 0.2, "params": ["weight"]}]})
-    assert backend.realize(backend.inherent(sem, TASK), TASK) == {
-        "keras_backend": "tensorflow", "optimizer": "AdamW", "learning_rate": 0.01, "beta_1": 0.9, "beta_2": 0.999,
-        "epsilon": 1e-8, "weight_decay": 0.2, "exclude_from_weight_decay": ["bias"], "kernel_regularizer": {"l2": 0.15}}
-    # an L1 term at sign(0) = 1 is what JAX's autodiff gives: realize picks that backend
-    l1 = Semantics.model_validate({"optimizer": {"name": "sgd", "lr": 0.1}, "decay": [
-        {"norm": "l1", "coefficient": 0.05, "params": ["bias"], "l1_at_zero": 1.0}]})
-    assert backend.realize(l1, TASK) == {"keras_backend": "jax", "optimizer": "SGD", "learning_rate": 0.1,
-                                         "bias_regularizer": {"l1": 0.05}}
-    half = l1.model_copy(update={"decay": [l1.decay[0].model_copy(update={"l1_at_zero": 0.5})]})
-    with pytest.raises(Inexpressible, match="L1 gradient at 0"):
-        backend.realize(half, TASK)
-    paper = Semantics.model_validate({"optimizer": {"name": "sgd", "lr": 0.1}, "decay": [
-        {"coupling": "decoupled", "coefficient": 0.01, "scale": "schedule"}]})
-    with pytest.raises(Inexpressible, match="weight_decay = 0.1 "):
-        backend.realize(paper, TASK)
-
-
-def test_describe_the_two_weight_decays():
-    # L2(c) on the kernel: the loss gains c*sum(w^2), the gradient 2c*w
-    assert rules({"optimizer": "SGD", "learning_rate": 0.1, "kernel_regularizer": {"l2": 0.25}}) == [
-        ("l2", "gradient", 0.5, None, ["weight"])]
-    # every Keras optimizer's weight_decay is decoupled and scaled by lr_t, SGD's included
-    assert rules({"optimizer": "SGD", "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 0.3}) == [
-        ("l2", "decoupled", 0.3, "lr", BOTH)]
-    assert rules({"optimizer": "Adam", "learning_rate": 0.1, "weight_decay": 0.3,
-                  "exclude_from_weight_decay": ["bias"]}) == [("l2", "decoupled", 0.3, "lr", ["weight"])]
-    assert rules({"optimizer": "AdamW"}) == [("l2", "decoupled", 0.004, "lr", BOTH)]     # adamw.py:56
-    assert rules({"optimizer": "AdamW", "weight_decay": 0.0}) == []
-    equal = rules({"optimizer": "SGD", "kernel_regularizer": {"l2": 0.1, "l1": 0.2}, "bias_regularizer": {"l2": 0.1}})
-    assert equal == [("l2", "gradient", 0.2, None, BOTH), ("l1", "gradient", 0.2, None, ["weight"])]
-
-
-def test_describe_optimizers_and_defaults():
-    assert describe({"optimizer": "SGD"})["optimizer"] == {"name": "sgd", "lr": 0.01, "momentum": 0.0, "dampening": 0.0,
-                                                           "nesterov": False, "momentum_form": "buffer"}
-    assert describe({"optimizer": "SGD", "momentum": 0.9, "nesterov": True})["optimizer"]["momentum_form"] == "velocity"
-    assert describe({"optimizer": "Adam"})["optimizer"] == {"name": "adam", "lr": 0.001, "betas": [0.9, 0.999],
-                                                            "eps": 1e-7, "eps_placement": "uncorrected",
-                                                            "bias_correction_dtype": "float32"}
-    for kb in KERAS_BACKENDS:
-        sem = describe({"keras_backend": kb, "optimizer": "SGD", "kernel_regularizer": {"l1": 0.1}})
-        assert sem["decay"][0]["l1_at_zero"] == L1_AT_ZERO[kb]
-
-
+# ---------------------------------------------------------------- one worker per Keras backend
 def test_worker_env_fixes_the_backend_and_jax_x64_at_start_up(write_case):
     """One worker per (KERAS_BACKEND, and on JAX the x64 flag): JAX reads jax_enable_x64 once per process, so
     float32 and float64 runs on JAX go to separate workers; TensorFlow and torch get no JAX variable."""
@@ -172,65 +95,6 @@ def test_jax_train_refuses_a_job_whose_dtype_disagrees_with_the_worker_flag():
     assert out["float64"].startswith("RuntimeError: ") and "JAX_ENABLE_X64=0" in out["float64"]
 
 
-def test_tensorflow_float64_rounds_python_float_hyperparameters():
-    run = {"optimizer": "SGD", "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 0.3,
-           "kernel_regularizer": {"l2": 0.15, "l1": 0.1}}
-    f32 = lambda x: float(np.float32(x))   # noqa: E731
-    tf64 = describe(run, dtype="float64")
-    assert tf64["optimizer"]["momentum"] == f32(0.9) != 0.9 and tf64["optimizer"]["lr"] == 0.1   # lr is a variable
-    assert [r["coefficient"] for r in tf64["decay"]] == [2 * f32(0.15), f32(0.1), f32(0.3)]
-    assert describe({**run, "keras_backend": "jax"}, dtype="float64")["optimizer"]["momentum"] == 0.9
-    assert describe(run, dtype="float32")["optimizer"]["momentum"] == 0.9
-
-
-def test_adam_bias_corrections_are_float32_in_float32_runs_and_on_tensorflow():
-    def bc(**over):
-        run = {"optimizer": "Adam", **{k: v for k, v in over.items() if k == "keras_backend"}}
-        t = Task.model_validate({**fidelity.BATTERY_TASK, **{k: v for k, v in over.items() if k == "dtype"}})
-        return backend.describe(backend.parse(run), t).optimizer.bias_correction_dtype
-    assert bc() == "float32" and bc(keras_backend="jax") == "float32"
-    assert bc(dtype="float64") == "float32"                      # tf.cast rounds the betas
-    assert bc(dtype="float64", keras_backend="jax") is None and bc(dtype="float64", keras_backend="torch") is None
-
-
-def test_precision_findings_name_the_mechanism():
-    def findings(run, **task):
-        return [f.split(":")[0] for f in precision_findings(backend.parse(run),
-                                                            Task.model_validate({**fidelity.BATTERY_TASK, **task}))]
-    cosine = {"kind": "cosine", "total": 10, "floor": 0.1}
-    assert findings({"optimizer": "SGD"}, dtype="float64") == []
-    assert findings({"optimizer": "Adam"}) == []   # float32 bias corrections: stated by describe()
-    assert findings({"optimizer": "Adam"}, dtype="float64", schedule=cosine) == ["schedule-float32"]
-    assert findings({"optimizer": "Adam", "keras_backend": "jax"}, dtype="float64", schedule=cosine) == ["cosine-float32"]
-    assert findings({"optimizer": "SGD", "keras_backend": "torch"}, dtype="float64") == ["matmul-float32"]
-
-
-@pytest.mark.parametrize("run, key, words", [
-    ({"optimizer": "SGD", "nesterov": True}, "nesterov", "silently ignores"),
-    ({"optimizer": "Adam", "amsgrad": True}, "amsgrad", "AMSGrad"),
-    ({"optimizer": "SGD", "beta_1": 0.9}, "beta_1", "not a keyword of keras.optimizers.SGD"),
-    ({"optimizer": "Adam", "momentum": 0.9}, "momentum", "not a keyword of keras.optimizers.Adam"),
-    ({"optimizer": "SGD", "weight_decay": 0.1, "exclude_from_weight_decay": ["kernel"]}, "exclude_from_weight_decay",
-     "names no tensor"),
-    ({"optimizer": "SGD", "weight_decay": 0.1, "exclude_from_weight_decay": []}, "exclude_from_weight_decay",
-     "at least one tensor"),
-    ({"optimizer": "AdamW", "exclude_from_weight_decay": ["weight", "bias"]}, "exclude_from_weight_decay",
-     "at least one tensor decayed"),
-    ({"optimizer": "SGD", "exclude_from_weight_decay": ["bias"]}, "exclude_from_weight_decay", "needs weight_decay"),
-    ({"optimizer": "AdamW", "weight_decay": 0.0, "exclude_from_weight_decay": ["bias"]}, "exclude_from_weight_decay",
-     "needs weight_decay"),
-    ({"optimizer": "SGD", "kernel_regularizer": {"l3": 0.1}}, "kernel_regularizer.l3", "not a known key"),
-    ({"optimizer": "SGD", "bias_regularizer": {"l2": -0.1}}, "bias_regularizer.l2", ""),
-    ({"optimizer": "SGD", "keras_backend": "mxnet"}, "keras_backend", ""),
-    ({"optimizer": "sgd"}, "optimizer", ""),
-    ({"optimizer": "SGD", "momentum": 1.5}, "momentum", ""),
-])
-def test_bad_runs_name_the_key(bad_run, run, key, words):
-    err = bad_run("keras", run)
-    assert err.key == f"runs.a.{key}", str(err)
-    assert words in str(err)
-
-
 # ---------------------------------------------------------------- measured facts about the installed Keras
 PROBE = textwrap.dedent("""
     import json, os, sys
@@ -251,17 +115,16 @@ PROBE = textwrap.dedent("""
             s = (S.ExponentialDecay(lr0, sched["every"], sched["factor"], staircase=True) if sched["kind"] == "step"
                  else S.CosineDecay(lr0, sched["total"], alpha=sched["floor"]))
             # lr_t as a compiled train step computes it (graph/XLA rewrites change float32 results, e.g. cosine
-            # at t = 6 on TensorFlow): zero data, kernel 1, SGD(weight_decay=1) makes w <- w*(1 - lr_t).
+            # at t = 6 on TensorFlow), read exactly: from w = 0 the mse gradient on x = e_1, y = -0.5 is exactly 1,
+            # so SGD makes w_1 = -lr_t (the weights are reset before every step, the schedule's count goes on)
             dense = keras.layers.Dense(1)
             model = keras.Sequential([keras.Input((3,)), dense])
-            model.set_weights([np.ones((3, 1)), np.zeros(1)])
-            model.compile(optimizer=keras.optimizers.SGD(learning_rate=s, weight_decay=1.0), loss="mse")
-            vals, w = [], 1.0
+            model.compile(optimizer=keras.optimizers.SGD(learning_rate=s), loss="mse")
+            vals = []
             for t in range(spec["steps"]):
-                model.train_on_batch(np.zeros((2, 3)), np.zeros((2, 1)))
-                w_next = float(ops.convert_to_numpy(dense.kernel)[0, 0])
-                vals.append((w - w_next) / w)
-                w = w_next
+                model.set_weights([np.zeros((3, 1)), np.zeros(1)])
+                model.train_on_batch(np.array([[1.0, 0.0, 0.0]]), np.array([[-0.5]]))
+                vals.append(-float(ops.convert_to_numpy(dense.kernel)[0, 0]))
             out["tables"][json.dumps([lr0, sched], sort_keys=True)] = vals
     # sign(0) of the L1 regularizer through Keras's own train step: zero data, zero kernel, SGD(lr=1)
     dense = keras.layers.Dense(1, kernel_regularizer=keras.regularizers.L1L2(l1=0.5))
@@ -276,9 +139,17 @@ PROBE = textwrap.dedent("""
     prod = ops.convert_to_numpy(ops.matmul(ops.convert_to_tensor(a), ops.convert_to_tensor(b)))
     out["matmul_dtype"], out["matmul_rel_err"] = str(prod.dtype), float(np.abs(prod - a @ b).max() / np.abs(a @ b).max())
     out["lr_variable_dtype"] = str(keras.optimizers.SGD(0.1)._learning_rate.dtype)
+    # ops.cast(<Python float>) in the optimizers: Adagrad's Constant(0.1) accumulator, Lion's beta_2 (m_1 = (1-b2)*g)
+    v = keras.Variable(np.zeros(3))
+    opt = keras.optimizers.Adagrad()
+    opt.build([v])
+    out["adagrad_accumulator_0"] = float(ops.convert_to_numpy(opt._accumulators[0])[0])
+    opt = keras.optimizers.Lion(learning_rate=0.1)
+    opt.apply_gradients([(ops.convert_to_tensor(np.ones(3)), v)])
+    out["lion_m1"] = float(ops.convert_to_numpy(opt._momentums[0])[0])
     print(json.dumps(out))
 """)
-PROBE_SPEC = {"lrs": [0.05, 0.03, 0.01, 0.001], "schedules": [s for s in fidelity.SCHEDULES if s["kind"] != "constant"],
+PROBE_SPEC = {"lrs": sorted({0.05, 0.03, 0.01, 0.001} | {o["lr"] for o in fidelity.OPTIMIZERS.values()}), "schedules": [s for s in fidelity.SCHEDULES if s["kind"] != "constant"],
               "steps": Task.model_validate(fidelity.BATTERY_TASK).steps}
 
 
@@ -307,6 +178,9 @@ def test_measured_facts(probe, kb):
     assert facts["lr_variable_dtype"] == "float64"          # a constant learning rate is a floatx variable
     # finding: TensorFlow's cast of a Python float goes through float32; the others cast exactly
     assert facts["cast_0.15"] == (float(np.float32(0.15)) if kb == "tensorflow" else 0.15)
+    assert facts["adagrad_accumulator_0"] == (float(np.float32(0.1)) if kb == "tensorflow" else 0.1)
+    # Lion's m_1 = (1 - beta_2)*g with the cast beta_2 (lion.py:101; torch_lion.py:37 takes the Python float)
+    assert facts["lion_m1"] == 1.0 - (float(np.float32(0.99)) if kb == "tensorflow" else 0.99)
     # finding: keras.ops.matmul(float64, float64) is float32 on torch
     assert (facts["matmul_dtype"], facts["matmul_rel_err"] > 1e-9) == (
         ("float32", True) if kb == "torch" else ("float64", False))
@@ -330,16 +204,42 @@ def run_cases(cases: dict[str, tuple[dict, dict]], dtype: str) -> dict[str, tupl
     return fidelity.run_native(cases, dtype)
 
 
+def keras_tf_nadam(opt: dict, lr, schedule: dict, dtype, h) -> list:
+    """A reference CORES row: Keras's Nadam where ops.cast rounds Python floats to float32 (TensorFlow): u_t,
+    u_t+1, the moments and 1 - beta_2^t from the cast beta_1, beta_2 and 0.96 (nadam.py:114-146), the product
+    u_product from the exact Python floats (nadam.py:95-105)."""
+    (b1, b2), eps = opt["betas"], opt["eps"]
+    B1, B2, D = (dtype(np.float32(x)) for x in (b1, b2, 0.96))
+
+    def update(g, state, p, t):
+        m, v, product = state
+        product = product * b1 * (1.0 - 0.5 * 0.96 ** (t + 1))
+        u_t, u_next = B1 * (1 - 0.5 * D ** (t + 1)), B1 * (1 - 0.5 * D ** (t + 2))
+        m = {k: m[k] + (g[k] - m[k]) * (1 - B1) for k in g}
+        v = {k: v[k] + (g[k] * g[k] - v[k]) * (1 - B2) for k in g}
+        d = {k: (u_next * m[k] / (1 - product * u_next) + (1 - u_t) * g[k] / (1 - product))
+             / (np.sqrt(v[k] / (1 - B2 ** (t + 1))) + eps) for k in g}
+        return d, (m, v, product)
+
+    init = transforms.Transform(lambda params: (transforms.zeros(params), transforms.zeros(params), 1.0), update)
+    return [init, transforms.scale_by_lr(lr, schedule, dtype, h)]
+
+
 def replay(run, data: dict, tables: dict, monkeypatch) -> dict[str, np.ndarray]:
     """The reference with the run's precision findings put back: lr_t as Keras computes it (read from Keras by
-    the probe). (Adam's float32 bias corrections are part of describe() itself.)"""
+    the probe); Adamax's 1 - beta_1^t from the float32 beta_1 (the bias_correction_dtype Adam has); NAdam's
+    factors as keras_tf_nadam. (Adam's float32 bias corrections are part of describe() itself.)"""
     sem, dtype = run.semantics.neutral(), run.dtype
-    findings = precision_findings(run.config, run.task)
+    findings = [f.split(":")[0] for f in precision_findings(run.config, run.task)]
     with monkeypatch.context() as m:
-        if any(f.startswith(("schedule-float32", "cosine-float32")) for f in findings):
+        if {"schedule-float32", "cosine-float32"} & set(findings):
             lr0 = sem["optimizer"]["lr"]
             table = tables[json.dumps([lr0, sem["schedule"]], sort_keys=True)]
             m.setattr(transforms, "multiplier", lambda schedule, t: table[t] / lr0)   # where lr_t is formed
+        if "adamax-bias-correction-float32" in findings:
+            m.setattr(adaptive, "bias_corrections", lambda b1, b2, _, dt: transforms.bias_corrections(b1, b2, "float32", dt))
+        if "nadam-float32-factors" in findings:
+            m.setitem(reference.CORES, "nadam", keras_tf_nadam)
         return reference.run(sem, data, run.task.batch_size, dtype)
 
 
@@ -349,12 +249,12 @@ def replay(run, data: dict, tables: dict, monkeypatch) -> dict[str, np.ndarray]:
 def test_battery(kb, dtype, probe, monkeypatch):
     tables = probe(kb)["tables"]
     cases, inexpressible = fidelity.native_battery("keras")
-    assert len(inexpressible) == 86
-    assert len(cases) == 24 + len(KERAS_BACKENDS) * len(native_cases())
+    assert len(inexpressible) == 144
+    assert len(cases) == REALIZED + len(KERAS_BACKENDS) * len(native_cases())
     mine = on_backend(cases, kb)
-    assert len(mine) == 24 + len(native_cases())
+    assert len(mine) == REALIZED + len(native_cases())
     results = run_cases(mine, dtype)
-    broken, unexplained, proven, worst = {}, {}, {}, 0.0
+    broken, unexplained, proven, worst, missed = {}, {}, {}, 0.0, {}
     for name, (run, data, res) in results.items():
         if res.status != "ok":
             broken[name] = (res.status, res.reason)
@@ -368,52 +268,29 @@ def test_battery(kb, dtype, probe, monkeypatch):
                 unexplained[name] = (fid["max_rel_err"], fid["tol"])
             continue
         if any(f.startswith("matmul-float32") for f in findings):
-            # a float32 forward pass: float32-quality against the float64 reference, never float64-quality
+            # a float32 forward pass: float32-quality against the float64 reference, never float64-quality, but
+            # for Lion, whose sign(.) step drops the gradient's float32 error (unless a sign flips)
             as32 = fidelity.fidelity(sem, res.arrays, data, bs, "float32")
-            ok = as32["holds"] and not fid["holds"]
+            ok = as32["holds"] and (not fid["holds"] or sem["optimizer"]["name"] == "lion")
             proven[name] = (fid["max_rel_err"], fid["tol"], as32["tol"])
         else:
             err = compare.max_rel(res.arrays, replay(run, data, tables, monkeypatch))
             ok = err <= fid["tol"]
             proven[name] = (fid["max_rel_err"], fid["tol"], err)
+        for f in findings:   # each finding misses its plain reference somewhere
+            missed[f.split(":")[0]] = missed.get(f.split(":")[0], False) or not fid["holds"]
         if not ok:
             unexplained[name] = (findings, proven[name], fid["tol"])
     assert not broken
     assert not unexplained
-    # the findings are real on this release: some float64 cases miss their plain reference (schedules on
-    # TensorFlow, cosine on JAX, everything on torch) and meet the replay
-    if proven or dtype == "float64":
-        assert [n for n, (plain, tol, _) in proven.items() if plain > tol]
+    # the findings are real on this release: each misses its plain reference on some case (schedules on
+    # TensorFlow, cosine on JAX, everything on torch; Adamax and NAdam on TensorFlow) and meets the replay
+    assert all(missed.values()), missed
+    if dtype == "float64":
+        assert set(missed) == {"tensorflow": {"schedule-float32", "adamax-bias-correction-float32",
+                                              "nadam-float32-factors"},
+                               "jax": {"cosine-float32"}, "torch": {"matmul-float32"}}[kb]
     else:   # float32: every run, Adam included (float32 bias corrections in describe), meets its own reference
         assert not proven
     if dtype == "float64":
         assert worst <= 1e-9
-
-
-# ---------------------------------------------------------------- no silent defaults (issue 15)
-@pytest.mark.parametrize("key, value, words", [
-    ("clipnorm", 1.0, "_clip_gradients"),
-    ("clipvalue", 0.5, "_clip_gradients"),
-    ("global_clipnorm", 1.0, "_clip_gradients"),
-    ("use_ema", True, "moving average of the weights"),
-    ("ema_momentum", 0.9, "without use_ema Keras ignores this key"),
-    ("ema_overwrite_frequency", 10, "moving average"),
-    ("loss_scale_factor", 128.0, "divides the gradients back"),
-    ("gradient_accumulation_steps", 2, "once every N steps"),
-    ("name", "opt", "changes no number"),
-    ("decay", 0.01, "ignored by Keras 3"),
-])
-def test_keras_optimizer_extras_are_refused_with_their_reason(bad_run, key, value, words):
-    """Every BaseOptimizer keyword of keras 3.15 that the neutral model lacks is named and refused (not 'unknown')."""
-    err = bad_run("keras", {"optimizer": "Adam", key: value})
-    assert err.key == f"runs.a.{key}", str(err)
-    assert words in str(err) and "not a known key" not in str(err)
-    assert len(str(err).splitlines()) == 1
-
-
-def test_realize_refuses_frozen_tensors_naming_the_nearest_setting():
-    sem = Semantics.model_validate({"optimizer": {"name": "sgd", "lr": 0.1}, "frozen": ["bias"],
-                                    "decay": [{"coefficient": 0.2, "params": ["weight"]}]})
-    with pytest.raises(Inexpressible) as err:
-        backend.realize(sem, TASK)
-    assert "trainable = False" in str(err.value) and "nearest: the same setting with ['bias'] trained" in str(err.value)

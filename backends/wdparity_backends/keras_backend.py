@@ -4,10 +4,11 @@ TensorFlow, JAX or torch.
 Why it exists: Keras has two unrelated "weight decay" knobs. `kernel_regularizer = L1L2(l2=c)` adds
 c*sum(w^2) to the loss (a coupled L2 with coefficient 2c, not c), while every Keras 3 optimizer, SGD
 included, takes `weight_decay`, which is *decoupled*: w <- w - lr_t*wd*w outside the optimizer's moments.
-Keras's SGD momentum is the velocity form, its Adam adds epsilon before the bias correction, and which
-backend runs Keras decides sign(0) of the L1 term and several precision findings. The vocabulary is in
-keras_vocab.py; every statement about Keras 3.15.1, with its source and the test that measures it, is in
-docs/adapters/keras.md.
+Keras's momentum (SGD, RMSprop) is the velocity form, its Adam adds epsilon before the bias correction, its
+RMSprop and Adagrad inside the root, its Adamax outside the max, and which backend runs Keras decides sign(0)
+of the L1 term and several precision findings. The vocabulary is in keras_vocab.py, what each optimizer means
+in keras_optimizers.py; every statement about Keras 3.15.1, with its source and the test that measures it, is
+in docs/adapters/keras.md.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import numpy as np
 
 from wdparity.run.adapter import Adapter, refuse_frozen, refuse_l1, refuse_optimizer
 from wdparity.run.backend import Inexpressible, load_battery
-from wdparity.spec.models import TENSORS, AdamSpec, DecayRule, Semantics, SgdSpec, Task
+from wdparity.spec.models import TENSORS, DecayRule, Semantics, Task
 from wdparity.spec.rules import coefficients
 
+from .keras_optimizers import MODELLED, describe_optimizer, realize_optimizer
 from .keras_vocab import (
+    DECAY_IGNORED,
     DEFAULT_LR,
     KERAS_BACKENDS,
     KERAS_NAME,
@@ -62,12 +65,16 @@ class KerasBackend(Adapter):
                         "source": "keras/src/optimizers/adam.py:106-117"})
         if task.dtype == "float64" and config.keras_backend == "tensorflow":
             out.append({"id": "cast-float32", "modelled": True,
-                        "text": "momentum, weight_decay and regularizer factors are rounded to float32 by tf.cast",
+                        "text": "SGD's momentum, Adagrad's initial accumulator, Lion's betas, weight_decay and "
+                                "regularizer factors are rounded to float32 by tf.cast",
                         "source": "keras/src/backend/tensorflow/core.py:210-218; tensorflow/tensorflow#35938"})
         if config.weight_decay and config.optimizer != "AdamW":
             out.append({"id": "weight-decay-decoupled", "modelled": True,
                         "text": f"{config.optimizer}(weight_decay) is decoupled decay w -= lr*wd*w, not L2",
-                        "source": "keras/src/optimizers/base_optimizer.py (_apply_weight_decay)"})
+                        "source": "keras/src/optimizers/base_optimizer.py:952-959 (_apply_weight_decay)"})
+        if config.decay is not None:
+            out.append({"id": "decay-ignored", "modelled": True, "text": DECAY_IGNORED,
+                        "source": "keras/src/optimizers/base_optimizer.py:85-88"})
         return out
 
     def inherent(self, semantics: Semantics, task: Task) -> Semantics:
@@ -84,59 +91,23 @@ class KerasBackend(Adapter):
         return {"KERAS_BACKEND": config.keras_backend}
 
     def describe(self, config: KerasRun, task: Task) -> Semantics:
-        """What the run does. On TensorFlow in float64, momentum, weight_decay and the regularizer factors are
-        the float32-rounded values Keras's tf.cast produces (module docstring); everything else as given."""
-        opt = config.optimizer
-        lr = config.learning_rate if config.learning_rate is not None else DEFAULT_LR[opt]
+        """What the run does (keras_optimizers.describe_optimizer). On TensorFlow in float64, weight_decay and the
+        regularizer factors are the float32-rounded values Keras's tf.cast produces (module docstring)."""
+        optimizer = describe_optimizer(config, task)
         r = f32 if (config.keras_backend == "tensorflow" and task.dtype == "float64") else float
-        if opt == "SGD":
-            momentum = r(config.momentum or 0.0)
-            optimizer = SgdSpec(name="sgd", lr=lr, momentum=momentum, nesterov=bool(config.nesterov),
-                                momentum_form="velocity" if momentum > 0 else "buffer")   # identical without momentum
-        else:
-            # 1 - beta^t from ops.cast(beta, dtype): float32 betas in float32 runs and under tf.cast (TF float64)
-            # (keras/src/optimizers/adam.py:106-117, keras/src/backend/tensorflow/core.py:210-218)
-            f32_bc = task.dtype == "float32" or config.keras_backend == "tensorflow"
-            optimizer = AdamSpec(name="adam", lr=lr, betas=[0.9 if config.beta_1 is None else config.beta_1,
-                                                           0.999 if config.beta_2 is None else config.beta_2],
-                                 eps=1e-7 if config.epsilon is None else config.epsilon, eps_placement="uncorrected",
-                                 bias_correction_dtype="float32" if f32_bc else None)
         decay = regularizer_rules(config.kernel_regularizer, config.bias_regularizer, L1_AT_ZERO[config.keras_backend], r)
-        wd = r(config.weight_decay if config.weight_decay is not None else (0.004 if opt == "AdamW" else 0.0))
+        wd = r(config.get("weight_decay") or 0.0)   # decoupled, lr_t-scaled on every optimizer; `decay` ignored
         if wd > 0:
             params = [k for k in TENSORS if k not in (config.exclude_from_weight_decay or [])]
             decay.append(DecayRule(norm="l2", coupling="decoupled", coefficient=wd, scale="lr", params=params))
         return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule)
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
-        refuse_optimizer(semantics, ("sgd", "adam"), "Keras")
+        refuse_optimizer(semantics, MODELLED, "Keras")
         opt = semantics.optimizer
         refuse_frozen(semantics, "a non-trainable variable, e.g. `dense.bias.trainable = False`, "
                                  "keras/src/backend/common/variables.py:335-337")
-        if isinstance(opt, SgdSpec):
-            if opt.dampening:
-                raise Inexpressible(f"keras.optimizers.SGD has no dampening; nearest: momentum = {opt.momentum} "
-                                    f"without dampening (the velocity grows by 1/(1-{opt.dampening}))")
-            if opt.momentum > 0 and opt.momentum_form != "velocity":
-                raise Inexpressible(
-                    "keras.optimizers.SGD momentum is the velocity form (m = momentum*m - lr_t*g; w += m, "
-                    f"keras/src/optimizers/sgd.py:100-124); nearest: momentum = {opt.momentum} (identical while the "
-                    "learning rate is constant, differs when the schedule changes lr_t)")
-            if opt.momentum == 0 and opt.momentum_form != "buffer":
-                raise Inexpressible("without momentum Keras's SGD is described with momentum_form = \"buffer\" (the "
-                                    "two forms are identical); nearest: momentum_form = \"buffer\"")
-            run = {"optimizer": "SGD", "learning_rate": opt.lr}
-            if opt.momentum > 0:
-                run["momentum"] = opt.momentum
-            if opt.nesterov:
-                run["nesterov"] = True
-        else:
-            if opt.eps_placement != "uncorrected":
-                raise Inexpressible(f"Keras's Adam adds epsilon to sqrt(v) before the bias correction (keras/src/"
-                                    f"optimizers/adam.py:117-137); nearest: epsilon = {opt.eps}, eps_placement "
-                                    "\"uncorrected\" (its effective epsilon is smaller by sqrt(1-beta_2^t))")
-            run = {"optimizer": "Adam", "learning_rate": opt.lr, "beta_1": opt.betas[0], "beta_2": opt.betas[1],
-                   "epsilon": opt.eps}
+        run = realize_optimizer(opt)
         coupled_l1, coupled_l2 = coefficients(semantics.decay, "l1"), coefficients(semantics.decay, "l2")
         regs = {k: {"l1": coupled_l1[k], "l2": coupled_l2[k] / 2.0} for k in TENSORS}   # L1L2(l2) is a 2*l2 gradient
         decoupled = [r for r in semantics.decay if r.coupling == "decoupled"]
@@ -221,7 +192,7 @@ class KerasBackend(Adapter):
             lr = schedules.CosineDecay(lr0, decay_steps=int(sched["total"]), alpha=float(sched.get("floor", 0.0)))
         else:
             lr = lr0
-        given = {k: getattr(run, k) for k in ("weight_decay", *OWN[run.optimizer]) if getattr(run, k) is not None}
+        given = {k: getattr(run, k) for k in ("weight_decay", "decay", *OWN[run.optimizer]) if getattr(run, k) is not None}
         given = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in given.items()}
         optimizer = getattr(keras.optimizers, run.optimizer)(learning_rate=lr, **given)
         if run.exclude_from_weight_decay:

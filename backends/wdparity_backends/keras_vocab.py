@@ -21,18 +21,47 @@ KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 # d|w|/dw at w = 0 through each backend's autodiff (tf.abs and torch.abs backward: sign(0) = 0; JAX: the
 # `select(x >= 0, g, -g)` JVP of abs gives +1). Measured in tests/test_keras_backend.py::test_measured_facts.
 L1_AT_ZERO = {"tensorflow": 0.0, "jax": 1.0, "torch": 0.0}
-DEFAULT_LR = {"SGD": 0.01, "Adam": 0.001, "AdamW": 0.001}          # sgd.py:45, adam.py:45, adamw.py:55
 KERAS_NAME = {"weight": "kernel", "bias": "bias"}
-OWN = {"SGD": ("momentum", "nesterov"), "Adam": ("beta_1", "beta_2", "epsilon", "amsgrad"),
-       "AdamW": ("beta_1", "beta_2", "epsilon", "amsgrad")}
+# Each modelled keras.optimizers class: its learning_rate, weight_decay and own keywords with the installed
+# constructor's defaults (sgd.py:43-59, adam.py:43-56, adamw.py:53-67, rmsprop.py:53-70, adagrad.py:35-50,
+# adadelta.py:40-55, adamax.py:53-69, nadam.py:39-55, lion.py:44-59; checked against inspect.signature by
+# tests/test_keras_optimizer_facts.py::test_the_keyword_table_is_the_installed_signatures).
+_ADAM = {"learning_rate": 0.001, "weight_decay": None, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+DEFAULTS = {
+    "SGD": {"learning_rate": 0.01, "weight_decay": None, "momentum": 0.0, "nesterov": False},
+    "Adam": {**_ADAM, "amsgrad": False},
+    "AdamW": {**_ADAM, "weight_decay": 0.004, "amsgrad": False},
+    "RMSprop": {"learning_rate": 0.001, "weight_decay": None, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7,
+                "centered": False},
+    "Adagrad": {"learning_rate": 0.001, "weight_decay": None, "initial_accumulator_value": 0.1, "epsilon": 1e-7},
+    "Adadelta": {"learning_rate": 0.001, "weight_decay": None, "rho": 0.95, "epsilon": 1e-7},
+    "Adamax": dict(_ADAM),
+    "Nadam": dict(_ADAM),
+    "Lion": {"learning_rate": 0.001, "weight_decay": None, "beta_1": 0.9, "beta_2": 0.99},
+}
+DEFAULT_LR = {name: d["learning_rate"] for name, d in DEFAULTS.items()}
+OWN = {name: tuple(k for k in d if k not in ("learning_rate", "weight_decay")) for name, d in DEFAULTS.items()}
+# keras.optimizers classes outside the neutral model, refused by name with what they do
+NOT_MODELLED = {
+    "Lamb": "scales each step by the layer-wise trust ratio ||w|| / ||update|| (keras/src/optimizers/lamb.py:"
+            "121-132), which no neutral optimizer has",
+    "Adafactor": "factors the second moment into row and column averages, with a relative step size and update "
+                 "clipping (keras/src/optimizers/adafactor.py:143-213), which no neutral optimizer has",
+    "Ftrl": "is FTRL-proximal, a closed-form solve with its own l1/l2 regularization strengths (keras/src/optimizers/"
+            "ftrl.py:171-219), which no neutral optimizer has",
+    "Muon": "orthogonalizes the momentum of 2-D variables by Newton-Schulz iterations and runs AdamW on the others "
+            "(keras/src/optimizers/muon.py:141-215), which no neutral optimizer has",
+}
 # The other keywords every keras 3.15 optimizer takes (BaseOptimizer.__init__, keras/src/optimizers/
 # base_optimizer.py:68-82): each changes the update outside the neutral model, or nothing at all; named and refused,
-# never dropped on the way to Keras.
+# never dropped on the way to Keras. (`decay` is accepted: Keras ignores it with a warning, and describe() says so.)
 _CLIP = ("is not modelled: Keras clips the gradient before the update (BaseOptimizer._clip_gradients, keras/src/"
          "optimizers/base_optimizer.py:870-881), outside the neutral model")
 _EMA = ("is not modelled: with use_ema Keras keeps a moving average of the weights and writes it into the model every "
         "ema_overwrite_frequency steps and at the end of fit() (keras/src/optimizers/base_optimizer.py:596-612, "
         "1008-1021); without use_ema Keras ignores this key")
+_LEGACY = ("is a Keras 2 keyword that Keras 3 rejects: ValueError: Argument(s) not recognized (keras/src/optimizers/"
+           "base_optimizer.py:89-90)")
 KERAS_EXTRAS = {
     "clipnorm": _CLIP, "clipvalue": _CLIP, "global_clipnorm": _CLIP,
     "use_ema": _EMA, "ema_momentum": _EMA, "ema_overwrite_frequency": _EMA,
@@ -42,9 +71,11 @@ KERAS_EXTRAS = {
                                     "(keras/src/optimizers/base_optimizer.py:551-585), another step count than the task's"),
     "name": ("only names the Keras optimizer (keras/src/optimizers/base_optimizer.py:92-94) and changes no number: "
              "remove the key"),
-    "decay": ("is ignored by Keras 3 with a warning (keras/src/optimizers/base_optimizer.py:85-88); a learning-rate "
-              "decay is the task's `schedule`, a weight decay is `weight_decay`"),
+    "lr": _LEGACY + "; the learning rate is `learning_rate`",
+    "schedule_decay": _LEGACY + "; Keras 3's Nadam has the fixed 0.96^t momentum schedule (nadam.py:119-120)",
 }
+DECAY_IGNORED = ("Keras 3 pops `decay` and ignores it, warning \"Argument `decay` is no longer supported and will be "
+                 "ignored.\" (keras/src/optimizers/base_optimizer.py:85-88)")
 
 
 class L1L2(Strict):
@@ -55,10 +86,10 @@ class L1L2(Strict):
 
 
 class KerasRun(Strict):
-    """keras.optimizers.SGD / Adam / AdamW keywords, the Dense layer's regularizers, the Keras backend."""
+    """keras.optimizers keywords (DEFAULTS), the Dense layer's regularizers, the Keras backend."""
 
     keras_backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
-    optimizer: Literal["SGD", "Adam", "AdamW"]
+    optimizer: Literal["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion"]
     learning_rate: Optional[Positive] = None
     momentum: Optional[Unit] = None
     nesterov: Optional[bool] = None
@@ -66,35 +97,46 @@ class KerasRun(Strict):
     beta_2: Optional[Unit] = None
     epsilon: Optional[Positive] = None
     amsgrad: Optional[bool] = None
+    rho: Optional[Unit] = None
+    centered: Optional[bool] = None
+    initial_accumulator_value: Optional[NonNeg] = None
     weight_decay: Optional[NonNeg] = None
     exclude_from_weight_decay: Optional[list[str]] = None
+    decay: Optional[NonNeg] = None   # accepted and ignored, as Keras 3 does (DECAY_IGNORED)
     kernel_regularizer: Optional[L1L2] = None
     bias_regularizer: Optional[L1L2] = None
 
     @model_validator(mode="before")
     @classmethod
     def _keras_extras(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("optimizer") in NOT_MODELLED:
+            name = data["optimizer"]
+            raise fail("optimizer", name, f"is not modelled: keras.optimizers.{name} {NOT_MODELLED[name]}")
         for key in sorted(data) if isinstance(data, dict) else []:
             if key in KERAS_EXTRAS:
                 raise fail(key, data[key], KERAS_EXTRAS[key])
         return data
 
+    def get(self, key: str) -> Any:
+        """The keyword as given, else the installed constructor's default (DEFAULTS)."""
+        value = getattr(self, key)
+        return DEFAULTS[self.optimizer][key] if value is None else value
+
     @model_validator(mode="after")
     def _consistent(self):
         check_keywords(self, self.optimizer, OWN, "keras.optimizers.{optimizer}")
-        if self.amsgrad:
-            raise fail("amsgrad", True, "must be false: AMSGrad (keras/src/optimizers/adam.py:128-131) is outside "
-                       "the neutral model")
         if self.nesterov and not self.momentum:
             raise fail("nesterov", True, "needs momentum > 0 (keras.optimizers.SGD silently ignores nesterov "
                        "without momentum, keras/src/optimizers/sgd.py:104-124)")
+        if self.optimizer == "Lion" and self.beta_1 == 0:
+            raise fail("beta_1", 0.0, "must be > 0: keras.optimizers.Lion raises ValueError (\"Otherwise, the "
+                       "optimizer degenerates to SignSGD\", keras/src/optimizers/lion.py:77-81)")
         if self.exclude_from_weight_decay is not None:
             check_tensors("exclude_from_weight_decay", self.exclude_from_weight_decay)
             if len(self.exclude_from_weight_decay) == len(TENSORS):
                 raise fail("exclude_from_weight_decay", self.exclude_from_weight_decay,
                            "must leave at least one tensor decayed (excluding all makes weight_decay a no-op)")
-            wd = self.weight_decay if self.weight_decay is not None else (0.004 if self.optimizer == "AdamW" else 0.0)
-            if not wd:
+            if not self.get("weight_decay"):
                 raise fail("exclude_from_weight_decay", self.exclude_from_weight_decay,
                            "needs weight_decay > 0 (otherwise it excludes from nothing)")
         return self
@@ -123,6 +165,15 @@ def precision_findings(config: KerasRun, task: Task) -> list[str]:
         if kind != "constant":
             out.append("schedule-float32: the schedule computes lr_t in float32 (ops.convert_to_tensor of a "
                        "Python float, keras/src/optimizers/schedules/learning_rate_schedule.py:164-167)")
+    if task.dtype == "float64" and kb == "tensorflow" and config.optimizer == "Adamax":
+        out.append("adamax-bias-correction-float32: Adamax's bias correction 1 - beta_1^t takes ops.cast(beta_1), "
+                   "float32-rounded by tf.cast, its moments the exact Python floats; the neutral Adamax has no "
+                   "bias_correction_dtype (keras/src/optimizers/adamax.py:109-129)")
+    if task.dtype == "float64" and kb == "tensorflow" and config.optimizer == "Nadam":
+        out.append("nadam-float32-factors: update_step's u_t, u_t+1, 1 - beta_1, 1 - beta_2 and 1 - beta_2^t take "
+                   "ops.cast(0.96), ops.cast(beta_1), ops.cast(beta_2), float32-rounded by tf.cast, while u_product is "
+                   "formed from the exact Python floats; the neutral NAdam has one beta_1 (keras/src/optimizers/"
+                   "nadam.py:95-139)")
     if task.dtype == "float64" and kb == "jax" and kind == "cosine":
         out.append("cosine-float32: CosineDecay's ops.cos returns float32 (keras/src/backend/common/dtypes.py:235-242, "
                    "keras/src/backend/jax/numpy.py:599-606)")
