@@ -1,36 +1,46 @@
 """The `optax` backend: optax aliases and arbitrary `chain`s of gradient transformations, given as data.
 
-optax is where "coupled vs decoupled" is literally an ordering: `add_decayed_weights` adds
-`weight_decay * params` to whatever the updates are at its position in the chain. Before the
-optimizer core (`scale_by_adam`, `trace`) it edits the gradient (an L2 penalty); after it, it edits
-the step (AdamW), scaled by whatever scaling transforms still follow it. describe() reads that order
-and the product of the downstream scalings (optax_vocab.py); realize() writes the chain (or an alias
-where exact); optax_jax.py is what runs inside the worker. Every statement about optax 0.2.8 and JAX
-0.10.2, with its source and the test that measures it: docs/adapters/optax.md.
+optax is where "coupled vs decoupled" is literally an ordering: `add_decayed_weights` adds `weight_decay * params`
+to whatever the updates are at its position in the chain: before the optimizer's normaliser (scale_by_adam,
+scale_by_rms, ..., or trace) it edits the gradient (an L2 penalty), after it the step (AdamW), scaled by the
+scalings that follow. The vocabulary is optax_vocab.py; describe() expands an alias into its chain and reads it
+(optax_describe.py); realize() writes an alias where one is exact, else a chain (optax_realize.py); optax_jax.py
+runs inside the worker. Every statement about optax 0.2.8 and JAX 0.10.2, with its source and the test that
+measures it: docs/adapters/optax.md.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Optional
 
 import numpy as np
 
 from wdparity.engine.data import loss_factor
-from wdparity.run.adapter import Adapter, refuse_frozen, refuse_l1, refuse_optimizer
-from wdparity.run.backend import Inexpressible
-from wdparity.spec.models import TENSORS, AdamSpec, DecayRule, Semantics, SgdSpec, Task
+from wdparity.run.adapter import Adapter
+from wdparity.spec.models import OPTIMIZER_SPECS, Semantics, Task
 
+from .optax_describe import alias_chain, describe_chain
 from .optax_jax import dense_loss, dense_params, require_x64, transformation, x64_env
-from .optax_vocab import OptaxRun, describe_chain
+from .optax_realize import JAX_L1_AT_ZERO, RADAM_FLOAT32, bias_correction_dtype, realize
+from .optax_vocab import OptaxRun
 
-JAX_L1_AT_ZERO = 1.0   # jax.grad(jnp.abs)(0.0) == 1.0 (lax.py:4715); tests/test_optax_backend.py measures it
+__all__ = ["JAX_L1_AT_ZERO", "OptaxBackend", "backend", "transformation"]
 
-
-def _bias_correction_dtype(task: Task) -> Optional[str]:
-    """Adam's 1 - b^t: `decay**count` with a Python-float decay and an int32 count is computed in JAX's default
-    float, float32 without x64 (a float32 run), float64 with it (optax/tree_utils/_tree_math.py:449)."""
-    return "float32" if task.dtype == "float32" else None
+# what a reader of an alias call may not expect: (alias, the keyword left at optax's default) -> finding
+DEFAULT_FINDINGS = {
+    ("adamw", "weight_decay"): ("adamw-default-weight-decay", "optax.adamw's default weight_decay is 1e-4 (torch's "
+                                "AdamW: 1e-2)", "optax/_src/alias.py:605"),
+    ("adamaxw", "weight_decay"): ("adamaxw-default-weight-decay", "optax.adamaxw's default weight_decay is 1e-4, "
+                                  "decoupled and lr-scaled", "optax/_src/alias.py:2398,2461-2465"),
+    ("nadamw", "weight_decay"): ("nadamw-default-weight-decay", "optax.nadamw's default weight_decay is 1e-4, "
+                                 "decoupled and lr-scaled", "optax/_src/alias.py:605,730"),
+    ("lion", "weight_decay"): ("lion-default-weight-decay", "optax.lion decays by default: weight_decay 1e-3, "
+                               "decoupled and lr-scaled", "optax/_src/alias.py:932,1016-1020"),
+    ("adagrad", "initial_accumulator_value"): ("adagrad-initial-accumulator", "optax.adagrad's accumulator starts at "
+                                               "0.1 (torch: 0)", "optax/_src/alias.py:331"),
+    ("rmsprop", "eps_in_sqrt"): ("rmsprop-eps-in-sqrt", "optax.rmsprop adds eps inside the square root by default, "
+                                 "1/sqrt(v + eps) (torch: outside)", "optax/_src/alias.py:1940; transform.py:140"),
+}
 
 
 class OptaxBackend(Adapter):
@@ -45,14 +55,32 @@ class OptaxBackend(Adapter):
     def findings(self, config: OptaxRun, task: Task) -> list[dict]:
         """Documented departures from what a reader of the call may expect, each modelled by describe()."""
         out = []
-        if config.optimizer == "adamw" and config.weight_decay is None:
-            out.append({"id": "adamw-default-weight-decay", "modelled": True,
-                        "text": "optax.adamw's default weight_decay is 1e-4 (torch's AdamW: 1e-2)",
-                        "source": "optax/_src/alias.py:605"})
+        for (alias, key), (ident, text, source) in DEFAULT_FINDINGS.items():
+            if config.optimizer == alias and getattr(config, key) is None:
+                out.append({"id": ident, "modelled": True, "text": text, "source": source})
+        if config.optimizer == "rmsprop" and config.momentum:
+            out.append({"id": "rmsprop-momentum-velocity", "modelled": True,
+                        "text": "optax.rmsprop's momentum is a trace after the learning rate: buf = m*buf + lr_t*d "
+                                "(the velocity form; torch's RMSprop: buf = m*buf + d, then lr_t*buf)",
+                        "source": "optax/_src/alias.py:2040-2045"})
+        if config.optimizer == "adadelta" and config.weight_decay:
+            out.append({"id": "adadelta-weight-decay-coupled", "modelled": True,
+                        "text": "optax.adadelta adds weight_decay*w before scale_by_adadelta: an L2 term on the "
+                                "gradient (coupled), unlike adamw's decoupled weight_decay",
+                        "source": "optax/_src/alias.py:217-221"})
         if config.penalty and config.penalty.l1:
             out.append({"id": "l1-at-zero-1", "modelled": True, "text": "jax.grad of |w| at w = 0 is +1",
                         "source": "jax/_src/lax/lax.py:4715; https://github.com/jax-ml/jax/issues/37820"})
-        if task.dtype == "float32" and self.describe(config, task).optimizer.name == "adam":
+        name = self.describe(config, task).optimizer.name
+        if task.dtype == "float32" and name == "radam":
+            out.append({"id": "radam-rectification-float32", "modelled": False, "text": RADAM_FLOAT32,
+                        "source": "optax/_src/transform.py:842-847,865-866"})
+        if task.dtype == "float32" and name == "nadam":
+            out.append({"id": "nadam-bias-correction-float32", "modelled": False,
+                        "text": "without x64 (a float32 run) NAdam's bias corrections 1 - b^t are float32 from float32 "
+                                "betas (b2 = 0.999: 6.4e-6 relative on the first step), which the neutral NAdam does "
+                                "not hold", "source": "optax/tree_utils/_tree_math.py:449"})
+        if task.dtype == "float32" and name == "adam":
             out.append({"id": "bias-correction-float32", "modelled": True,
                         "text": "without x64 (a float32 run) Adam's bias corrections 1 - b^t are computed in float32 "
                                 "from float32 betas",
@@ -60,96 +88,25 @@ class OptaxBackend(Adapter):
         return out
 
     def describe(self, config: OptaxRun, task: Task) -> Semantics:
-        if config.chain is not None:
-            opt, rules = describe_chain(list(config.chain), task.schedule.kind)
-        elif config.optimizer == "sgd":
-            opt, rules = {"name": "sgd", "lr": config.learning_rate, "momentum": config.momentum or 0.0,
-                          "nesterov": bool(config.nesterov)}, []
-        else:
-            opt = {"name": "adam", "lr": config.learning_rate, "eps": 1e-8 if config.eps is None else config.eps,
-                   "betas": [0.9 if config.b1 is None else config.b1, 0.999 if config.b2 is None else config.b2]}
-            wd = 1e-4 if config.weight_decay is None else config.weight_decay   # optax default (alias.py:605)
-            rules = [DecayRule(coupling="decoupled", coefficient=wd, scale="lr", params=list(config.mask or TENSORS))
-                     ] if config.optimizer == "adamw" and wd else []
+        chain = list(config.chain) if config.chain is not None else alias_chain(config)
+        opt, rules = describe_chain(chain, task.schedule.kind)
         if config.penalty:
             rules += config.penalty.rules(l1_at_zero=JAX_L1_AT_ZERO)
         if opt["name"] == "adam":
-            opt["bias_correction_dtype"] = _bias_correction_dtype(task)
-        optimizer = (SgdSpec if opt["name"] == "sgd" else AdamSpec)(**opt)
+            opt["bias_correction_dtype"] = bias_correction_dtype(task)
+        optimizer = OPTIMIZER_SPECS[opt["name"]](**opt)
         return Semantics(optimizer=optimizer, decay=rules, loss=task.loss, schedule=task.schedule)
 
     def inherent(self, semantics: Semantics, task: Task) -> Semantics:
         """optax's Adam computes its bias corrections from float32 betas in every float32 run (no x64)."""
         semantics = super().inherent(semantics, task)
         if semantics.optimizer.name == "adam":
-            opt = semantics.optimizer.model_copy(update={"bias_correction_dtype": _bias_correction_dtype(task)})
+            opt = semantics.optimizer.model_copy(update={"bias_correction_dtype": bias_correction_dtype(task)})
             return semantics.model_copy(update={"optimizer": opt})
         return semantics
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
-        refuse_optimizer(semantics, ("sgd", "adam"), "optax")
-        opt, rules = semantics.optimizer, list(semantics.decay)
-        refuse_frozen(semantics, "optax.transforms.freeze / set_to_zero, optax/transforms/_freezing.py:29")
-        if opt.name == "adam" and opt.bias_correction_dtype != _bias_correction_dtype(task):
-            f32 = task.dtype == "float32"
-            nearest = 'bias_correction_dtype = "float32"' if f32 else "exact bias corrections"
-            raise Inexpressible(f"optax.scale_by_adam computes 1 - b^t (optax/tree_utils/_tree_math.py:449) in "
-                                f"{'float32 from float32 betas' if f32 else 'float64'} in a {task.dtype} run; "
-                                f"nearest: {nearest}")
-        if opt.name == "sgd" and opt.dampening:
-            raise Inexpressible(f"optax.trace has no dampening (optax/transforms/_accumulation.py:68: trace = g + "
-                                f"decay*trace); nearest: trace(decay={opt.momentum}) with dampening 0, whose buffer "
-                                f"grows {1 / (1 - opt.dampening):.3g}x larger")
-        if opt.name == "adam" and opt.eps_placement != "corrected":
-            raise Inexpressible("optax.scale_by_adam adds eps to sqrt(v_hat) (optax/_src/transform.py:300); nearest: "
-                                "eps_placement = \"corrected\", whose effective epsilon is larger by 1/sqrt(1-b2^t)")
-        l1 = [r for r in rules if r.norm == "l1"]
-        refuse_l1(l1, JAX_L1_AT_ZERO, "optax (jax.grad)")
-        if len(l1) > 1:
-            raise Inexpressible("one `penalty` holds one L1 term; nearest: a single L1 rule")
-        penalty = {"penalty": {"l1": l1[0].coefficient, "params": list(l1[0].params)}} if l1 else {}
-        coupled = [r for r in rules if r.norm == "l2" and r.coupling == "gradient"]
-        dec = {s: [r for r in rules if r.norm == "l2" and r.coupling == "decoupled" and r.effective_scale == s]
-               for s in ("lr", "schedule", "none")}
-        velocity = opt.name == "sgd" and opt.momentum_form == "velocity"
-        if velocity and (dec["lr"] or dec["schedule"]):
-            raise Inexpressible("optax applies the schedule once: with it before trace (velocity form), a decoupled "
-                                "decay after trace cannot be scaled by it; nearest: momentum_form = \"buffer\"")
-        if opt.name == "sgd" and not velocity and not rules:
-            return {"optimizer": "sgd", "learning_rate": opt.lr, **({"momentum": opt.momentum} if opt.momentum else {}),
-                    **({"nesterov": True} if opt.nesterov else {})}
-        adam = {"b1": opt.betas[0], "b2": opt.betas[1], "eps": opt.eps} if opt.name == "adam" else {}
-        if adam and not coupled and not dec["schedule"] and not dec["none"] and len(dec["lr"]) <= 1:
-            run = {"optimizer": "adamw" if dec["lr"] else "adam", "learning_rate": opt.lr, **adam}
-            if dec["lr"]:
-                run["weight_decay"] = dec["lr"][0].coefficient
-                run.update({"mask": list(dec["lr"][0].params)} if len(dec["lr"][0].params) < len(TENSORS) else {})
-            return {**run, **penalty}
-        if opt.name == "sgd" and not velocity and not coupled and not any(dec.values()):
-            return {**self.realize(semantics.model_copy(update={"decay": []}), task), **penalty}
-
-        def adw(coef, r):
-            mask = {"mask": list(r.params)} if len(r.params) < len(TENSORS) else {}
-            return {"transform": "add_decayed_weights", "weight_decay": coef, **mask}
-
-        chain = [adw(r.coefficient, r) for r in coupled]
-        if opt.name == "adam":
-            core = [{"transform": "scale_by_adam", **adam}]
-        elif opt.momentum or dec["lr"] or dec["schedule"] or dec["none"] or velocity:   # trace(0) marks the core
-            core = [{"transform": "trace", "decay": opt.momentum, **({"nesterov": True} if opt.nesterov else {})}]
-        else:
-            core = []
-        lr = {"transform": "scale_by_learning_rate", "learning_rate": opt.lr}
-        if velocity:
-            chain += [lr] + core
-        elif dec["schedule"]:
-            chain += core + [adw(r.coefficient, r) for r in dec["lr"]] + [{"transform": "scale", "step_size": opt.lr}]
-            chain += [adw(r.coefficient, r) for r in dec["schedule"]]
-            chain += [{"transform": "scale_by_learning_rate", "learning_rate": 1.0}]
-        else:
-            chain += core + [adw(r.coefficient, r) for r in dec["lr"]] + [lr]
-        chain += [adw(-r.coefficient, r) for r in dec["none"]]
-        return {"chain": chain, **penalty}
+        return realize(semantics, task)
 
     # ---------------------------------------------------------------- inside the worker
     record_checks = False   # a jitted step per batch, the stop rule applied to the record afterwards

@@ -10,6 +10,9 @@ compilation trains the whole grid and the steps run inside XLA (lax.scan).
 The traced scalars are arrays of the run's dtype, the value a Python float takes when optax combines
 it with the run's arrays (JAX weak typing), so each config computes the same numbers as its serial
 run up to XLA's rounding choices for the batched matmul (measured in tests/test_grid.py).
+Every alias and transform batches this way: no constructor branches on a traced keyword's value
+(scale_by_learning_rate asks only whether it is None or callable, transform.py:1000-1003; add_decayed_weights's
+constant-zero test is below); tests/test_optax_families.py trains each new alias both ways.
 One difference is by design and exact: a zero `weight_decay` is skipped by optax when it is a
 Python 0.0 (transforms/_adding.py:68) and added as 0 * params when traced; g + 0*w == g for finite w.
 

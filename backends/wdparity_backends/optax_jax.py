@@ -10,7 +10,7 @@ import numpy as np
 
 from wdparity.spec.models import TENSORS
 
-from .optax_vocab import ALIAS_KEYS, OptaxRun
+from .optax_vocab import OptaxRun
 
 X64_VAR = "JAX_ENABLE_X64"   # read by JAX once, at import, into jax_enable_x64
 
@@ -62,26 +62,30 @@ def dense_loss(jnp, factor: float, pen):
 
 def transformation(optax, run: OptaxRun, schedule):
     """The run's optax GradientTransformation; `schedule(init_value)` gives the optax schedule or None for a
-    constant (train() and the vmapped grid, whose fields may be tracers, share this one builder)."""
+    constant (train() and the vmapped grid, whose fields may be tracers, share this one builder). Every keyword
+    the run model holds is passed to optax by its own name."""
 
     def mask(names):
         return None if names is None else {k: k in names for k in TENSORS}
 
-    build = {  # one optax constructor per transform name, keywords as in optax
+    special = {  # the transforms whose data stands for something else (a mask, a schedule)
         "add_decayed_weights": lambda t: optax.add_decayed_weights(weight_decay=t.weight_decay, mask=mask(t.mask)),
-        "scale_by_adam": lambda t: optax.scale_by_adam(b1=t.b1, b2=t.b2, eps=t.eps, eps_root=t.eps_root,
-                                                       nesterov=t.nesterov),
-        "trace": lambda t: optax.trace(decay=t.decay, nesterov=t.nesterov),
         "scale_by_learning_rate": lambda t: optax.scale_by_learning_rate(
             schedule(t.learning_rate) or t.learning_rate, flip_sign=t.flip_sign),
-        "scale": lambda t: optax.scale(t.step_size),
         "scale_by_schedule": lambda t: optax.scale_by_schedule(
             schedule(t.init_value) or optax.constant_schedule(t.init_value)),
     }
+
+    def build(t):
+        if t.transform in special:
+            return special[t.transform](t)
+        return getattr(optax, t.transform)(**{k: getattr(t, k) for k in type(t).model_fields if k != "transform"})
+
     if run.chain is not None:
-        return optax.chain(*[build[t.transform](t) for t in run.chain])
+        return optax.chain(*[build(t) for t in run.chain])
     lr = schedule(run.learning_rate) or run.learning_rate
-    given = {k: getattr(run, k) for k in ALIAS_KEYS[run.optimizer] if getattr(run, k) is not None}
-    if "mask" in given:
-        given["mask"] = mask(given["mask"])
+    given = run.given()
+    for key in ("mask", "weight_decay_mask"):
+        if key in given:
+            given[key] = mask(given[key])
     return getattr(optax, run.optimizer)(learning_rate=lr, **given)

@@ -1,27 +1,64 @@
-"""The optax run's vocabulary, as data: alias keywords, chain transforms, and what a chain means.
+"""The optax run's vocabulary, as data: the aliases' keywords and defaults, the chain transforms, the run model.
 
-optax is where "coupled vs decoupled" is an ordering: `add_decayed_weights` adds weight_decay * params
-to whatever the updates are at its position in the chain. `describe_chain` reads that order and the
-product of the downstream scalings into neutral terms (optax_backend.py's docstring has the sources).
-Pure: no JAX import, shared by the adapter (describe) and the vmapped grid (optax_batch.py).
+Names, keywords and defaults are optax 0.2.8's own (tests/test_optax_backend.py compares them with the installed
+signatures). A knob the neutral model cannot hold is refused here by name with optax's reason; what a run means is
+read in optax_describe.py. Pure: no JAX import, shared by the adapter and the vmapped grid (optax_batch.py).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-import numpy as np
 from pydantic import Discriminator, Tag, model_validator
 
 from wdparity.run.adapter import check_keywords
-from wdparity.spec.errors import InputError
-from wdparity.spec.models import TENSORS, DecayRule, Finite, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
+from wdparity.spec.models import Finite, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
 
+B, ADAM = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}, {"eps_root": 0.0, "mu_dtype": None}
+# alias -> {keyword: optax's default} (every keyword but learning_rate; optax/_src/alias.py)
+ALIASES: dict[str, dict[str, Any]] = {
+    "sgd": {"momentum": None, "nesterov": False, "accumulator_dtype": None},
+    "adam": {**B, **ADAM, "nesterov": False},
+    "adamw": {**B, **ADAM, "weight_decay": 1e-4, "mask": None, "nesterov": False},
+    "nadam": {**B, **ADAM, "nesterov": True},
+    "nadamw": {**B, **ADAM, "weight_decay": 1e-4, "mask": None, "nesterov": True},
+    "amsgrad": {**B, **ADAM, "bias_correction_mu": True, "bias_correction_nu": True},
+    "rmsprop": {"decay": 0.9, "eps": 1e-8, "initial_scale": 0.0, "eps_in_sqrt": True, "centered": False,
+                "momentum": None, "nesterov": False, "bias_correction": False},
+    "adagrad": {"initial_accumulator_value": 0.1, "eps": 1e-7},
+    "adadelta": {"rho": 0.9, "eps": 1e-6, "weight_decay": 0.0, "weight_decay_mask": None},
+    "adamax": dict(B),
+    "adamaxw": {**B, "weight_decay": 1e-4, "mask": None},
+    "radam": {**B, "eps_root": 0.0, "threshold": 5.0, "nesterov": False},
+    "lion": {"b1": 0.9, "b2": 0.99, "mu_dtype": None, "weight_decay": 1e-3, "mask": None},
+}
+ALIAS_KEYS = {name: tuple(keys) for name, keys in ALIASES.items()}
+# optax aliases outside the neutral model (yet), refused by name
+NOT_MODELLED = {
+    "lamb": "LAMB rescales each tensor's Adam step by the trust ratio ||w||/||step|| (optax/_src/alias.py:1295-1300)",
+    "adafactor": "Adafactor factors the second moment and clips and rescales by parameter RMS "
+                 "(optax/_src/alias.py:303-326)",
+}
 SCALINGS = ("scale", "scale_by_learning_rate", "scale_by_schedule")
 CARRIERS = ("scale_by_learning_rate", "scale_by_schedule")   # the transforms that carry the run's schedule
 
 
-# ---------------------------------------------------------------- the run's vocabulary
+def refuse_knobs(values: dict[str, Any]) -> None:
+    """The optax keywords whose non-default values the neutral model cannot hold (alias or transform)."""
+    if values.get("eps_root"):
+        raise fail("eps_root", values["eps_root"], "must be 0.0: sqrt(v_hat + eps_root) (optax/_src/transform.py:300) "
+                   "is neither epsilon placement of the neutral model")
+    for key in ("mu_dtype", "accumulator_dtype"):
+        if values.get(key) is not None:
+            raise fail(key, values[key], "must be unset: a moment stored in another dtype (optax/_src/transform.py:"
+                       "305; transforms/_accumulation.py:76) is rounded each step, outside the neutral model")
+    for key in ("bias_correction_mu", "bias_correction_nu"):
+        if values.get(key) is False:
+            raise fail(key, False, "must be true: AMSGrad without this bias correction (optax/_src/transform.py:"
+                       "368-376) is outside the neutral model (which holds optax's max of the corrected v_hat)")
+
+
+# ---------------------------------------------------------------- the chain transforms
 class AddDecayedWeights(Strict):
     transform: Literal["add_decayed_weights"]
     weight_decay: Finite = 0.0
@@ -34,29 +71,119 @@ class AddDecayedWeights(Strict):
         return self
 
 
-class ScaleByAdam(Strict):
+class _Core(Strict):
+    @model_validator(mode="after")
+    def _neutral(self):
+        refuse_knobs(self.__dict__)
+        return self
+
+
+class ScaleByAdam(_Core):
+    """nesterov=True is NAdam with optax's constant momentum (optax/_src/transform.py:286-292)."""
+
     transform: Literal["scale_by_adam"]
     b1: Unit = 0.9
     b2: Unit = 0.999
     eps: Positive = 1e-8
     eps_root: NonNeg = 0.0
+    mu_dtype: Optional[str] = None
+    nesterov: bool = False
+
+
+class ScaleByAmsgrad(_Core):
+    transform: Literal["scale_by_amsgrad"]
+    b1: Unit = 0.9
+    b2: Unit = 0.999
+    eps: Positive = 1e-8
+    eps_root: NonNeg = 0.0
+    mu_dtype: Optional[str] = None
+    bias_correction_mu: bool = True
+    bias_correction_nu: bool = True
+
+
+class ScaleByRms(_Core):
+    transform: Literal["scale_by_rms"]
+    decay: Unit = 0.9
+    eps: Positive = 1e-8
+    initial_scale: NonNeg = 0.0
+    eps_in_sqrt: bool = True
+    bias_correction: bool = False
+
+
+class ScaleByStddev(_Core):
+    transform: Literal["scale_by_stddev"]
+    decay: Unit = 0.9
+    eps: Positive = 1e-8
+    initial_scale: NonNeg = 0.0
+    eps_in_sqrt: bool = True
+    bias_correction: bool = False
+
+
+class ScaleByRss(_Core):
+    transform: Literal["scale_by_rss"]
+    initial_accumulator_value: NonNeg = 0.1
+    eps: Positive = 1e-7
+
+
+class ScaleByAdamax(_Core):
+    transform: Literal["scale_by_adamax"]
+    b1: Unit = 0.9
+    b2: Unit = 0.999
+    eps: Positive = 1e-8
+
+
+class ScaleByRadam(_Core):
+    transform: Literal["scale_by_radam"]
+    b1: Unit = 0.9
+    b2: Unit = 0.999
+    eps: Positive = 1e-8
+    eps_root: NonNeg = 0.0
+    threshold: Positive = 5.0
     nesterov: bool = False
 
     @model_validator(mode="after")
-    def _neutral(self):
-        _check_adam(self.eps_root, self.nesterov)
+    def _plain(self):
+        if self.nesterov:
+            raise fail("nesterov", True, "must be false: RAdam with Nesterov momentum (optax/_src/transform.py:"
+                       "867-873) is outside the neutral model")
         return self
 
 
-class Trace(Strict):
+class ScaleByLion(_Core):
+    transform: Literal["scale_by_lion"]
+    b1: Unit = 0.9
+    b2: Unit = 0.99
+    mu_dtype: Optional[str] = None
+    mode: Literal["hard", "smooth", "refined"] = "hard"
+    smooth_beta: Finite = 1.0
+
+    @model_validator(mode="after")
+    def _hard(self):
+        if self.mode != "hard":
+            raise fail("mode", self.mode, "must be \"hard\" (sign): the \"smooth\" (tanh) and \"refined\" directions "
+                       "(optax/_src/transform.py:473-479) are outside the neutral model")
+        if self.smooth_beta != 1.0:
+            raise fail("smooth_beta", self.smooth_beta, "must stay 1.0: it is used by mode \"smooth\" only "
+                       "(optax/_src/transform.py:476), so with mode \"hard\" it would be ignored")
+        return self
+
+
+class ScaleByAdadelta(_Core):
+    transform: Literal["scale_by_adadelta"]
+    rho: Unit = 0.9
+    eps: Positive = 1e-6
+
+
+class Trace(_Core):
     transform: Literal["trace"]
     decay: Unit
     nesterov: bool = False
+    accumulator_dtype: Optional[str] = None
 
 
 class ScaleByLearningRate(Strict):
     transform: Literal["scale_by_learning_rate"]
-    learning_rate: Positive
+    learning_rate: Positive   # required: optax's default None is the identity (optax/_src/transform.py:1000-1001)
     flip_sign: bool = True
 
 
@@ -73,49 +200,73 @@ class ScaleBySchedule(Strict):
 
 
 _KINDS = {m.model_fields["transform"].annotation.__args__[0]: m
-          for m in (AddDecayedWeights, ScaleByAdam, Trace, ScaleByLearningRate, Scale, ScaleBySchedule)}
+          for m in (AddDecayedWeights, ScaleByAdam, ScaleByAmsgrad, ScaleByRms, ScaleByStddev, ScaleByRss,
+                    ScaleByAdamax, ScaleByRadam, ScaleByLion, ScaleByAdadelta, Trace, ScaleByLearningRate, Scale,
+                    ScaleBySchedule)}
 # Tags are not identifiers, so error keys read "chain[2].weight_decay", not "chain[2].scale.weight_decay".
 ChainItem = Annotated[Union[tuple(Annotated[m, Tag(f"<{k}>")] for k, m in _KINDS.items())], Discriminator(
     lambda v: f"<{v.get('transform') if isinstance(v, dict) else getattr(v, 'transform', None)}>")]
 
 
-def _check_adam(eps_root: Optional[float], nesterov: Optional[bool]) -> None:
-    if eps_root:
-        raise fail("eps_root", eps_root, "must be 0.0: sqrt(v_hat + eps_root) (optax/_src/transform.py:300) "
-                   "is neither epsilon placement of the neutral model")
-    if nesterov:
-        raise fail("nesterov", nesterov, "must be false for Adam: NAdam (optax/_src/transform.py:286) is "
-                   "outside the neutral model")
+def item(transform: str, **keywords) -> Strict:
+    """One chain transform, validated (an alias's expansion, optax_describe.alias_chain)."""
+    return _KINDS[transform].model_validate({"transform": transform, **keywords})
 
 
-ALIAS_KEYS = {"sgd": ("momentum", "nesterov"), "adam": ("b1", "b2", "eps", "eps_root", "nesterov"),
-              "adamw": ("b1", "b2", "eps", "eps_root", "nesterov", "weight_decay", "mask")}
-
-
+# ---------------------------------------------------------------- the run
 class OptaxRun(Strict):
-    optimizer: Optional[Literal["sgd", "adam", "adamw"]] = None
+    optimizer: Optional[str] = None
     learning_rate: Optional[Positive] = None
     momentum: Optional[Unit] = None
     nesterov: Optional[bool] = None
+    accumulator_dtype: Optional[str] = None
     b1: Optional[Unit] = None
     b2: Optional[Unit] = None
     eps: Optional[Positive] = None
     eps_root: Optional[NonNeg] = None
+    mu_dtype: Optional[str] = None
     weight_decay: Optional[NonNeg] = None
     mask: Optional[list[str]] = None
+    bias_correction_mu: Optional[bool] = None
+    bias_correction_nu: Optional[bool] = None
+    decay: Optional[Unit] = None
+    initial_scale: Optional[NonNeg] = None
+    eps_in_sqrt: Optional[bool] = None
+    centered: Optional[bool] = None
+    bias_correction: Optional[bool] = None
+    initial_accumulator_value: Optional[NonNeg] = None
+    rho: Optional[Unit] = None
+    weight_decay_mask: Optional[list[str]] = None
+    threshold: Optional[Positive] = None
     chain: Optional[list[ChainItem]] = None
     penalty: Optional[Penalty] = None
 
     @model_validator(mode="before")
     @classmethod
-    def _transform_names(cls, data: Any) -> Any:
-        chain = data.get("chain") if isinstance(data, dict) else None
-        for i, item in enumerate(chain if isinstance(chain, list) else []):
-            if not isinstance(item, dict):
-                raise fail(f"chain[{i}]", item, "must be a table {transform = \"...\", <optax keywords>}")
-            if item.get("transform") not in _KINDS:
-                raise fail(f"chain[{i}].transform", item.get("transform"), f"must be one of {list(_KINDS)}")
+    def _names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        name = data.get("optimizer")
+        if isinstance(name, str) and name in NOT_MODELLED:
+            raise fail("optimizer", name, f"is not modelled yet: {NOT_MODELLED[name]}, outside the neutral model")
+        if isinstance(name, str) and name not in ALIASES:
+            raise fail("optimizer", name, f"must be one of the modelled optax aliases {list(ALIASES)}")
+        chain = data.get("chain")
+        for i, t in enumerate(chain if isinstance(chain, list) else []):
+            if not isinstance(t, dict):
+                raise fail(f"chain[{i}]", t, "must be a table {transform = \"...\", <optax keywords>}")
+            if t.get("transform") not in _KINDS:
+                raise fail(f"chain[{i}].transform", t.get("transform"), f"must be one of {list(_KINDS)}")
         return data
+
+    def given(self) -> dict[str, Any]:
+        """The alias keywords this run sets (learning_rate aside), as written."""
+        return {k: getattr(self, k) for k in ALIAS_KEYS[self.optimizer] if getattr(self, k) is not None}
+
+    def value(self, key: str) -> Any:
+        """An alias keyword's value: as given, else optax's default."""
+        given = getattr(self, key)
+        return ALIASES[self.optimizer][key] if given is None else given
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -131,88 +282,23 @@ class OptaxRun(Strict):
                                "transform")
             return self
         if self.optimizer is None:
-            raise fail("optimizer", None, "is required (\"sgd\", \"adam\", \"adamw\") unless a `chain` is given")
+            raise fail("optimizer", None, f"is required (one of {list(ALIASES)}) unless a `chain` is given")
         if self.learning_rate is None:
-            raise fail("learning_rate", None, f"is required by optax.{self.optimizer}")
+            why = (": its default None makes scale_by_learning_rate the identity (optax/_src/alias.py:144,220; "
+                   "transform.py:1000-1001), so the update +d climbs the loss" if self.optimizer == "adadelta" else "")
+            raise fail("learning_rate", None, f"is required by optax.{self.optimizer}{why}")
         check_keywords(self, self.optimizer, ALIAS_KEYS, "optax.{optimizer}")
-        if self.mask is not None:
-            check_tensors("mask", self.mask)
-        if self.optimizer == "sgd" and self.nesterov and not self.momentum:
-            raise fail("nesterov", True, "needs momentum > 0 (optax.sgd silently ignores nesterov without momentum, "
-                       "optax/_src/alias.py:2132)")
-        if self.optimizer != "sgd":
-            _check_adam(self.eps_root, self.nesterov)
+        for key in ("mask", "weight_decay_mask"):
+            if getattr(self, key) is not None:
+                check_tensors(key, getattr(self, key))
+        refuse_knobs(self.given())
+        if self.optimizer in ("sgd", "rmsprop") and self.nesterov and self.momentum is None:
+            raise fail("nesterov", True, f"needs momentum > 0 (optax.{self.optimizer} silently ignores nesterov "
+                       f"without momentum, optax/_src/alias.py:{2132 if self.optimizer == 'sgd' else '2040-2044'})")
+        if self.optimizer == "rmsprop" and self.nesterov:
+            raise fail("nesterov", True, "must be false: optax.rmsprop's Nesterov trace after the learning rate "
+                       "(optax/_src/alias.py:2040-2044) is outside the neutral RMSprop")
+        if self.optimizer == "radam" and self.nesterov:
+            raise fail("nesterov", True, "must be false: RAdam with Nesterov momentum (optax/_src/transform.py:"
+                       "867-873) is outside the neutral model")
         return self
-
-
-# ---------------------------------------------------------------- describe: reading a chain
-def _factor(t) -> float:
-    if t.transform == "scale":
-        return t.step_size
-    if t.transform == "scale_by_schedule":
-        return t.init_value
-    return -t.learning_rate if t.flip_sign else t.learning_rate
-
-
-def describe_chain(chain: list, schedule_kind: str) -> tuple[dict, list[DecayRule]]:
-    """(optimizer dict, decay rules) of a chain. Scalings multiply the update by K_i (x eta_t for carriers)."""
-    def bad(i, key, value, expected):
-        return InputError("", f"chain[{i}].{key}" if i is not None else "chain", expected, value)
-
-    cores = [i for i, t in enumerate(chain) if t.transform in ("scale_by_adam", "trace")]
-    scalings = [i for i, t in enumerate(chain) if t.transform in SCALINGS]
-    carriers = [i for i in scalings if chain[i].transform in CARRIERS]
-    if len(cores) > 1:
-        raise bad(cores[1], "transform", chain[cores[1]].transform, "must not follow another optimizer core "
-                  "(one scale_by_adam or trace per chain)")
-    if len(carriers) > 1:
-        raise bad(carriers[1], "transform", chain[carriers[1]].transform, "would apply the run's schedule a second "
-                  "time (eta_t^2 is outside the neutral model); use scale(step_size=...) for constants")
-    if schedule_kind != "constant" and not carriers:
-        raise bad(None, "", "[...]", "must carry the run's schedule in a scale_by_learning_rate or scale_by_schedule "
-                  "transform (otherwise the schedule would be silently ignored)")
-    K = float(np.prod([_factor(chain[i]) for i in scalings])) if scalings else 1.0
-    if not K < 0:
-        raise bad(None, "", "[...]", f"must scale the update by a negative total (learning rate); its scalings "
-                  f"multiply to {K}, which {'ascends' if K > 0 else 'freezes'} the loss")
-    core = chain[cores[0]] if cores else None
-    c = cores[0] if cores else (scalings[0] if scalings else len(chain))
-    if core is not None and core.transform == "scale_by_adam" and scalings and scalings[0] < c:
-        raise bad(scalings[0], "transform", chain[scalings[0]].transform, "must come after scale_by_adam (a scale "
-                  "before Adam's normalisation is not a learning rate)")
-    velocity = core is not None and core.transform == "trace" and (carriers[0] < c if carriers else scalings[0] < c
-                                                                    if scalings else False)
-    rules = []
-    for i, t in enumerate(chain):
-        if t.transform != "add_decayed_weights" or t.weight_decay == 0.0:   # a constant 0 is skipped (_adding.py:68)
-            continue
-        params = list(t.mask) if t.mask else list(TENSORS)
-        if i < c:
-            if any(s < i for s in scalings):
-                raise bad(i, "transform", t.transform, "must come before every scaling transform when it precedes "
-                          "the optimizer core (a pre-scaled decay term is outside the neutral model)")
-            if t.weight_decay < 0:
-                raise bad(i, "weight_decay", t.weight_decay, "must be >= 0 before the optimizer core (a negative L2 "
-                          "term makes the weights grow)")
-            rules.append(DecayRule(norm="l2", coupling="gradient", coefficient=t.weight_decay, params=params))
-            continue
-        after = [s for s in scalings if s > i]
-        k_after = float(np.prod([_factor(chain[s]) for s in after])) if after else 1.0
-        a = any(chain[s].transform in CARRIERS for s in after)
-        if k_after == K and a == bool(carriers):        # every scaling follows: w <- w - lr_t*lambda*w
-            scale, coef = "lr", t.weight_decay
-        else:                                           # step += lambda * k_after * (eta_t if a) * w
-            scale, coef = ("schedule" if a else "none"), -t.weight_decay * k_after
-        if coef < 0:
-            raise bad(i, "weight_decay", t.weight_decay, f"adds {-coef:g}*{'eta_t*' if a else ''}w to the step: the "
-                      f"weights grow (downstream scalings multiply it by {k_after:g}; flip its sign to decay)")
-        rules.append(DecayRule(norm="l2", coupling="decoupled", coefficient=coef, scale=scale, params=params))
-    lr = -K
-    if core is not None and core.transform == "scale_by_adam":
-        opt = {"name": "adam", "lr": lr, "betas": [core.b1, core.b2], "eps": core.eps}
-    elif core is not None and core.decay > 0:
-        opt = {"name": "sgd", "lr": lr, "momentum": core.decay, "nesterov": core.nesterov,
-               "momentum_form": "velocity" if velocity else "buffer"}
-    else:   # trace(decay=0) adds nothing, nesterov included: plain SGD
-        opt = {"name": "sgd", "lr": lr, "momentum_form": "velocity" if velocity else "buffer"}
-    return opt, rules
