@@ -86,6 +86,23 @@ DECAYS = {
 }
 
 
+# Gradient clipping (spec Clip) crosses a few optimizers and the three places a decay term can stand: a loss
+# penalty (clipped with the loss), the optimizer's coupled term (added after clipping, or before it), decoupled.
+CLIPS = {
+    "clip_global": {"kind": "global_norm", "threshold": 1.0, "eps": 1e-6},
+    "clip_global_exact": {"kind": "global_norm", "threshold": 1.0},
+    "clip_tensor": {"kind": "tensor_norm", "threshold": 0.5},
+    "clip_value": {"kind": "value", "threshold": 0.1},
+    "clip_after_decay": {"kind": "global_norm", "threshold": 1.0, "position": "after_coupled_decay"},
+}
+CLIP_OPTIMIZERS = ("sgd", "momentum", "adam")
+CLIP_DECAYS = {
+    "coupled": DECAYS["coupled"],
+    "penalty": [{"coupling": "gradient", "coefficient": 0.3, "params": ["weight"], "via_loss": True}],
+    "decoupled": DECAYS["decoupled"],
+}
+
+
 def neutral_battery(hyper_dtype: str = "float64") -> dict[str, tuple[dict, Semantics]]:
     """name -> (task dict, semantics), every optimizer x decay form; schedules, inits and losses cycle.
 
@@ -103,6 +120,14 @@ def neutral_battery(hyper_dtype: str = "float64") -> dict[str, tuple[dict, Seman
         sem = Semantics.model_validate({"optimizer": opt, "decay": decay, "loss": loss, "schedule": schedule,
                                         "hyper_dtype": hyper_dtype})
         out[f"{oname}-{dname}-{schedule['kind']}-{init}-{loss}"] = (task, sem)
+    for oname, (cname, clip), (dname, decay) in itertools.product(CLIP_OPTIMIZERS, CLIPS.items(), CLIP_DECAYS.items()):
+        i = next(cycle)
+        schedule = SCHEDULES[i % len(SCHEDULES)]
+        init = "zeros" if i % 2 else "normal"
+        task = {**BATTERY_TASK, "init": init, "schedule": schedule}
+        sem = Semantics.model_validate({"optimizer": OPTIMIZERS[oname], "decay": decay, "schedule": schedule,
+                                        "hyper_dtype": hyper_dtype, "clip": clip})
+        out[f"{oname}-{dname}-{cname}-{schedule['kind']}-{init}-half_mse"] = (task, sem)
     return out
 
 

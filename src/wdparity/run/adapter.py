@@ -73,6 +73,19 @@ def refuse_frozen(semantics: Semantics, why: str) -> None:
                             f"with {semantics.frozen} trained too, which differs from the first step")
 
 
+def refuse_clip(semantics: Semantics, supported: dict[tuple[str, str], str], framework: str) -> None:
+    """Inexpressible unless the run's clipping (kind, position) is one the framework has; `supported` maps each
+    it has to its native spelling (named in the reason), so a clip is realized or refused, never dropped."""
+    clip = semantics.clip
+    if clip is None:
+        return
+    if (clip.kind, clip.position) not in supported:
+        have = "; ".join(f"{kind} at {position}: {native}" for (kind, position), native in sorted(supported.items()))
+        raise Inexpressible(f"{framework} has no {clip.kind} clipping at position {clip.position!r}"
+                            + (f"; it has {have}" if have else " (no gradient clipping is modelled here)")
+                            + "; nearest: the run without clipping, which differs from the first clipped step")
+
+
 class Adapter(Backend):
     """A Backend whose train() is the shared loop over the hooks build / step / read / finish."""
 
