@@ -88,6 +88,20 @@ SOURCES = {
                                 'exclude_from_weight_decay = ["bias"]'),
     "keras_sgd_momentum_wd": ("", 'backend = "keras"\noptimizer = "SGD"\nlearning_rate = 0.001\nmomentum = 0.9\n'
                                   'weight_decay = 0.5'),
+    # the optimizers of issue 17
+    "torch_adagrad": ("", 'backend = "torch"\noptimizer = "Adagrad"\nlr = 0.01\nweight_decay = 0.1'),
+    "torch_nadam_decoupled": ("", 'backend = "torch"\noptimizer = "NAdam"\nlr = 0.002\nweight_decay = 0.1\n'
+                                  'decoupled_weight_decay = true'),
+    "torch_radam": ("", 'backend = "torch"\noptimizer = "RAdam"\nlr = 0.001\nweight_decay = 0.1'),
+    "torch_adam_amsgrad": ("", 'backend = "torch"\noptimizer = "Adam"\nlr = 0.01\namsgrad = true'),
+    "keras_rmsprop_momentum": ("", 'backend = "keras"\noptimizer = "RMSprop"\nlearning_rate = 0.001\nmomentum = 0.5\n'
+                                   'weight_decay = 0.1'),
+    "keras_lion": ("", 'backend = "keras"\noptimizer = "Lion"\nlearning_rate = 0.001\nweight_decay = 0.1'),
+    "keras_adamax": ("", 'backend = "keras"\noptimizer = "Adamax"\nlearning_rate = 0.002'),
+    "optax_amsgrad": ("", 'backend = "optax"\noptimizer = "amsgrad"\nlearning_rate = 0.01'),
+    "optax_adagrad": ("", 'backend = "optax"\noptimizer = "adagrad"\nlearning_rate = 0.01'),
+    "optax_nadamw": ("", 'backend = "optax"\noptimizer = "nadamw"\nlearning_rate = 0.002\nweight_decay = 0.01'),
+    "mxnet_signum": ("", 'backend = "mxnet"\noptimizer = "signum"\nlearning_rate = 0.001\nwd = 0.01'),
 }
 TARGETS = ["numpy", "torch", "keras", "optax", "mxnet"]
 
