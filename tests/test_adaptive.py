@@ -423,3 +423,31 @@ def test_the_numpy_backend_round_trips_clipping_and_every_family():
         assert backend.describe(backend.parse({k: v for k, v in run.items() if k != "backend"}), task).neutral() == s.neutral()
     assert backend.realize(Semantics.model_validate({"optimizer": {"name": "nadam", "lr": 0.1, "momentum_decay": None}}),
                            task)["momentum_decay"] == "constant"
+
+
+# ---------------------------------------------------------------- a schedule on the decay coefficient
+@pytest.mark.parametrize("coupling", ["gradient", "decoupled"])
+def test_a_decay_schedule_multiplies_the_coefficient_step_by_step(coupling):
+    """optax add_decayed_weights(weight_decay=schedule): lambda_t = lambda * delta_t, whatever the lr does."""
+    lr, lam = 0.05, 0.4
+    own = {"kind": "step", "every": 2, "factor": 0.25}
+    rule = {"coupling": coupling, "coefficient": lam, "schedule": own}
+    data, got = trained({"name": "sgd", "lr": lr}, 5, [rule])
+    theta = np.append(data["w0"], 0.0)
+    for t in range(5):
+        lam_t = lam * 0.25 ** (t // 2)
+        theta = theta - lr * (grad(data, theta) + lam_t * theta)   # plain SGD: coupled == decoupled (scale lr)
+        close(got[t + 1], theta)
+    constant = trained({"name": "sgd", "lr": lr}, 5, [{"coupling": coupling, "coefficient": lam}])[1]
+    assert np.max(np.abs(constant - got)) > 1e-6
+
+
+def test_a_decay_schedule_difference_is_labelled_schedule():
+    a = sem({"name": "adam", "lr": 0.01}, [{"coupling": "decoupled", "coefficient": 0.1}])
+    b = sem({"name": "adam", "lr": 0.01}, [{"coupling": "decoupled", "coefficient": 0.1,
+                                            "schedule": {"kind": "cosine", "total": 10}}])
+    edits = diagnose.semantic_edits(a, b)
+    assert [lab for lab, _ in edits] == ["schedule", "schedule"]   # one per tensor, in canonical form
+    assert diagnose.canonical_decay(diagnose.apply(a, edits)) == diagnose.canonical_decay(b)
+    back = diagnose.apply(b, diagnose.semantic_edits(b, a))
+    assert diagnose.canonical_decay(back) == diagnose.canonical_decay(a)

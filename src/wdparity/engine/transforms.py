@@ -72,15 +72,17 @@ def add_gradient_decay(rule: dict, dtype, h=float, coefficient=None) -> Transfor
     A loss penalty's term is computed in the weights' dtype, never handed over as a hyperparameter."""
     coef = rule["coefficient"] if coefficient is None else coefficient
     lam = dtype(coef) if rule.get("via_loss") else hyper(coef, dtype, h)
+    own = rule.get("schedule")
 
     def fn(u, p, t):
         rr = current()
+        lam_t = lam if own is None else hyper(coef * multiplier(own, t), dtype, h)
         out = {}
         for k in u:
             if k not in rule["params"]:
                 out[k] = u[k]
                 continue
-            term = per_config(lam, u[k]) * decay_direction(p[k], rule["norm"], rule["l1_at_zero"])
+            term = per_config(lam_t, u[k]) * decay_direction(p[k], rule["norm"], rule["l1_at_zero"])
             out[k] = jitter(rr, u[k] + term, lambda: np.abs(u[k]) + np.abs(term))
         return out
 
@@ -101,10 +103,12 @@ def decay_scale(scale: str, lr, schedule: dict, t: int):
 def add_decoupled_decay(rule: dict, lr, schedule: dict, dtype, h=float, coefficient=None) -> Transform:
     """Decoupled decay (AdamW): step <- step - s_t*lambda*dir(w), outside the optimizer's moments."""
     coef = rule["coefficient"] if coefficient is None else coefficient
+    own = rule.get("schedule")
 
     def fn(u, p, t):
         rr = current()
-        c = dtype(h(decay_scale(rule["scale"], lr, schedule, t)) * h(coef))
+        lam_t = coef if own is None else coef * multiplier(own, t)
+        c = dtype(h(decay_scale(rule["scale"], lr, schedule, t)) * h(lam_t))
         out = {}
         for k in u:
             if k not in rule["params"]:

@@ -53,12 +53,14 @@ def canonical_decay(semantics: dict) -> dict[tuple, dict]:
         via_loss = bool(rule.get("via_loss")) and semantics.get("clip") is not None
         for name in rule["params"]:
             key = (name, rule["norm"], rule["coupling"])
-            if key in out and (out[key]["scale"], out[key]["l1_at_zero"], out[key]["via_loss"]) == (
-                    scale, rule["l1_at_zero"], via_loss):
+            if key in out and (out[key]["scale"], out[key]["l1_at_zero"], out[key]["via_loss"],
+                               out[key].get("schedule")) == (scale, rule["l1_at_zero"], via_loss, rule.get("schedule")):
                 out[key]["coefficient"] += coefficient
             else:
                 out[key] = {"coefficient": coefficient, "scale": scale, "l1_at_zero": rule["l1_at_zero"],
                             "via_loss": via_loss}
+                if rule.get("schedule"):
+                    out[key]["schedule"] = rule["schedule"]
     return out
 
 
@@ -91,6 +93,8 @@ def _decay_edits(a: dict, b: dict) -> list[Edit]:
             canon = canonical_decay(sem)
             if key in canon:
                 canon[key][attr] = value
+                if value is None and attr == "schedule":
+                    del canon[key][attr]
             sem["decay"] = decay_rules(canon)
         return edit
 
@@ -100,9 +104,9 @@ def _decay_edits(a: dict, b: dict) -> list[Edit]:
         name, norm, coupling = key
         if key in ca and key in cb:
             for attr, label in (("coefficient", "coefficient"), ("scale", "lr-scaling"), ("l1_at_zero", "l1-at-zero"),
-                                ("via_loss", "clipping")):
-                if ca[key][attr] != cb[key][attr]:
-                    edits.append((label, set_attr(key, attr, cb[key][attr])))
+                                ("via_loss", "clipping"), ("schedule", "schedule")):
+                if ca[key].get(attr) != cb[key].get(attr):
+                    edits.append((label, set_attr(key, attr, cb[key].get(attr))))
             continue
         other = tensors_b if key in ca else tensors_a
         others = cb if key in ca else ca

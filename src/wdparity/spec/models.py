@@ -94,6 +94,9 @@ class DecayRule(Strict):
     # A loss penalty's term is computed by autograd in the weights' dtype, never rounded as an
     # optimizer hyperparameter (matters only with hyper_dtype = "float32").
     via_loss: bool = False
+    # A schedule of the coefficient itself, lambda_t = coefficient * delta_t, independent of the learning rate's
+    # (optax: add_decayed_weights(weight_decay=schedule), counted from its own first update, t = 0)
+    schedule: Optional[Schedule] = None
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -120,6 +123,8 @@ class DecayRule(Strict):
         }
         if self.via_loss:
             out["via_loss"] = True
+        if self.schedule is not None and self.schedule.kind != "constant":   # only when it matters
+            out["schedule"] = self.schedule.model_dump()
         return out
 
 
