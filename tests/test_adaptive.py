@@ -451,3 +451,60 @@ def test_a_decay_schedule_difference_is_labelled_schedule():
     assert diagnose.canonical_decay(diagnose.apply(a, edits)) == diagnose.canonical_decay(b)
     back = diagnose.apply(b, diagnose.semantic_edits(b, a))
     assert diagnose.canonical_decay(back) == diagnose.canonical_decay(a)
+
+
+# ---------------------------------------------------------------- LAMB
+@pytest.mark.parametrize("placement", ["inside_trust_ratio", "before", "after"])
+def test_lamb_trust_ratio_and_decay_placement_by_hand(placement):
+    """Per tensor r = ||w||/||u||; optax puts lambda*w inside u, Keras decays w first and takes r from it."""
+    b1, b2, eps, lr, lam = 0.9, 0.999, 1e-6, 0.01, 0.3
+    opt = {"name": "lamb", "lr": lr, "betas": [b1, b2], "eps": eps, "decay_placement": placement}
+    task, data = data_for(epochs=4, init="normal_all")
+    out = reference.run(sem(opt, [{"coupling": "decoupled", "coefficient": lam}]), data, task.batch_size, "float64")
+    got = np.column_stack([out["weight"], out["bias"]])
+    theta = np.append(data["w0"], data["b0"])
+    m, v = np.zeros(9), np.zeros(9)
+    parts = (slice(0, 8), slice(8, 9))
+    for t in range(1, 5):
+        g = grad(data, theta)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        d = m / (1 - b1 ** t) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        new = theta.copy()
+        for s in parts:
+            w, u = theta[s], d[s]
+            if placement == "inside_trust_ratio":
+                u = u + lam * w
+                new[s] = w - lr * np.linalg.norm(w) / np.linalg.norm(u) * u
+            elif placement == "before":
+                w2 = w - lr * lam * w
+                new[s] = w2 - lr * np.linalg.norm(w2) / np.linalg.norm(u) * u
+            else:
+                new[s] = w - lr * np.linalg.norm(w) / np.linalg.norm(u) * u - lr * lam * w
+        theta = new
+        close(got[t], theta, rtol=1e-11)
+
+
+def test_lamb_trust_ratio_is_one_where_a_norm_is_zero_and_a_scalar_moves_by_lr_times_its_size():
+    """From zero weights the ratio is 1 (an Adam step); a one-element tensor's step is then lr*|b| exactly."""
+    task, data = data_for(epochs=3, init="zeros")
+    out = reference.run(sem({"name": "lamb", "lr": 0.01}), data, task.batch_size, "float64")
+    adam = reference.run(sem({"name": "adam", "lr": 0.01, "eps": 1e-6}), data, task.batch_size, "float64")
+    close(out["weight"][1], adam["weight"][1])
+    b = out["bias"]
+    assert abs(b[2] - b[1]) == pytest.approx(0.01 * abs(b[1]), rel=1e-12)
+
+
+def test_lamb_refuses_a_decoupled_term_not_scaled_by_lr():
+    with pytest.raises(Exception, match="LAMB"):
+        Semantics.model_validate({"optimizer": {"name": "lamb", "lr": 0.01},
+                                  "decay": [{"coupling": "decoupled", "coefficient": 0.1, "scale": "none"}]})
+
+
+def test_a_grid_of_lamb_is_its_single_runs():
+    task, data = data_for(epochs=3, batch_size=5, init="normal_all")
+    group = [sem({"name": "lamb", "lr": lr, "decay_placement": "before"}, [{"coupling": "decoupled", "coefficient": c}])
+             for lr in (0.01, 0.003) for c in (0.1, 0.5)]
+    for dtype in ("float64", "float32"):
+        for s, got in zip(group, reference.run(group, data, task.batch_size, dtype)):
+            alone = reference.run(s, data, task.batch_size, dtype)
+            assert all(np.array_equal(got[k], alone[k]) for k in alone)

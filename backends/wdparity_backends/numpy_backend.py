@@ -24,7 +24,7 @@ OWN = {name: tuple(f for f in spec.model_fields if f not in ("name", "lr")) for 
 class NumpyRun(Strict):
     """Every neutral optimizer field, None where not given (the family's model then supplies its default)."""
 
-    optimizer: Literal["sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam", "lion"]
+    optimizer: Literal["sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam", "lion", "lamb"]
     lr: Positive
     momentum: Optional[Unit] = None
     dampening: Optional[Unit] = None
@@ -46,6 +46,7 @@ class NumpyRun(Strict):
     momentum_decay: Optional[Union[Positive, Literal["constant"]]] = None
     threshold: Optional[Positive] = None
     threshold_inclusive: Optional[bool] = None
+    decay_placement: Optional[Literal["inside_trust_ratio", "before", "after"]] = None
     decay: list[DecayRule] = Field(default_factory=list)
     penalty: Optional[Penalty] = None
     hyper_dtype: Literal["float64", "float32"] = "float64"

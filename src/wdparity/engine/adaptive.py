@@ -1,6 +1,7 @@
 """The reference's directions for the adaptive families beyond Adam and RMSprop: Adagrad, Adadelta, Adamax,
 NAdam, RAdam and Lion, each an (init, update) pair of transforms.py emitting a direction d that scale_by_lr
-turns into the step -lr_t*d (spec/optimizers.py states each formula).
+turns into the step -lr_t*d (spec/optimizers.py states each formula); and LAMB's trust ratio, which meets the
+decoupled decay where each framework puts it.
 
 Optimizer hyperparameters other than lr are one number per run (a grid varies only lr and the decay
 coefficients, batching.py), so only the gradient-shaped state carries the config axis. Under an active
@@ -15,8 +16,10 @@ from typing import Optional
 
 import numpy as np
 
-from wdparity.engine.rounding import current, hyper, jitter
-from wdparity.engine.transforms import Transform, bias_corrections, zeros
+from wdparity.engine.rounding import current, hyper, jitter, per_config
+from wdparity.engine.schedules import multiplier
+from wdparity.engine.transforms import (Transform, bias_corrections, decay_direction, scale_by_adam, scale_by_lr,
+                                        stateless, zeros)
 
 
 def _moment(rr, decay, keep, state, x):
@@ -163,3 +166,53 @@ def scale_by_lion(b1, b2, dtype, h=float) -> Transform:
         return d, m
 
     return Transform(zeros, update)
+
+
+def _norms(x: dict, grid: bool) -> dict:
+    """Each tensor's L2 norm per config: over the last axis of a grid's (G, d) weight, all of a single run's."""
+    return {k: (np.sqrt(np.sum(v * v, axis=-1)) if (v.ndim == 2 or (not grid and v.ndim == 1)) else np.abs(v))
+            for k, v in x.items()}
+
+
+def trust_ratio(weights=None) -> Transform:
+    """LAMB's per-tensor trust ratio: u * ||w|| / ||u||, 1 where either norm is 0. `weights(p, t)`: the w whose
+    norm is taken (default: the params before the step)."""
+
+    def update(u, state, p, t):
+        grid = u["weight"].ndim == 2
+        w = p if weights is None else weights(p, t)
+        wn, un = _norms(w, grid), _norms(u, grid)
+        out = {}
+        for k, x in u.items():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.where((wn[k] == 0) | (un[k] == 0), 1.0, wn[k] / un[k]).astype(x.dtype)
+            out[k] = x * (r[:, None] if (grid and x.ndim == 2) else r)
+        return _rounded(current(), out, 4), state
+
+    return Transform(lambda params: None, update)
+
+
+def lamb_core(opt: dict, lr, schedule: dict, dtype, h, decoupled: list[tuple[dict, object]]) -> list[Transform]:
+    """LAMB's transforms up to the step, with its decoupled rules placed as opt["decay_placement"] says:
+    inside the ratio (u = d + lambda*dir(w)), before it (r from w - lr_t*lambda*dir(w)), or after it."""
+    adam = scale_by_adam(*opt["betas"], opt["eps"], "corrected", dtype, h)
+
+    def with_terms(x: dict, p: dict, scale) -> dict:
+        """x + scale*lambda*dir(w) for each decoupled rule, scale*lambda formed in the run's dtype as the decay
+        transforms form it (a Python float or a grid's (G,) vector alike)."""
+        out = dict(x)
+        for rule, c in decoupled:
+            amplitude = dtype(h(scale) * h(c))
+            for k in rule["params"]:
+                out[k] = out[k] + per_config(amplitude, out[k]) * decay_direction(p[k], rule["norm"], rule["l1_at_zero"])
+        return out
+
+    placement = opt["decay_placement"]
+    if placement == "inside_trust_ratio":
+        inside = stateless(lambda u, p, t: with_terms(u, p, 1.0))
+        return [adam, inside, trust_ratio(), scale_by_lr(lr, schedule, dtype, h)]
+    if placement == "before":
+        def decayed(p, t):
+            return with_terms(p, p, -(lr * multiplier(schedule, t)))
+        return [adam, trust_ratio(decayed), scale_by_lr(lr, schedule, dtype, h)]
+    return [adam, trust_ratio(), scale_by_lr(lr, schedule, dtype, h)]

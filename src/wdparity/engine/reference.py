@@ -87,8 +87,8 @@ def build(semantics: Semantics, dtype=np.float64) -> tx.Transform:
     h = rounder(first.get("hyper_dtype", "float64"))
     lr = _vector([s["optimizer"]["lr"] for s in group])
     coef = [_vector([s["decay"][i]["coefficient"] for s in group]) for i in range(len(rules))]
-    if opt["name"] not in CORES:
-        raise ValueError(f"`optimizer.name` must be one of {list(CORES)}. Received: name={opt['name']!r}")
+    if opt["name"] not in CORES and opt["name"] != "lamb":
+        raise ValueError(f"`optimizer.name` must be one of {list(CORES) + ['lamb']}. Received: name={opt['name']!r}")
     coupled = [(i, r) for i, r in enumerate(rules) if r["coupling"] == "gradient"]
     clip = first.get("clip")
     if clip is None:
@@ -98,9 +98,14 @@ def build(semantics: Semantics, dtype=np.float64) -> tx.Transform:
         terms = [tx.add_gradient_decay(r, dtype, h, coef[i]) for i, r in coupled if not r.get("via_loss")]
         clipping = [tx.clip(clip["kind"], clip["threshold"], clip["eps"], dtype, h)]
         parts = penalties + (clipping + terms if clip["position"] == "loss_gradient" else terms + clipping)
-    parts += CORES[opt["name"]](opt, lr, schedule, dtype, h)
-    parts += [tx.add_decoupled_decay(r, lr, schedule, dtype, h, coef[i]) for i, r in enumerate(rules)
-              if r["coupling"] == "decoupled"]
+    decoupled = [(r, coef[i]) for i, r in enumerate(rules) if r["coupling"] == "decoupled"]
+    if opt["name"] == "lamb":   # its trust ratio meets the decoupled decay (spec LambSpec.decay_placement)
+        parts += ad.lamb_core(opt, lr, schedule, dtype, h, decoupled)
+        if opt["decay_placement"] == "inside_trust_ratio":
+            decoupled = []
+    else:
+        parts += CORES[opt["name"]](opt, lr, schedule, dtype, h)
+    parts += [tx.add_decoupled_decay(r, lr, schedule, dtype, h, c) for r, c in decoupled]
     if first.get("frozen"):   # structure: every config of a group freezes the same tensors
         parts.append(tx.freeze(first["frozen"]))
     return tx.chain(*parts)

@@ -25,7 +25,7 @@ FIELD_CAUSES = {
     "rho": "second-moment", "initial_scale": "second-moment", "initial_accumulator": "second-moment",
     "amsgrad": "second-moment", "centered": "second-moment",
     "bias_correction": "bias-correction", "threshold": "bias-correction", "threshold_inclusive": "bias-correction",
-    "bias_correction_dtype": "precision", "lr_decay": "schedule",
+    "bias_correction_dtype": "precision", "lr_decay": "schedule", "decay_placement": "coupling",
 }
 # betas[0]: the first moment's rate, betas[1] the second's (Adam, Adamax, NAdam, RAdam); Lion's are both momentum
 BETA_CAUSES = {"lion": ("momentum", "momentum")}

@@ -14,8 +14,8 @@ from pydantic import Field, model_validator
 from wdparity.spec.base import (  # noqa: F401  (the spec's vocabulary, importable from here)
     CAUSES, TENSORS, Cause, DType, Finite, Loss, NonNeg, Positive, Strict, Tensor, Unit, check_tensors, fail)
 from wdparity.spec.optimizers import (  # noqa: F401
-    OPTIMIZER_SPECS, AdadeltaSpec, AdagradSpec, AdamaxSpec, AdamSpec, LionSpec, NadamSpec, OptimizerSpec, RadamSpec,
-    RmspropSpec, SgdSpec)
+    OPTIMIZER_SPECS, AdadeltaSpec, AdagradSpec, AdamaxSpec, AdamSpec, LambSpec, LionSpec, NadamSpec, OptimizerSpec,
+    RadamSpec, RmspropSpec, SgdSpec)
 
 
 # ---------------------------------------------------------------- schedules
@@ -200,6 +200,15 @@ class Semantics(Strict):
                 if hit:
                     raise fail("frozen", self.frozen, f"names {hit}, which decay[{i}].params decays too: a frozen "
                                "tensor is never updated, so that decay would do nothing (drop it from the rule)")
+        return self
+
+    @model_validator(mode="after")
+    def _lamb_decay(self):
+        if self.optimizer.name == "lamb":
+            for i, rule in enumerate(self.decay):
+                if rule.coupling == "decoupled" and rule.effective_scale != "lr":
+                    raise fail(f"decay[{i}].scale", rule.scale, "must be \"lr\" with LAMB (the trust ratio scales "
+                               "the step -lr_t*r*u; a decoupled term of another scale has no place in it)")
         return self
 
     def neutral(self) -> dict:

@@ -161,8 +161,22 @@ class LionSpec(Strict):
     betas: list[Unit] = _betas((0.9, 0.99))
 
 
+class LambSpec(Strict):
+    """LAMB. Adam's direction d = m_hat/(sqrt(v_hat) + eps); per tensor the trust ratio r = ||w|| / ||u|| (1 where
+    either norm is 0) scales the step, -lr_t * r * u. Where the decoupled decay stands (it must be scale "lr"):
+    "inside_trust_ratio" (optax.lamb): u = d + lambda*w, the decay inside the ratio and scaled by it;
+    "before" (Keras Lamb: the base optimizer decays w first): w' = w - lr_t*lambda*w, then u = d and
+    r = ||w'|| / ||d||; "after": u = d, r from the undecayed w, the decay outside the ratio."""
+
+    name: Literal["lamb"]
+    lr: Positive
+    betas: list[Unit] = _betas((0.9, 0.999))
+    eps: Positive = 1e-6
+    decay_placement: Literal["inside_trust_ratio", "before", "after"] = "inside_trust_ratio"
+
+
 OPTIMIZER_SPECS = {"sgd": SgdSpec, "adam": AdamSpec, "rmsprop": RmspropSpec, "adagrad": AdagradSpec,
                    "adadelta": AdadeltaSpec, "adamax": AdamaxSpec, "nadam": NadamSpec, "radam": RadamSpec,
-                   "lion": LionSpec}
+                   "lion": LionSpec, "lamb": LambSpec}
 OptimizerSpec = Annotated[Union[SgdSpec, AdamSpec, RmspropSpec, AdagradSpec, AdadeltaSpec, AdamaxSpec, NadamSpec,
-                                RadamSpec, LionSpec], Field(discriminator="name")]
+                                RadamSpec, LionSpec, LambSpec], Field(discriminator="name")]

@@ -94,6 +94,11 @@ SENTENCES: dict[str, Callable[[dict], str]] = {
                            "sqrt(x + eps)/sqrt(v + eps)*g, v and x running means of g^2 and of the direction^2"),
     "lion": lambda o: (f"Lion, lr {o['lr']:g}, betas ({o['betas'][0]:g}, {o['betas'][1]:g}): direction "
                        "sign(b1*m + (1-b1)*g), then m = b2*m + (1-b2)*g; every coordinate moves by lr_t"),
+    "lamb": lambda o: (f"LAMB, lr {o['lr']:g}, betas ({o['betas'][0]:g}, {o['betas'][1]:g}), eps {o['eps']:g}: Adam's "
+                       "direction u scaled per tensor by the trust ratio ||w||/||u||; the decoupled decay "
+                       + {"inside_trust_ratio": "inside u (u = d + lambda*w, scaled by the ratio too)",
+                          "before": "applied to w first, the ratio taken from the decayed w",
+                          "after": "outside the ratio"}[o["decay_placement"]]),
 }
 
 
@@ -120,6 +125,9 @@ def column(opt: dict) -> str:
     if name == "sgd":
         form = "" if not opt["momentum"] else (", momentum " + opt["momentum_form"])
         return "SGD" + form
+    if name == "lamb":
+        return {"inside_trust_ratio": "LAMB, decay inside the trust ratio", "before": "LAMB, decay before the trust ratio",
+                "after": "LAMB, decay after the trust ratio"}[opt["decay_placement"]]
     return {"adadelta": "Adadelta", "lion": "Lion"}[name]
 
 
@@ -138,6 +146,7 @@ FIELD_VARIANTS: dict[str, list[tuple[str, list[Any], str]]] = {
                 ("initial_accumulator", [0.0, 0.1], "initial accumulator"), ("lr_decay", [0.0], "no lr_decay")],
     "adamax": [("eps_placement", ["in_max", "outside"], "epsilon inside/outside the max")],
     "nadam": [("momentum_decay", [0.004, 1.0, None], "NAdam momentum schedule")],
+    "lamb": [("decay_placement", ["inside_trust_ratio", "before", "after"], "where the decay meets the trust ratio")],
     "radam": [("eps_placement", ["corrected", "uncorrected"], "epsilon placement"),
               ("threshold_inclusive", [True, False], "rectification threshold comparison")],
 }
