@@ -1,5 +1,6 @@
 """The `torch` backend: torch.optim's SGD, Adam(W), RMSprop, Adagrad, Adadelta, Adamax, NAdam and RAdam, param
-groups and loss penalties, as a user writes them.
+groups, loss penalties and gradient clipping (torch.nn.utils.clip_grad_norm_ / clip_grad_value_), as a user
+writes them.
 
 PyTorch is where most "weight decay" questions start (seed 000: a weight-only param group and an lr
 ten times too large). This adapter states what each torch knob means in neutral terms (describe),
@@ -22,6 +23,7 @@ from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import TENSORS, Semantics, Task
 from wdparity.spec.rules import penalty_terms, rules_from_coefficients
 
+from .torch_clip import clip_spec, clipper, realize_clip, refuse_terms
 from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun, set_up
 from .torch_run import scheduler as lr_scheduler
 from .torch_vocab import COUPLED_ONLY, DECOUPLED_CALL, DECOUPLED_SOURCE, native_optimizer, optimizer_spec
@@ -52,6 +54,17 @@ class TorchBackend(Adapter):
                         "text": "while rho_t <= 5 (steps 1-5 for beta2 = 0.999) RAdam steps lr*m_hat, SGD with "
                                 "bias-corrected momentum, without the second moment",
                         "source": "torch/optim/radam.py:349-358"})
+        if config.clip_grad_norm is not None:
+            out.append({"id": "clip-grad-norm-eps", "modelled": True,
+                        "text": "clip_grad_norm_ scales by min(1, max_norm / (total_norm + 1e-6)), over every tensor "
+                                "of model.parameters()",
+                        "source": "torch/nn/utils/clip_grad.py:164-168"})
+        if (config.clip_grad_norm is not None or config.clip_grad_value is not None) and any(
+                config.per_tensor_weight_decay().values()):
+            out.append({"id": "clipping-before-weight-decay", "modelled": True,
+                        "text": "the clipping sees the loss's gradient (a penalty included); weight_decay is added "
+                                "inside step(), after it, and is never clipped",
+                        "source": "torch/optim/sgd.py:353; torch/optim/adam.py:419,428"})
         if config.penalty and config.penalty.l1:
             out.append({"id": "l1-at-zero-0", "modelled": True, "text": "d|w|/dw at w = 0 is 0 (abs' = sgn)",
                         "source": "tools/autograd/derivatives.yaml (abs: grad * self.sgn())"})
@@ -68,13 +81,20 @@ class TorchBackend(Adapter):
         pen = config.penalty.rules(l1_at_zero=TORCH_L1_AT_ZERO) if config.penalty else []
         decay = wd + pen if not config.decoupled else pen + wd
         return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule,
-                         frozen=config.frozen)
+                         frozen=config.frozen, clip=clip_spec(config.clip_grad_norm, config.clip_grad_value))
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
         opt, rules = semantics.optimizer, list(semantics.decay)
         decoupled = [r for r in rules if r.coupling == "decoupled"]
         run = native_optimizer(opt, bool(decoupled))   # refuses the optimizer fields no torch class computes
         refuse_l1(rules, TORCH_L1_AT_ZERO, "torch")
+        clipping = realize_clip(semantics)   # {} or the clip key; refuses the clips torch has not
+        refuse_terms(semantics, rules)       # under clipping: a penalty is clipped, weight_decay is not
+        for r in rules:
+            if getattr(r, "schedule", None) is not None and r.schedule.kind != "constant":
+                raise Inexpressible("torch.optim keeps weight_decay a constant of its param group (no scheduler "
+                                    "of torch.optim.lr_scheduler changes it); nearest: the constant coefficient "
+                                    f"{r.coefficient}, which differs once the rule's schedule moves")
         for r in decoupled:
             coef = r.coefficient if r.effective_scale == "lr" else r.coefficient / opt.lr
             if opt.name == "sgd":
@@ -94,7 +114,8 @@ class TorchBackend(Adapter):
                                     f"({DECOUPLED_SOURCE[opt.name]}), scaled by the scheduled lr; nearest: "
                                     f"{DECOUPLED_CALL[opt.name]}weight_decay={r.coefficient}/lr = "
                                     f"{r.coefficient / opt.lr:.6g}), {what}")
-        wd_rules = decoupled or [r for r in rules if r.norm == "l2" and r.coupling == "gradient"]
+        wd_rules = decoupled or [r for r in rules if r.norm == "l2" and r.coupling == "gradient"
+                                 and not (semantics.clip is not None and r.via_loss)]   # a penalty, when clipped
         per: dict[str, float] = {}
         rest = [r for r in rules if not any(r is w for w in wd_rules)]
         for r in wd_rules:
@@ -126,7 +147,7 @@ class TorchBackend(Adapter):
             penalty.update({"l2": l2[0].coefficient / 2.0, "params": list(l2[0].params)})
         if l1:
             penalty.update({"l1": l1[0].coefficient, "params": list(l1[0].params)})
-        return {**run, **({"penalty": penalty} if penalty else {})}
+        return {**run, **({"penalty": penalty} if penalty else {}), **clipping}
 
     # ---------------------------------------------------------------- inside the worker
     def build(self, job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
@@ -160,7 +181,8 @@ class TorchBackend(Adapter):
                                  DEFAULT_LR[run.optimizer] if run.lr is None else run.lr, steps)
         return SimpleNamespace(torch=torch, net=net, tensors=tensors, optimizer=optimizer, scheduler=scheduler,
                                X=X, y=y, mse=nn.MSELoss(), half=task["loss"] == "half_mse",
-                               penalty=penalty_terms(run.penalty))
+                               penalty=penalty_terms(run.penalty),   # clipping: model.parameters(), as users call it
+                               clip=clipper(torch, list(net.parameters()), run.clip_grad_norm, run.clip_grad_value))
 
     def step(self, s: SimpleNamespace, rows: np.ndarray, t: int) -> None:
         index = s.torch.as_tensor(rows)
@@ -172,6 +194,8 @@ class TorchBackend(Adapter):
             p = s.tensors[name]
             loss = loss + coef * (s.torch.sum(p.pow(2)) if kind == "l2" else s.torch.sum(s.torch.abs(p)))
         loss.backward()
+        if s.clip is not None:   # between backward() and step(): the loss's gradient, not step()'s weight_decay
+            s.clip()
         s.optimizer.step()
         if s.scheduler is not None:
             s.scheduler.step()

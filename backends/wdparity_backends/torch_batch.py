@@ -19,7 +19,7 @@ product, this one (n, d) @ (d, G); the BLAS kernel sums the d products in anothe
 step, measured in tests/test_grid.py and benchmarks/RESULTS.md). Every other operation is the same.
 
 Batched only when runs differ just in `lr`, `weight_decay` and per-group `weight_decay` values, under
-a constant or step schedule, without a loss penalty; otherwise the adapter trains them one by one. Every
+a constant or step schedule, without a loss penalty or gradient clipping; otherwise the adapter trains them one by one. Every
 class of the adapter batches so exactly: each group's update reads only its own lr and weight_decay and its tensors'
 state (Adagrad's sum, NAdam's mu_product, RAdam's step), tested per class in tests/test_torch_backend.py.
 """
@@ -42,6 +42,8 @@ def batch_key(job: dict) -> Optional[str]:
     run, task = job["run"], job["task"]
     if run.get("penalty") is not None or (task.get("schedule") or {}).get("kind", "constant") == "cosine":
         return None   # a penalty is summed into one loss per config; cosine's eta_min = floor*lr is per-scheduler
+    if run.get("clip_grad_norm") is not None or run.get("clip_grad_value") is not None:
+        return None   # clip_grad_norm_ over the (G, d) leaf would take one norm across every config: trained alone
     skeleton = copy.deepcopy(run)
     for key in VARYING:
         if skeleton.get(key) is not None:

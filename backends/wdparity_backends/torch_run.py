@@ -7,7 +7,7 @@ so neither imports the other's module. The sources of every statement: docs/adap
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -100,6 +100,11 @@ class TorchRun(Strict):
     decoupled_weight_decay: Optional[bool] = None
     param_groups: Optional[list[ParamGroup]] = None
     penalty: Optional[Penalty] = None
+    # torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm, norm_type) or clip_grad_value_(...,
+    # clip_grad_value) between backward() and step() (torch_clip.py); norm_type = inf is accepted to be refused
+    clip_grad_norm: Optional[Positive] = None
+    norm_type: Optional[Annotated[float, Field(allow_inf_nan=True)]] = None
+    clip_grad_value: Optional[Positive] = None
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -118,6 +123,15 @@ class TorchRun(Strict):
         if self.dampening and not self.momentum:
             raise fail("dampening", self.dampening, "needs momentum > 0: torch applies dampening only to the momentum "
                        "buffer (torch/optim/sgd.py:357-364) and silently ignores it without one")
+        if self.clip_grad_norm is not None and self.clip_grad_value is not None:
+            raise fail("clip_grad_value", self.clip_grad_value, "cannot be set together with clip_grad_norm here: the "
+                       "neutral model has one clipping per run (in which order the two calls run would matter)")
+        if self.norm_type is not None and self.clip_grad_norm is None:
+            raise fail("norm_type", self.norm_type, "belongs to clip_grad_norm (torch.nn.utils.clip_grad_norm_)")
+        if self.norm_type is not None and self.norm_type != 2.0:
+            raise fail("norm_type", self.norm_type, "must be 2.0 here: the neutral global_norm is the Euclidean "
+                       "norm; torch's norm_type = p takes the p-norm, inf the largest |g| (torch/nn/utils/"
+                       "clip_grad.py:95-107)")
         if self.param_groups is not None:
             if not self.param_groups:
                 raise fail("param_groups", [], "must hold at least one group")
@@ -128,6 +142,12 @@ class TorchRun(Strict):
                     raise fail(f"param_groups[{i}].params", group.params, f"names {sorted(twice)} again: "
                                "some parameters appear in more than one parameter group (torch/optim/optimizer.py:1187)")
                 seen.update(group.params)
+            if self.clip_grad_norm is not None and seen != set(TENSORS):
+                raise fail("clip_grad_norm", self.clip_grad_norm, f"cannot be used with a tensor that no param group "
+                           f"names ({sorted(set(TENSORS) - seen)}) here: optimizer.zero_grad() zeroes only its groups' "
+                           "params (torch/optim/optimizer.py:1058-1062), so that tensor's .grad accumulates over the "
+                           "steps and clip_grad_norm_(model.parameters()) counts the sum in its norm, which the "
+                           "neutral model does not state")
             frozen = [name for name in (self.penalty.params if self.penalty else []) if name not in seen]
             if frozen:
                 raise fail("penalty.params", self.penalty.params, f"names {frozen}, which no param group names: torch "

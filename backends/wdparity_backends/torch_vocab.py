@@ -67,6 +67,10 @@ def refuse_fields(opt) -> None:
         raise Inexpressible("torch.optim has no Lion (torch/optim/__init__.py:9-28 imports its classes); nearest: the same run "
                             "through an adapter whose framework has it (optax.lion, keras.optimizers.Lion); no torch "
                             "class takes the sign of an interpolated momentum")
+    if name == "lamb":
+        raise Inexpressible("torch.optim has no LAMB (torch/optim/__init__.py:9-28 imports its classes); nearest: the same "
+                            "run through an adapter whose framework has it (optax.lamb, keras.optimizers.Lamb); no torch "
+                            "class scales a tensor's step by the trust ratio ||w|| / ||u||")
     if name == "sgd" and opt.momentum_form == "velocity":
         raise Inexpressible("torch.optim.SGD keeps the buffer form, buf = m*buf + g, step = -lr_t*buf "
                             "(torch/optim/sgd.py:364-379); nearest: momentum_form = \"buffer\", identical under a "
