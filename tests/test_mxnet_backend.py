@@ -1,34 +1,25 @@
-"""The MXNet adapter: translation (fast, no MXNet needed) and the fidelity battery (slow, in MXNet's venv).
+"""The MXNet adapter: translation (fast, no MXNet needed) and the float32 fidelity battery (slow, in MXNet's venv).
 
 The battery compares every native Gluon run with the float64 reference of its own describe(). Two
 behaviours of MXNet 1.9.1 cannot be expressed by the neutral semantics and are reported as findings
-(see FINDINGS); they are proven here, not tolerated: `mxnet_replay` re-derives MXNet's update from its
-C++ kernels (optimizer_op-inl.h at the 1.9.1 tag) with one switch per finding. With both switches off
-the replay is the neutral reference (checked to 1e-12 on every case); with MXNet's behaviour switched
-on it reproduces the native float64 runs to 1e-12 while the reference does not.
+(see FINDINGS); test_mxnet_replay.py proves them by re-deriving MXNet's update from its C++ kernels.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from wdparity.engine import reference
-from wdparity.engine.data import batches, loss_factor, make_data
-from wdparity.engine.schedules import multiplier
 from wdparity.judge import fidelity
 from wdparity.run.backend import Inexpressible
 from wdparity.run.cases import load_run
 from wdparity.run.registry import get
 from wdparity.spec.errors import InputError
-from wdparity.spec.models import Task
+from wdparity.spec.models import Semantics, Task
 from wdparity_backends import mxnet_setup
-from wdparity_backends.mxnet_backend import DEFAULT_LR, L1_AT_ZERO
-from wdparity_backends.mxnet_vocab import FLOAT32_STATE, KEYWORDS
+from wdparity_backends.mxnet_backend import L1_AT_ZERO
 
 backend = get("mxnet")
 VENV_PY = mxnet_setup.venv_python(mxnet_setup.default_venv())
@@ -42,12 +33,6 @@ FINDINGS = {
     # (optimizer_op-inl.h:1076-1080). Any nag run with momentum > 0 and wd > 0 is affected.
     "native-nag-step": "nag-aliasing",
 }
-# float64 only (the effect is below the float32 noise floor): scalar fields reach the kernel through str()
-# and dmlc::stof, which is not always correctly rounded (mxnet/include/dmlc/strtonum.h:99-250): Adam's
-# default lr_t and eps land one float32 ulp off the correctly rounded float32 that the reference
-# (hyper_dtype = "float32") uses: 5.9e-9 relative.
-FINDINGS64 = {**FINDINGS, "native-defaults-adam": "dmlc-stof"}
-
 
 def describe(run: dict, **task) -> dict:
     return backend.describe(backend.parse(run), Task.model_validate(task)).neutral()
@@ -141,7 +126,9 @@ def test_loss_and_schedule_come_from_the_task():
     ({"optimizer": "sgd", "beta1": 0.9}, "beta1"),
     ({"optimizer": "adam", "momentum": 0.9}, "momentum"),
     ({"optimizer": "nag", "lazy_update": True}, "lazy_update"),
-    ({"optimizer": "sgd", "clip_gradient": 1.0}, "clip_gradient"),
+    ({"optimizer": "sgd", "clip_gradient": 0.0}, "clip_gradient"),
+    ({"optimizer": "adagrad", "clip_gradient": -1.0}, "clip_gradient"),
+    ({"optimizer": "sgd", "clip_gradient": float("inf")}, "clip_gradient"),
     ({"optimizer": "sgd", "wd_mult": {"kernel": 0.0}}, "wd_mult"),
     ({"optimizer": "sgd", "wd_mult": {}}, "wd_mult"),
     ({"optimizer": "sgd", "penalty": {"l2": 0.1, "params": ["gamma"]}}, "penalty.params"),
@@ -171,7 +158,7 @@ def test_factor_above_one_is_an_input_error():
     assert "schedule.factor" in str(err.value)
 
 
-REALIZED, INEXPRESSIBLE = 23, 207   # of the neutral battery's 230 cases
+REALIZED, INEXPRESSIBLE = 25, 250   # of the neutral battery's 275 cases (2 of its 45 clip cases realized)
 
 
 def test_realize_round_trips_every_expressible_neutral_case():
@@ -201,6 +188,76 @@ def test_realize_refuses_what_mxnet_cannot_do():
             backend.realize(sem, Task.model_validate(task))
 
 
+# ---------------------------------------------------------------- clip_gradient
+AFTER, LOSS = "after_coupled_decay", "loss_gradient"
+
+
+@pytest.mark.parametrize("run, threshold, position", [
+    ({"optimizer": "sgd", "wd": 0.2, "momentum": 0.9}, 0.5, LOSS),
+    ({"optimizer": "sgd", "wd": 0.2, "rescale_grad": 0.5}, 1.0, LOSS),     # r*g clipped at c: g at c/r
+    ({"optimizer": "nag", "wd": 0.2, "momentum": 0.9}, 0.5, LOSS),
+    ({"optimizer": "adam", "wd": 0.1, "rescale_grad": 4.0}, 0.125, AFTER),
+    ({"optimizer": "adam", "penalty": {"l2": 0.1}}, 0.5, LOSS),             # no coupled wd: the positions are one
+    ({"optimizer": "adam", "wd": 0.1, "wd_mult": {"weight": 0.0, "bias": 0.0}}, 0.5, LOSS),
+    ({"optimizer": "rmsprop", "wd": 0.1}, 0.5, AFTER),
+    ({"optimizer": "rmsprop", "wd": 0.1, "centered": True}, 0.5, AFTER),
+    ({"optimizer": "adagrad", "wd": 0.1}, 0.5, LOSS),
+    ({"optimizer": "adadelta", "wd": 0.1}, 0.5, LOSS),
+    ({"optimizer": "signum", "wd": 0.1, "wd_lh": 0.1}, 0.5, LOSS),
+    ({"optimizer": "signum", "momentum": 0.0, "wd": 0.1}, 0.5, LOSS),       # ignored by signsgd: the same steps
+])
+def test_clip_gradient_is_a_value_clip_of_the_mean_gradient(run, threshold, position):
+    sem = describe({**run, "clip_gradient": 0.5})
+    assert sem["clip"] == {"kind": "value", "threshold": threshold, "eps": 0.0, "position": position}
+    assert "clip" not in describe(run)
+
+
+def _sem(opt: str, decay: list, clip: dict) -> Semantics:
+    return Semantics.model_validate({"optimizer": fidelity.OPTIMIZERS[opt], "decay": decay, "hyper_dtype": "float32",
+                                     "clip": {"kind": "value", "threshold": 0.25, **clip}})
+
+
+PENALTY = [{"coefficient": 0.2, "params": ["weight"], "via_loss": True},
+           {"norm": "l1", "coefficient": 0.05, "params": ["weight"], "l1_at_zero": 0.0, "via_loss": True}]
+
+
+@pytest.mark.parametrize("opt, decay, clip, want", [
+    ("adam_uncorrected", [{"coefficient": 0.3}], {"position": AFTER}, {"optimizer": "adam", "wd": 0.3}),
+    ("adam_uncorrected", PENALTY, {}, {"optimizer": "adam", "penalty": {"params": ["weight"], "l2": 0.1, "l1": 0.05}}),
+    ("rmsprop_in_sqrt", [{"coefficient": 0.3, "params": ["weight"]}], {"position": AFTER},
+     {"optimizer": "rmsprop", "wd": 0.3, "wd_mult": {"bias": 0.0}}),
+    ("sgd", [{"coefficient": 0.3}, *PENALTY], {}, {"optimizer": "sgd", "wd": 0.3, "penalty": {"params": ["weight"],
+                                                                                              "l2": 0.1, "l1": 0.05}}),
+    ("velocity", [{"coefficient": 0.3}], {}, {"optimizer": "sgd", "momentum": 0.9, "wd": 0.3}),
+])
+def test_realize_puts_clip_gradient_where_the_optimizer_clips(opt, decay, clip, want):
+    sem = _sem(opt, decay, clip)
+    run = backend.realize(sem, Task(dtype="float32"))
+    assert run["clip_gradient"] == 0.25 and {k: run[k] for k in want} == want
+    assert backend.describe(backend.parse(run), Task(dtype="float32")).neutral() == sem.neutral()
+
+
+@pytest.mark.parametrize("opt, decay, clip, why", [
+    ("adam_uncorrected", [{"coefficient": 0.3}], {}, r"clips r\*g \+ wd\*w, the coupled wd included"),
+    ("sgd", [{"coefficient": 0.3}], {"position": AFTER}, r"clips r\*g before adding wd\*w"),
+    ("sgd", [], {"kind": "global_norm"}, "no global_norm clipping .* it has value at loss_gradient: clip_gradient"),
+    ("rmsprop_in_sqrt", [], {"kind": "tensor_norm", "position": AFTER}, "no tensor_norm clipping"),
+    ("sgd", [{"norm": "l1", "coefficient": 0.1, "l1_at_zero": 0.0}], {}, "no L1 term: an L1 decay is a loss `penalty`"),
+    ("sgd", [{"coefficient": 0.2, "params": ["weight"], "via_loss": True},
+             {"coefficient": 0.1, "params": ["bias"], "via_loss": True}], {}, "the same l2 and l1 on each of its params"),
+])
+def test_realize_refuses_clipping_mxnet_does_not_do(opt, decay, clip, why):
+    with pytest.raises(Inexpressible, match=why):
+        backend.realize(_sem(opt, decay, clip), Task(dtype="float32"))
+
+
+def test_findings_name_clipped_wd_and_the_ignored_signsgd_clip():
+    ids = lambda run: {f["id"] for f in backend.findings(backend.parse(run), Task())}   # noqa: E731
+    assert "adam-clips-wd" in ids({"optimizer": "adam", "wd": 0.1, "clip_gradient": 1.0})
+    assert "rmsprop-clips-wd" not in ids({"optimizer": "rmsprop", "clip_gradient": 1.0})
+    assert "signsgd-ignores-clip-gradient" in ids({"optimizer": "signum", "momentum": 0.0, "clip_gradient": 1.0})
+
+
 def test_default_venv_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("WDPARITY_MXNET_VENV", str(tmp_path / "nowhere"))
     assert mxnet_setup.default_venv() == tmp_path / "nowhere"
@@ -218,120 +275,6 @@ def test_absent_venv_skips_with_the_setup_command(monkeypatch, tmp_path):
     assert "wdparity setup mxnet" in out["reason"]
 
 
-# ---------------------------------------------------------------- MXNet's update, re-derived from its kernels
-def dmlc_stof(x: float) -> float:
-    """How a scalar hyperparameter reaches an MXNet kernel: str(x) parsed by dmlc::stof into a C float
-    (dmlc/strtonum.h ParseFloat, installed under mxnet/include/dmlc/strtonum.h:99-250): fraction digits
-    -> double -> float, plus the integer part in float, then divided by a float power of ten: up to three
-    roundings, so about 8 % of values land one float32 ulp away from the correctly rounded float32."""
-    f32 = np.float32
-    s = str(float(x))
-    neg, s = s.startswith("-"), s.lstrip("+-")
-    mant, _, exp = s.partition("e")
-    ip, _, frac = mant.partition(".")
-    value = f32(int(ip or "0"))
-    if frac:
-        digits = frac[:19]
-        value = f32(value + f32(np.float64(int(digits)) / np.float64(10 ** len(digits))))
-    if exp:
-        e = int(exp)
-        k, scale = abs(e), f32(1.0)
-        while k >= 8:
-            scale, k = f32(scale * f32(1e8)), k - 8
-        while k > 0:
-            scale, k = f32(scale * f32(10.0)), k - 1
-        value = f32(value / scale) if e < 0 else f32(value * scale)
-    return float(-value if neg else value)
-
-
-def mxnet_replay(run: dict, task: dict, data: dict, *, float32_hyper: bool, nag_aliasing: bool) -> dict:
-    """MXNet 1.9.1 Gluon training in float64 NumPy, written from the kernels, not from the neutral model.
-
-    float32_hyper: every hyperparameter reaches the kernel as a C float: lr_t (incl. schedule and Adam's
-    bias correction, computed in Python float64), wd*wd_mult, momentum, betas, epsilon, rescale_grad =
-    rescale/batch. Scalar fields (SGDMomParam, AdamParam, ...) are parsed by dmlc::stof; the lrs/wds tuples
-    of multi_sgd(_mom)_update (mxnet::Tuple<float>, std::istream) are correctly rounded.
-    nag_aliasing: nag_mom_update's momentum reads the weight it has just overwritten.
-    Both False: the neutral reference's arithmetic.
-    """
-    field = dmlc_stof if float32_hyper else float
-    tup = (lambda x: float(np.float32(x))) if float32_hyper else float
-    opt = run["optimizer"]
-    lr0 = run.get("learning_rate") or DEFAULT_LR[opt]
-    wd, m = run.get("wd") or 0.0, next(x for x in (run.get("momentum"), KEYWORDS[opt].get("momentum", 0.0)) if x is not None)
-    mult = {"weight": 1.0, "bias": 1.0, **(run.get("wd_mult") or {})}
-    b1, b2 = run.get("beta1") or 0.9, run.get("beta2") or 0.999
-    eps, scale = run.get("epsilon") or 1e-8, run.get("rescale_grad") or 1.0
-    pen = run.get("penalty") or {}
-    X, y = data["X_train"], data["y_train"]
-    p = {"weight": data["w0"].astype(np.float64), "bias": np.asarray(data["b0"], dtype=np.float64)}
-    s1 = {k: np.zeros_like(v) for k, v in p.items()}
-    s2 = {k: np.zeros_like(v) for k, v in p.items()}
-    W, B = [p["weight"].copy()], [p["bias"].copy()]
-    factor = loss_factor(task["loss"])
-    for t, rows in enumerate(batches(data["order"], task["batch_size"])):
-        n = len(rows)
-        res = factor * (X[rows] @ p["weight"] + p["bias"] - y[rows])
-        g = {"weight": X[rows].T @ res, "bias": res.sum()}          # backward() sums per-sample losses
-        for k in pen.get("params", ["weight"]):                       # the penalty is in every sample's loss
-            g[k] = g[k] + n * (2 * pen.get("l2", 0.0) * p[k] + pen.get("l1", 0.0) * np.sign(p[k]))
-        rescale = field(scale / n)                                    # Trainer.step(n)
-        lr = lr0 * multiplier(task["schedule"], t)
-        for k in p:
-            w = p[k]
-            if opt == "adam":                                         # Adam.update -> adam_update
-                lr_t = field(lr * math.sqrt(1 - b2 ** (t + 1)) / (1 - b1 ** (t + 1)))
-                gr = g[k] * rescale + w * field(wd * mult[k])
-                s1[k] = field(b1) * s1[k] + (1 - field(b1)) * gr
-                s2[k] = field(b2) * s2[k] + (1 - field(b2)) * gr * gr
-                p[k] = w - lr_t * s1[k] / (np.sqrt(s2[k]) + field(eps))
-            elif opt == "nag" and m > 0:                              # nag_mom_update
-                lr_t, wd_k, m_ = field(lr), field(wd * mult[k]), field(m)
-                a = m_ * s1[k]
-                new = w - a + (m_ + 1) * (a - lr_t * (rescale * g[k] + wd_k * w))
-                s1[k] = a - lr_t * (rescale * g[k] + wd_k * (new if nag_aliasing else w))
-                p[k] = new
-            elif opt == "signum":                                     # signum_update / signsgd_update
-                lr_t, wd_k, m_, lh = field(lr), field(wd * mult[k]), field(m), field(run.get("wd_lh") or 0.0)
-                if m > 0:
-                    s1[k] = m_ * s1[k] - (1 - m_) * wd_k * w - (1 - m_) * rescale * g[k]
-                    p[k] = (1 - lr_t * lh) * w + lr_t * np.sign(s1[k])
-                else:
-                    p[k] = (1 - lr_t * wd_k) * w - lr_t * np.sign(g[k])
-            elif opt == "nag":                                        # sgd_update (scalar fields)
-                p[k] = w + (-field(lr) * field(wd * mult[k]) * w - field(lr) * rescale * g[k])
-            else:                                                     # multi_sgd(_mom)_update (tuples)
-                s1[k] = field(m) * s1[k] - tup(lr) * tup(wd * mult[k]) * w - tup(lr) * rescale * g[k]
-                p[k] = w + s1[k]
-        W.append(p["weight"].copy())
-        B.append(p["bias"].copy())
-    return {"weight": np.stack(W), "bias": np.stack(B)}
-
-
-def _battery(dtype: str = "float32"):
-    """The native battery; in float64 without the optimizers whose float32 state fails there (FLOAT32_STATE)."""
-    cases, _ = fidelity.native_battery("mxnet")
-    return {k: v for k, v in cases.items() if dtype == "float32" or v[1]["optimizer"] not in FLOAT32_STATE}
-
-
-def test_replay_without_mxnet_quirks_is_the_reference():
-    """The replay is trustworthy: with both switches off it is the neutral reference on every case."""
-    for name, (task_dict, run) in sorted(_battery("float64").items()):
-        task = Task.model_validate(task_dict).model_dump()
-        data = make_data(task)
-        sem = backend.describe(backend.parse({k: v for k, v in run.items() if k != "backend"}),
-                               Task.model_validate(task_dict)).neutral()
-        sem.pop("hyper_dtype", None)   # the replay's switch off: float64 hyperparameters
-        ref = reference.run(sem, data, task["batch_size"])
-        rep = mxnet_replay(run, task, data, float32_hyper=False, nag_aliasing=False)
-        assert _rel(rep, ref) < 1e-12, name
-
-
-def _rel(a: dict, b: dict) -> float:
-    from wdparity.judge.compare import max_rel
-    return max_rel(a, b)
-
-
 # ---------------------------------------------------------------- the battery (slow, MXNet's venv)
 @needs_venv
 @pytest.mark.slow
@@ -346,23 +289,6 @@ def test_battery_float32():
             assert not entry["holds"], f"{name}: {FINDINGS[name]} no longer reproduces: drop it from FINDINGS"
         else:
             assert entry["holds"], (name, entry["max_rel_err"], entry["tol"])
-
-
-@needs_venv
-@pytest.mark.slow
-def test_battery_float64_is_the_reference_with_float32_hyperparameters():
-    """float64: native vs the replay with MXNet's float32 hyperparameters (and nag aliasing) at 1e-12;
-    vs the reference of describe() (hyper_dtype = "float32") at 1e-9 everywhere but the FINDINGS."""
-    for name, (loaded, data, res) in sorted(fidelity.run_native(_battery("float64"), "float64").items()):
-        assert res.status == "ok", (name, res.reason)
-        run, task = loaded.config.model_dump(), loaded.task.model_dump()
-        rep = mxnet_replay(run, task, data, float32_hyper=True, nag_aliasing=FINDINGS.get(name) == "nag-aliasing")
-        assert _rel(res.arrays, rep) < 1e-12, (name, _rel(res.arrays, rep))
-        fid = fidelity.fidelity(loaded.semantics.neutral(), res.arrays, data, loaded.task.batch_size, "float64")
-        if name in FINDINGS64:
-            assert not fid["holds"], f"{name}: {FINDINGS64[name]} no longer reproduces"
-        else:
-            assert fid["holds"], (name, fid["max_rel_err"])
 
 
 # ---------------------------------------------------------------- no silent defaults (issue 15)

@@ -6,7 +6,8 @@ batch rescaled by `trainer.step(batch_size)`. MXNet 1.9.1 (last release, project
 NumPy < 1.24, so its worker runs under a separate venv (`wdparity setup mxnet`, see mxnet_setup.py);
 this module is imported both there (NumPy 1.23) and in the core (NumPy 2): module-level imports are
 numpy, pydantic and the wdparity core only; mxnet is imported inside build(). The vocabulary (registry
-names, keywords, defaults, refusals): mxnet_vocab.py.
+names, keywords, defaults, refusals): mxnet_vocab.py; realize()'s pieces (optimizer, penalty, clip_gradient):
+mxnet_realize.py.
 
 Every statement it makes about MXNet 1.9.1, with its source (the installed package and the C++ source at
 the release tag) and the test that measures it: docs/adapters/mxnet.md.
@@ -23,10 +24,23 @@ import numpy as np
 from wdparity.run.adapter import Adapter, refuse_frozen, refuse_l1, refuse_optimizer
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.errors import InputError
-from wdparity.spec.models import (TENSORS, AdadeltaSpec, AdagradSpec, AdamSpec, ConstantSchedule, LionSpec, Penalty,
-                                  RmspropSpec, Semantics, SgdSpec, Task)
+from wdparity.spec.models import (
+    TENSORS,
+    AdadeltaSpec,
+    AdagradSpec,
+    AdamSpec,
+    Clip,
+    ConstantSchedule,
+    LionSpec,
+    Penalty,
+    RmspropSpec,
+    Semantics,
+    SgdSpec,
+    Task,
+)
 from wdparity.spec.rules import coefficients, penalty_terms, rules_from_coefficients
 
+from .mxnet_realize import CLIPS_WITH_WD, clip_position, native_optimizer, penalty_table, realize_clip
 from .mxnet_setup import default_venv, venv_python
 from .mxnet_vocab import DEFAULT_LR, FLOAT32_STATE, KEYWORDS, MxnetRun
 
@@ -73,6 +87,12 @@ class MxnetBackend(Adapter):
             out.append({"id": "adadelta-no-learning-rate", "modelled": True,
                         "text": "AdaDelta never reads the learning rate or the lr_scheduler: the step is the "
                                 "AdaDelta delta itself (lr 1, constant)", "source": "mxnet/optimizer/optimizer.py:1801-1823"})
+        if config.clip_gradient is not None and opt in CLIPS_WITH_WD and (config.wd or 0) > 0:
+            out.append({"id": f"{opt}-clips-wd", "modelled": True, "source": CLIPS_WITH_WD[opt],
+                        "text": f"{opt} clips r*g + wd*w: the coupled wd is clipped with the gradient"})
+        if config.clip_gradient is not None and opt == "signum" and config.value("momentum") == 0:
+            out.append({"id": "signsgd-ignores-clip-gradient", "modelled": True, "source": "optimizer_op-inl.h:2351",
+                        "text": "signsgd_update ignores clip_gradient, which changes nothing: sign(clip(g)) = sign(g)"})
         form = self._wd_form(config)
         if (config.wd or 0) > 0 and form != COUPLED:
             out.append({"id": f"{opt}-wd-{form[0]}", "modelled": True,
@@ -95,7 +115,10 @@ class MxnetBackend(Adapter):
         AdaDelta: no learning rate nor schedule (lr 1, constant), wd*w subtracted unscaled: decoupled, scale none.
         Signum: Lion with beta1 = beta2 = momentum, wd/r coupled, wd_lh decoupled (lr-scaled, on every tensor, no
         wd_mult); with momentum 0 (signsgd_update) sign(g) and wd decoupled, scaled by lr. Every hyperparameter
-        a C float. Each derivation, its source line and the test that measures it: docs/adapters/mxnet.md."""
+        a C float. clip_gradient c clips r*g elementwise: a value clip of the mean gradient at c/r, on the loss's
+        gradient, except for Adam and RMSProp, which clip r*g + wd*w (after_coupled_decay when there is a coupled
+        wd); signsgd ignores it, which is the same (sign(clip(g)) = sign(g)). Each derivation, its source line and
+        the test that measures it: docs/adapters/mxnet.md."""
         opt, v = config.optimizer, config.value
         if task.dtype == "float64" and opt in FLOAT32_STATE:
             raise InputError("", "dtype", f"must be \"float32\" for MXNet's {opt}: its state is created in float32 "
@@ -138,8 +161,12 @@ class MxnetBackend(Adapter):
                                                                            or "lr")
         if config.penalty is not None:
             decay += config.penalty.rules(l1_at_zero=L1_AT_ZERO)
+        clip = None
+        if config.clip_gradient is not None:   # clips r*g elementwise: the mean gradient at clip_gradient/r
+            clip = Clip(kind="value", threshold=config.clip_gradient / r, position=clip_position(opt, decay))
         # every hyperparameter reaches the update as a C float, even for float64 weights
-        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=schedule, hyper_dtype="float32")
+        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=schedule, hyper_dtype="float32",
+                         clip=clip)
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
         refuse_optimizer(semantics, NEUTRAL, "MXNet")
@@ -147,33 +174,39 @@ class MxnetBackend(Adapter):
         if semantics.hyper_dtype != self.hyper_dtype:
             raise Inexpressible("MXNet hands every hyperparameter to its kernels as a C float; nearest: the same "
                                 "keys, with lr, wd, momentum, betas and eps rounded to float32 (~1e-8 relative)")
-        run = _native_optimizer(semantics)
+        run = native_optimizer(semantics)
         native = run["optimizer"]
         if task.dtype == "float64" and native in FLOAT32_STATE:
             raise Inexpressible(f"MXNet's {native} creates its state in float32 ({FLOAT32_STATE[native]}) and fails "
                                 "for float64 weights; nearest: the same run in float32")
         form = WD_FORM["signsgd" if native == "signum" and run["momentum"] == 0 else native]
         lh = native == "signum" and form == COUPLED            # Signum's wd_lh: decoupled, lr-scaled
-        l1 = [rule for rule in semantics.decay if rule.norm == "l1"]
-        for rule in semantics.decay:
+        loss = [rule for rule in semantics.decay if rule.via_loss]          # the loss `penalty`
+        own = [rule for rule in semantics.decay if not rule.via_loss]       # the optimizer's wd (and wd_lh)
+        for rule in own:
             got = (rule.coupling, rule.effective_scale)
-            if rule.norm == "l2" and got != form and not (lh and got == DECOUPLED_LR):
+            if rule.norm == "l1":
+                refuse_l1([rule], L1_AT_ZERO, "MXNet")
+                raise Inexpressible(f"MXNet's optimizers have no L1 term: an L1 decay is a loss `penalty`; nearest: "
+                                    f"penalty = {{l1 = {rule.coefficient}, params = {rule.params}}} (via the loss)")
+            if rule.schedule is not None and rule.schedule.kind != "constant":
+                raise Inexpressible("MXNet's wd is one number for the run, with no schedule of its own; nearest: "
+                                    f"wd = {rule.coefficient}, constant")
+            if got != form and not (lh and got == DECOUPLED_LR):
                 extra = " (no AdamW in mxnet.optimizer)" if form == COUPLED else ""
                 raise Inexpressible(f"MXNet's {native} applies wd {FORM_WORDS[form]}{extra}, not "
                                     f"{FORM_WORDS[got]}; nearest: wd = {rule.coefficient}, applied that way")
-        rules = [rule for rule in semantics.decay if rule.norm == "l2" and (rule.coupling, rule.effective_scale) == form]
-        coef = coefficients(rules, "l2", form[0])
-        if len(l1) > 1:
-            raise Inexpressible("one `penalty` table holds one L1 term; nearest: penalty = {l1 = "
-                                f"{l1[0].coefficient}, params = {l1[0].params}}} (the other L1 terms are lost)")
-        refuse_l1(l1, L1_AT_ZERO, "MXNet")
+        coef = coefficients([rule for rule in own if (rule.coupling, rule.effective_scale) == form], "l2", form[0])
+        refuse_l1(loss, L1_AT_ZERO, "MXNet")
+        penalty = penalty_table(loss)
         if lh:
-            decoupled = coefficients([rule for rule in semantics.decay if rule.norm == "l2"], "l2", "decoupled")
+            decoupled = coefficients(own, "l2", "decoupled")
             if decoupled["weight"] != decoupled["bias"]:
                 raise Inexpressible("Signum's wd_lh is one number for every parameter (wd_mult does not scale it, "
                                     f"optimizer.py:725-726); nearest: wd_lh = {max(decoupled.values())} on both")
             if decoupled["weight"]:
                 run["wd_lh"] = decoupled["weight"]
+        clip = realize_clip(semantics, native, own)
         if coef["weight"] == coef["bias"] and coef["weight"] > 0:
             run["wd"] = coef["weight"]
         elif coef["weight"] > 0 or coef["bias"] > 0:
@@ -183,8 +216,10 @@ class MxnetBackend(Adapter):
                 top, mult = 1.0, dict(coef)
             run["wd"] = top
             run["wd_mult"] = {k: m for k, m in mult.items() if m != 1.0}
-        if l1:
-            run["penalty"] = {"l1": l1[0].coefficient, "params": list(l1[0].params)}
+        if penalty:
+            run["penalty"] = penalty
+        if clip is not None:
+            run["clip_gradient"] = clip
         return run
 
     def worker_env(self, config: MxnetRun, task: Task) -> dict[str, str]:
@@ -218,7 +253,8 @@ class MxnetBackend(Adapter):
         lr = run.get("learning_rate")
         lr = lr if lr is not None else DEFAULT_LR[opt]
         params = {"learning_rate": lr}
-        for key in ("wd", "rescale_grad", *sorted({k for keys in KEYWORDS.values() for k in keys} - {"learning_rate"})):
+        own = sorted({k for keys in KEYWORDS.values() for k in keys} - {"learning_rate"})
+        for key in ("wd", "rescale_grad", "clip_gradient", *own):
             if run.get(key) is not None:
                 params[key] = run[key]
         schedule = task.get("schedule") or {"kind": "constant"}
@@ -269,67 +305,6 @@ class MxnetBackend(Adapter):
             total = term if total is None else total + term
         return total
 
-
-def _native_optimizer(semantics: Semantics) -> dict:
-    """The optimizer and its own keywords for a neutral optimizer (decay aside), or Inexpressible naming why."""
-    opt = semantics.optimizer
-    if isinstance(opt, SgdSpec):
-        if opt.momentum > 0 and opt.momentum_form != "velocity":
-            raise Inexpressible(
-                "MXNet's SGD/NAG momentum is the velocity form (mom = momentum*mom - lr*g; w += mom); nearest: "
-                f"optimizer = \"{'nag' if opt.nesterov else 'sgd'}\", momentum = {opt.momentum} "
-                "(identical while the learning rate is constant, differs when the schedule changes lr)")
-        if opt.dampening:
-            raise Inexpressible(f"MXNet's SGD has no dampening; nearest: momentum = {opt.momentum} without "
-                                f"dampening (the step grows by 1/(1-{opt.dampening}))")
-        run = {"optimizer": "nag" if opt.nesterov else "sgd", "learning_rate": opt.lr}
-        if opt.momentum > 0:
-            run["momentum"] = opt.momentum
-        return run
-    if isinstance(opt, AdamSpec):
-        if opt.eps_placement != "uncorrected":
-            raise Inexpressible(
-                f"MXNet's Adam adds epsilon before bias correction; nearest: optimizer = \"adam\", epsilon = "
-                f"{opt.eps} (the step differs while sqrt(1-beta2^t) is far from 1)")
-        if opt.amsgrad:
-            raise Inexpressible("MXNet's Adam has no AMSGrad (no such keyword, optimizer.py:1594); nearest: "
-                                "optimizer = \"adam\" (v itself, not its running maximum)")
-        if opt.bias_correction_dtype:
-            raise Inexpressible("MXNet computes Adam's bias corrections in Python floats (optimizer.py:1617-1619); "
-                                "nearest: the same run with exact corrections (~1e-7 relative apart)")
-        return {"optimizer": "adam", "learning_rate": opt.lr, "beta1": opt.betas[0], "beta2": opt.betas[1],
-                "epsilon": opt.eps}
-    if isinstance(opt, RmspropSpec):
-        if not opt.eps_in_sqrt:
-            raise Inexpressible(f"MXNet's RMSProp adds epsilon inside the root, sqrt(n + epsilon) (optimizer_op-inl.h:"
-                                f"2071, 1976-1977); nearest: epsilon = {opt.eps} inside it")
-        if opt.initial_scale or opt.bias_correction:
-            raise Inexpressible("MXNet's RMSProp starts its averages at 0 and does not correct them "
-                                "(optimizer.py:1733-1740); nearest: the same run with n_0 = 0, uncorrected")
-        if opt.momentum > 0 and not opt.centered:
-            raise Inexpressible("MXNet's non-centered RMSProp has no momentum (rmsprop_update; gamma2 is read only "
-                                f"with centered = true, optimizer.py:1751-1752); nearest: momentum {opt.momentum} dropped")
-        if opt.momentum > 0 and opt.momentum_form != "velocity":
-            raise Inexpressible("MXNet's centered RMSProp momentum is the velocity form (delta = gamma2*delta - "
-                                f"lr*d; w += delta); nearest: gamma2 = {opt.momentum} (differs when lr changes)")
-        run = {"optimizer": "rmsprop", "learning_rate": opt.lr, "gamma1": opt.rho, "epsilon": opt.eps}
-        return {**run, "centered": True, "gamma2": opt.momentum} if opt.centered else run
-    if isinstance(opt, AdagradSpec):
-        if not opt.eps_in_sqrt or opt.initial_accumulator or opt.lr_decay:
-            raise Inexpressible("MXNet's AdaGrad starts its history at 0, adds eps inside the root, "
-                                "sqrt(history + eps), and has no lr_decay (optimizer.py:1662-1687); nearest: "
-                                f"eps = {opt.eps + opt.initial_accumulator} inside the root, without lr_decay")
-        return {"optimizer": "adagrad", "learning_rate": opt.lr, "eps": opt.eps}
-    if isinstance(opt, AdadeltaSpec):
-        if opt.lr != 1.0 or semantics.schedule.kind != "constant":
-            raise Inexpressible("MXNet's AdaDelta has no learning rate: it never reads lr nor the lr_scheduler "
-                                "(optimizer.py:1801-1823); nearest: optimizer = \"adadelta\" (lr 1, constant)")
-        return {"optimizer": "adadelta", "rho": opt.rho, "epsilon": opt.eps}
-    b1, b2 = opt.betas      # lion
-    if b1 != b2:
-        raise Inexpressible("MXNet's Signum is Lion with beta1 = beta2 = momentum (one state: the sign of the new "
-                            f"momentum, optimizer_op-inl.h:2421-2431); nearest: momentum = {b1}")
-    return {"optimizer": "signum", "learning_rate": opt.lr, "momentum": b1}
 
 
 backend = MxnetBackend()

@@ -12,7 +12,7 @@ from typing import Optional
 from pydantic import field_validator, model_validator
 
 from wdparity.run.adapter import check_keywords
-from wdparity.spec.models import NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
+from wdparity.spec.models import Finite, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
 
 # Registry names (Optimizer.opt_registry, the lower-cased class names) this adapter models, and each one's own
 # constructor keywords with their defaults, as the installed signatures have them (test_mxnet_facts compares).
@@ -65,7 +65,7 @@ class MxnetRun(Strict):
     learning_rate: Optional[Positive] = None
     wd: Optional[NonNeg] = None
     rescale_grad: Optional[Positive] = None
-    clip_gradient: Optional[float] = None
+    clip_gradient: Optional[Finite] = None
     momentum: Optional[Unit] = None
     lazy_update: Optional[bool] = None
     beta1: Optional[Unit] = None
@@ -94,9 +94,12 @@ class MxnetRun(Strict):
     @model_validator(mode="after")
     def _consistent(self):
         check_keywords(self, self.optimizer, OWN, 'MXNet\'s "{optimizer}" optimizer')
-        if self.clip_gradient is not None:
-            raise fail("clip_gradient", self.clip_gradient,
-                       "is not modelled: gradient clipping has no neutral semantics (remove the key)")
+        if self.clip_gradient is not None and not self.clip_gradient > 0:
+            raise fail("clip_gradient", self.clip_gradient, "must be > 0 (remove the key for no clipping): the kernels "
+                       "get it only when truthy (optimizer.py:622-623) and clip only when >= 0, so there 0 and negative "
+                       "values turn clipping off, but AdaGrad and AdaDelta clip in Python whenever it is not None "
+                       "(optimizer.py:1683-1684, 1809-1810): 0 zeroes their gradient, a negative value sends each "
+                       "element to +-|clip_gradient| (clip with a_min > a_max)")
         if self.clip_weights:   # RMSProp passes it only when truthy (optimizer.py:1755-1756)
             raise fail("clip_weights", self.clip_weights, "is not modelled: RMSProp clips the updated weights to "
                        "[-clip_weights, clip_weights] (optimizer_op-inl.h:2072-2074); remove the key or set 0")
