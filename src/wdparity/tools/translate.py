@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import tomllib
+from pydantic import ValidationError
 
 from wdparity.engine import reference
 from wdparity.engine.data import make_data
@@ -186,6 +187,7 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
     candidates = [([], sem)] + [(notes, v) for notes, v, _ in singles]
     candidates += [(a[0] + b[0], _compose(sem, a[1], b[1])) for a, b in itertools.combinations(singles, 2)
                    if not a[2] & b[2]]   # two changes to the same part do not compose
+    candidates = [(notes, v) for notes, v in candidates if _valid(v)]   # e.g. AMSGrad's v_hat needs "corrected"
     best = None
     for changed, variant in candidates:
         found = _try_realize(target, variant, run.task)
@@ -209,6 +211,15 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
     envs64 = [envelope.envelope(s_, data, batch, "float64") for s_ in (sem, actual)]
     exact = not labels or compare.judge(traj, source_traj, envs64, "float64")["verdict"] == "equivalent"
     return Translation({"backend": to, **table}, name, exact, err, tol, [] if exact else labels, changed)
+
+
+def _valid(sem: dict) -> bool:
+    """Whether a variant is neutral semantics at all (two edits may combine into a setting the spec rejects)."""
+    try:
+        semantics_from_dict(sem)
+    except ValidationError:
+        return False
+    return True
 
 
 def _compose(base: dict, a: dict, b: dict) -> dict:
