@@ -130,14 +130,17 @@ def test_family_knobs_outside_the_model_name_the_key(bad_run, run, key, words):
 @needs_jax
 @pytest.mark.slow
 def test_radam_battery_in_float64():
-    """RAdam is refused in float32 runs (its rectification is float32 there); in float64 it meets the reference."""
+    """RAdam is refused in float32 runs (its rectification is float32 there); in float64 it meets the reference,
+    realized and at optax's own defaults (b2 = 0.999, threshold 5: the native extra the float32 battery cannot run)."""
     cases = {}
     for name, (task, sem) in fidelity.neutral_battery().items():
         t = Task.model_validate({**task, "dtype": "float64"})
         if name.startswith("radam_corrected-"):
             cases[name] = (task, {"backend": "optax", **backend.realize(backend.inherent(sem, t), t)})
+    cases["native-radam-defaults"] = ({**fidelity.BATTERY_TASK, "schedule": {"kind": "step", "every": 4, "factor": 0.5}},
+                                      {"backend": "optax", "optimizer": "radam", "learning_rate": 0.01})
     report = fidelity.run_battery(cases, "float64")
-    assert len(report) == 6 and all(v["status"] == "ok" and v["holds"] for v in report.values()), report
+    assert len(report) == 7 and all(v["status"] == "ok" and v["holds"] for v in report.values()), report
     assert max(v["max_rel_err"] for v in report.values()) <= 1e-9
 
 
@@ -214,6 +217,8 @@ def test_the_families_batch_as_their_serial_runs(x64, tol):
     {"chain": [{"transform": "scale_by_lion", "b1": 0.74, "b2": 0.94, "mode": "hard", "smooth_beta": 1.0}, LR]},
     {"chain": [{"transform": "scale_by_adadelta", "rho": 0.75, "eps": 5e-6}, LR]},
     {"chain": [{"transform": "scale_by_adam", "b1": 0.76, "nesterov": True}, LR]},
+    {"chain": [{"transform": "clip_by_global_norm", "max_norm": 0.77}, adw(0.11), ADAM, LR]},
+    {"chain": [adw(0.12), {"transform": "clip", "max_delta": 0.078}, LR]},
 ])
 def test_every_accepted_family_keyword_reaches_optax(run):
     """No keyword the run model accepts is dropped on the way to optax (an accepted-but-ignored knob)."""

@@ -3,9 +3,10 @@
 optax is where "coupled vs decoupled" is literally an ordering: `add_decayed_weights` adds `weight_decay * params`
 to whatever the updates are at its position in the chain: before the optimizer's normaliser (scale_by_adam,
 scale_by_rms, ..., or trace) it edits the gradient (an L2 penalty), after it the step (AdamW), scaled by the
-scalings that follow. The vocabulary is optax_vocab.py; describe() expands an alias into its chain and reads it
-(optax_describe.py); realize() writes an alias where one is exact, else a chain (optax_realize.py); optax_jax.py
-runs inside the worker. Every statement about optax 0.2.8 and JAX 0.10.2, with its source and the test that
+scalings that follow. Gradient clipping is an ordering too: clip_by_global_norm / clip before the coupled
+add_decayed_weights clips the loss's gradient, after it g + lambda*w. The vocabulary is optax_vocab.py;
+describe() expands an alias into its chain and reads it (optax_describe.py); realize() writes an alias where one
+is exact, else a chain (optax_realize.py); optax_jax.py runs inside the worker. Every statement about optax 0.2.8 and JAX 0.10.2, with its source and the test that
 measures it: docs/adapters/optax.md.
 """
 
@@ -68,10 +69,23 @@ class OptaxBackend(Adapter):
                         "text": "optax.adadelta adds weight_decay*w before scale_by_adadelta: an L2 term on the "
                                 "gradient (coupled), unlike adamw's decoupled weight_decay",
                         "source": "optax/_src/alias.py:217-221"})
+        for t in config.chain or []:
+            if t.transform == "clip_by_global_norm":
+                out.append({"id": "clip-global-norm-no-eps", "modelled": True,
+                            "text": "optax.clip_by_global_norm scales by max_norm/||g|| with no eps, and not at all "
+                                    "where ||g|| < max_norm (torch's clip_grad_norm_: max_norm/(||g|| + 1e-6))",
+                            "source": "optax/transforms/_clipping.py:96-105"})
+        sem = self.describe(config, task)
+        if sem.clip is not None and sem.clip.position == "after_coupled_decay" and any(
+                r.coupling == "gradient" and not r.via_loss for r in sem.decay):
+            out.append({"id": "clip-after-add-decayed-weights", "modelled": True,
+                        "text": "a clip after add_decayed_weights clips weight_decay*w with the gradient (torch's "
+                                "clip_grad_norm_ before step() never sees its weight_decay)",
+                        "source": "optax/transforms/_adding.py:73; optax/transforms/_clipping.py:94-108"})
         if config.penalty and config.penalty.l1:
             out.append({"id": "l1-at-zero-1", "modelled": True, "text": "jax.grad of |w| at w = 0 is +1",
                         "source": "jax/_src/lax/lax.py:4715; https://github.com/jax-ml/jax/issues/37820"})
-        name = self.describe(config, task).optimizer.name
+        name = sem.optimizer.name
         if task.dtype == "float32" and name == "radam":
             out.append({"id": "radam-rectification-float32", "modelled": False, "text": RADAM_FLOAT32,
                         "source": "optax/_src/transform.py:842-847,865-866"})
@@ -89,13 +103,13 @@ class OptaxBackend(Adapter):
 
     def describe(self, config: OptaxRun, task: Task) -> Semantics:
         chain = list(config.chain) if config.chain is not None else alias_chain(config)
-        opt, rules = describe_chain(chain, task.schedule.kind)
+        opt, rules, clip = describe_chain(chain, task.schedule.kind)
         if config.penalty:
             rules += config.penalty.rules(l1_at_zero=JAX_L1_AT_ZERO)
         if opt["name"] == "adam":
             opt["bias_correction_dtype"] = bias_correction_dtype(task)
         optimizer = OPTIMIZER_SPECS[opt["name"]](**opt)
-        return Semantics(optimizer=optimizer, decay=rules, loss=task.loss, schedule=task.schedule)
+        return Semantics(optimizer=optimizer, decay=rules, loss=task.loss, schedule=task.schedule, clip=clip)
 
     def inherent(self, semantics: Semantics, task: Task) -> Semantics:
         """optax's Adam computes its bias corrections from float32 betas in every float32 run (no x64)."""

@@ -13,6 +13,8 @@ run up to XLA's rounding choices for the batched matmul (measured in tests/test_
 Every alias and transform batches this way: no constructor branches on a traced keyword's value
 (scale_by_learning_rate asks only whether it is None or callable, transform.py:1000-1003; add_decayed_weights's
 constant-zero test is below); tests/test_optax_families.py trains each new alias both ways.
+A clip's max_norm / max_delta is not traced: it stays in the batch key, so runs with another threshold train apart
+(clip_by_global_norm's lax.select takes a per-config trigger under vmap; tests/test_optax_clipping.py).
 One difference is by design and exact: a zero `weight_decay` is skipped by optax when it is a
 Python 0.0 (transforms/_adding.py:68) and added as 0 * params when traced; g + 0*w == g for finite w.
 

@@ -7,12 +7,14 @@ the downstream scalings into neutral terms. Pure: no JAX import (optax_backend.p
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from wdparity.spec.errors import InputError
-from wdparity.spec.models import TENSORS, DecayRule
+from wdparity.spec.models import TENSORS, Clip, DecayRule
 
-from .optax_vocab import CARRIERS, SCALINGS, OptaxRun, item
+from .optax_vocab import CARRIERS, CLIP_TRANSFORMS, SCALINGS, OptaxRun, item
 
 # the transforms that normalise the gradient: one per chain, and no scaling before it
 NORMALIZERS = ("scale_by_adam", "scale_by_amsgrad", "scale_by_rms", "scale_by_stddev", "scale_by_rss",
@@ -105,8 +107,39 @@ def _optimizer(core, trace, velocity: bool, lr: float) -> dict:
     return {"name": "adadelta", "lr": lr, "rho": core.rho, "eps": core.eps}
 
 
-def describe_chain(chain: list, schedule_kind: str) -> tuple[dict, list[DecayRule]]:
-    """(optimizer dict, decay rules) of a chain. Scalings multiply the update by K_i (x eta_t for carriers)."""
+def _clip(chain: list, start: int, bad) -> Optional[Clip]:
+    """The chain's clipping transform as the neutral Clip. It clips what the updates are at its position: before
+    the optimizer starts (`start`) that is the loss's gradient plus the add_decayed_weights terms before it."""
+    clips = [i for i, t in enumerate(chain) if t.transform in CLIP_TRANSFORMS]
+    if not clips:
+        return None
+    k = clips[0]
+    if len(clips) > 1:
+        raise bad(clips[1], "transform", chain[clips[1]].transform, "is a second clipping transform (the neutral "
+                  "model clips once)")
+    if k > start:
+        what = chain[start].transform
+        if what in SCALINGS:
+            why = "it would clip the lr-scaled step, not the gradient"
+        else:
+            why = "it would clip the optimizer's direction, not the gradient (outside the neutral model)"
+        raise bad(k, "transform", chain[k].transform, f"must come before {what}: {why}")
+    terms = [i for i in range(start) if chain[i].transform == "add_decayed_weights"]
+    before = [i for i in terms if i < k]
+    after = [i for i in terms if i > k and chain[i].weight_decay != 0.0]
+    if after and any(chain[i].weight_decay != 0.0 for i in before):
+        raise bad(k, "transform", chain[k].transform, "must not sit between two add_decayed_weights: one term "
+                  "clipped and the other not is outside the neutral model")
+    position = "after_coupled_decay" if before and not after else "loss_gradient"
+    t = chain[k]
+    if t.transform == "clip":
+        return Clip(kind="value", threshold=t.max_delta, position=position)
+    return Clip(kind="global_norm", threshold=t.max_norm, eps=0.0, position=position)
+
+
+def describe_chain(chain: list, schedule_kind: str) -> tuple[dict, list[DecayRule], Optional[Clip]]:
+    """(optimizer dict, decay rules, clip) of a chain. Scalings multiply the update by K_i (x eta_t for
+    carriers)."""
     def bad(i, key, value, expected):
         return InputError("", f"chain[{i}].{key}" if i is not None else "chain", expected, value)
 
@@ -170,4 +203,4 @@ def describe_chain(chain: list, schedule_kind: str) -> tuple[dict, list[DecayRul
             raise bad(i, "weight_decay", t.weight_decay, f"adds {-coef:g}*{'eta_t*' if a else ''}w to the step: the "
                       f"weights grow (downstream scalings multiply it by {k_after:g}; flip its sign to decay)")
         rules.append(DecayRule(norm="l2", coupling="decoupled", coefficient=coef, scale=scale, params=params))
-    return _optimizer(core, trace, velocity, -K), rules
+    return _optimizer(core, trace, velocity, -K), rules, _clip(chain, c, bad)

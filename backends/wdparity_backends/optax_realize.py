@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from wdparity.run.adapter import refuse_frozen, refuse_l1
+from wdparity.run.adapter import refuse_clip, refuse_frozen, refuse_l1
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import TENSORS, Semantics, Task
 
@@ -131,26 +131,69 @@ def _alias(opt, coupled: list, dec: dict) -> Optional[dict]:
     return None
 
 
-def realize(semantics: Semantics, task: Task) -> dict:
-    opt, rules = semantics.optimizer, list(semantics.decay)
-    refuse_frozen(semantics, "optax.transforms.freeze / set_to_zero, optax/transforms/_freezing.py:29")
-    if getattr(semantics, "clip", None) is not None:
-        raise Inexpressible("this optax adapter does not realize gradient clipping yet (optax.clip_by_global_norm, "
-                            "optax/_src/clipping.py); nearest: the same run without clipping")
-    refuse(opt, task)
+# (kind, position) -> the optax chain that clips so (refuse_clip names them)
+CLIPPING = {("global_norm", "loss_gradient"): "chain(clip_by_global_norm(max_norm), add_decayed_weights, scale_by_...)",
+            ("global_norm", "after_coupled_decay"): "chain(add_decayed_weights, clip_by_global_norm(max_norm), "
+                                                    "scale_by_...)",
+            ("value", "loss_gradient"): "chain(clip(max_delta), add_decayed_weights, scale_by_...)",
+            ("value", "after_coupled_decay"): "chain(add_decayed_weights, clip(max_delta), scale_by_...)"}
+
+
+def _clip(semantics: Semantics) -> Optional[dict]:
+    """The clipping transform of the run (None: none), or Inexpressible naming optax's nearest."""
+    clip = semantics.clip
+    if clip is None:
+        return None
+    try:
+        refuse_clip(semantics, CLIPPING, "optax")
+    except Inexpressible as exc:
+        if clip.kind != "tensor_norm":
+            raise
+        raise Inexpressible(f"{exc} (optax.clip_by_block_rms bounds each tensor's RMS, a norm bound of "
+                            f"threshold*sqrt(size): optax/transforms/_clipping.py:66-70)") from None
+    if clip.eps:
+        raise Inexpressible(f"optax.clip_by_global_norm scales by max_norm/||g|| with no eps (optax/transforms/"
+                            f"_clipping.py:96-105); nearest: eps = 0, which differs by ||g||/(||g|| + {clip.eps:g}) "
+                            f"on every clipped step")
+    if clip.kind == "value":
+        return {"transform": "clip", "max_delta": clip.threshold}
+    return {"transform": "clip_by_global_norm", "max_norm": clip.threshold}
+
+
+def _penalty(rules: list) -> dict:
+    """The loss penalty of the rules that must be loss terms: L1 always (jax.grad), L2 where a clip must see it."""
     l1 = [r for r in rules if r.norm == "l1"]
     refuse_l1(l1, JAX_L1_AT_ZERO, "optax (jax.grad)")
     if len(l1) > 1:
         raise Inexpressible("one `penalty` holds one L1 term; nearest: a single L1 rule")
-    penalty = {"penalty": {"l1": l1[0].coefficient, "params": list(l1[0].params)}} if l1 else {}
-    coupled = [r for r in rules if r.norm == "l2" and r.coupling == "gradient"]
+    l2 = [r for r in rules if r.norm == "l2"]
+    if len(l2) > 1:
+        raise Inexpressible("one `penalty` holds one L2 term; nearest: a single L2 loss penalty")
+    if l1 and l2 and l1[0].params != l2[0].params:
+        raise Inexpressible(f"one `penalty` names one set of tensors for its l1 and l2 terms (here {l1[0].params} and "
+                            f"{l2[0].params}); nearest: both on {l1[0].params}")
+    if not rules:
+        return {}
+    return {"penalty": {**({"l1": l1[0].coefficient} if l1 else {}), **({"l2": l2[0].coefficient / 2} if l2 else {}),
+                        "params": list(rules[0].params)}}
+
+
+def realize(semantics: Semantics, task: Task) -> dict:
+    opt, rules = semantics.optimizer, list(semantics.decay)
+    refuse_frozen(semantics, "optax.transforms.freeze / set_to_zero, optax/transforms/_freezing.py:29")
+    clip = _clip(semantics)
+    refuse(opt, task)
+    # a clip sees a loss penalty and not the optimizer's own term, so the rules that came from the loss stay there
+    in_loss = [r for r in rules if r.norm == "l1" or (clip is not None and r.via_loss)]
+    penalty = _penalty(in_loss)
+    coupled = [r for r in rules if r.norm == "l2" and r.coupling == "gradient" and r not in in_loss]
     dec = {s: [r for r in rules if r.norm == "l2" and r.coupling == "decoupled" and r.effective_scale == s]
            for s in ("lr", "schedule", "none")}
     velocity = opt.name in ("sgd", "rmsprop") and opt.momentum_form == "velocity"
     if velocity and (dec["lr"] or dec["schedule"]):
         raise Inexpressible("optax applies the schedule once: with it before trace (velocity form), a decoupled "
                             "decay after trace cannot be scaled by it; nearest: momentum_form = \"buffer\"")
-    alias = _alias(opt, coupled, dec)
+    alias = _alias(opt, coupled, dec) if clip is None else None   # no alias clips
     if alias is not None:
         return {**alias, **penalty}
 
@@ -158,6 +201,10 @@ def realize(semantics: Semantics, task: Task) -> dict:
         return {"transform": "add_decayed_weights", "weight_decay": coef, **_mask("mask", r.params)}
 
     chain = [adw(r.coefficient, r) for r in coupled]
+    if clip is not None and semantics.clip.position == "loss_gradient":
+        chain = [clip] + chain
+    elif clip is not None:   # after the coupled terms; with none, a zero term (skipped by optax) marks the position
+        chain = (chain or [{"transform": "add_decayed_weights", "weight_decay": 0.0}]) + [clip]
     pre = _normaliser(opt)
     momentum = opt.momentum if opt.name in ("sgd", "rmsprop") else 0.0
     if opt.name == "sgd" and (momentum or any(dec.values()) or velocity):   # trace(0) marks SGD's core

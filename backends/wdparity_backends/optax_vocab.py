@@ -39,6 +39,19 @@ NOT_MODELLED = {
     "adafactor": "Adafactor factors the second moment and clips and rescales by parameter RMS "
                  "(optax/_src/alias.py:303-326)",
 }
+# optax's other clipping transforms, outside the neutral Clip (global norm, per-tensor norm, value), refused by name
+CLIPS_NOT_MODELLED = {
+    "clip_by_block_rms": "clip_by_block_rms divides each tensor by max(1, sqrt(mean(u^2))/threshold) "
+                         "(optax/transforms/_clipping.py:66-70): an RMS bound, i.e. a norm bound of "
+                         "threshold*sqrt(size) per tensor (weight: threshold*sqrt(d), bias: threshold), which one "
+                         "neutral threshold does not hold",
+    "adaptive_grad_clip": "adaptive_grad_clip bounds each unit (a kernel column) by clipping*max(||w_unit||, eps), "
+                          "relative to the parameters (optax/transforms/_clipping.py:334-344)",
+    "per_example_global_norm_clip": "per_example_global_norm_clip is a function of per-example gradients (a batch "
+                                    "axis, optax/transforms/_clipping.py:120-168), not a chain transform",
+    "per_example_layer_norm_clip": "per_example_layer_norm_clip is a function of per-example gradients (a batch "
+                                   "axis, optax/transforms/_clipping.py:171-249), not a chain transform",
+}
 SCALINGS = ("scale", "scale_by_learning_rate", "scale_by_schedule")
 CARRIERS = ("scale_by_learning_rate", "scale_by_schedule")   # the transforms that carry the run's schedule
 
@@ -181,6 +194,23 @@ class Trace(_Core):
     accumulator_dtype: Optional[str] = None
 
 
+class ClipByGlobalNorm(Strict):
+    """g * max_norm / ||g|| where ||g|| >= max_norm, ||g|| over every tensor, no eps (transforms/_clipping.py:96-105)."""
+
+    transform: Literal["clip_by_global_norm"]
+    max_norm: Positive
+
+
+class ClipValue(Strict):
+    """optax.clip: each element clipped to [-max_delta, max_delta] (transforms/_clipping.py:41-43)."""
+
+    transform: Literal["clip"]
+    max_delta: Positive
+
+
+CLIP_TRANSFORMS = ("clip_by_global_norm", "clip")
+
+
 class ScaleByLearningRate(Strict):
     transform: Literal["scale_by_learning_rate"]
     learning_rate: Positive   # required: optax's default None is the identity (optax/_src/transform.py:1000-1001)
@@ -201,8 +231,8 @@ class ScaleBySchedule(Strict):
 
 _KINDS = {m.model_fields["transform"].annotation.__args__[0]: m
           for m in (AddDecayedWeights, ScaleByAdam, ScaleByAmsgrad, ScaleByRms, ScaleByStddev, ScaleByRss,
-                    ScaleByAdamax, ScaleByRadam, ScaleByLion, ScaleByAdadelta, Trace, ScaleByLearningRate, Scale,
-                    ScaleBySchedule)}
+                    ScaleByAdamax, ScaleByRadam, ScaleByLion, ScaleByAdadelta, Trace, ClipByGlobalNorm, ClipValue,
+                    ScaleByLearningRate, Scale, ScaleBySchedule)}
 # Tags are not identifiers, so error keys read "chain[2].weight_decay", not "chain[2].scale.weight_decay".
 ChainItem = Annotated[Union[tuple(Annotated[m, Tag(f"<{k}>")] for k, m in _KINDS.items())], Discriminator(
     lambda v: f"<{v.get('transform') if isinstance(v, dict) else getattr(v, 'transform', None)}>")]
@@ -255,6 +285,9 @@ class OptaxRun(Strict):
         for i, t in enumerate(chain if isinstance(chain, list) else []):
             if not isinstance(t, dict):
                 raise fail(f"chain[{i}]", t, "must be a table {transform = \"...\", <optax keywords>}")
+            if t.get("transform") in CLIPS_NOT_MODELLED:
+                raise fail(f"chain[{i}].transform", t["transform"], f"is not modelled: optax."
+                           f"{CLIPS_NOT_MODELLED[t['transform']]}, outside the neutral model")
             if t.get("transform") not in _KINDS:
                 raise fail(f"chain[{i}].transform", t.get("transform"), f"must be one of {list(_KINDS)}")
         return data
