@@ -28,7 +28,7 @@ from wdparity_backends.keras_backend import KERAS_BACKENDS, L1_AT_ZERO, backend,
 
 HAVE = {kb: all(importlib.util.find_spec(m) is not None for m in ("keras", kb)) for kb in KERAS_BACKENDS}
 TASK = Task.model_validate(fidelity.BATTERY_TASK)
-REALIZED = 86   # neutral cases realize() expresses (tests/test_keras_vocab.py::test_round_trip_over_the_neutral_battery)
+REALIZED = 92   # neutral cases realize() expresses (tests/test_keras_vocab.py::test_round_trip_over_the_neutral_battery)
 
 def on_backend(cases: dict[str, tuple[dict, dict]], kb: str) -> dict[str, tuple[dict, dict]]:
     """The battery of one Keras backend: the realized neutral cases (realize() emits tensorflow) rewritten to
@@ -147,6 +147,28 @@ PROBE = textwrap.dedent("""
     opt = keras.optimizers.Lion(learning_rate=0.1)
     opt.apply_gradients([(ops.convert_to_tensor(np.ones(3)), v)])
     out["lion_m1"] = float(ops.convert_to_numpy(opt._momentums[0])[0])
+    # gradient clipping: one SGD(1) step from 0 on a (12,) and a (1,) variable, each keyword clipping or not
+    gs = [0.1 * np.random.default_rng(2).standard_normal(12), np.array([-0.07])]
+    out["clip_grads"], out["clip"] = [g.tolist() for g in gs], {}
+    for key in ("global_clipnorm", "clipnorm", "clipvalue"):
+        for c in (0.03, 100.0):
+            vs = [keras.Variable(np.zeros(g.shape)) for g in gs]
+            opt = keras.optimizers.SGD(1.0, **{key: c})
+            opt.build(vs)
+            opt.apply_gradients([(ops.convert_to_tensor(g), v) for g, v in zip(gs, vs)])
+            out["clip"][f"{key}={c}"] = [(-ops.convert_to_numpy(v)).tolist() for v in vs]
+    try:
+        keras.optimizers.SGD(0.1, clipnorm=1.0, clipvalue=1.0)
+    except ValueError as exc:
+        out["clip_two"] = str(exc)
+    # where clipping stands: the kernel's gradient is its regularizer's alone (zero data), 2*0.5*w = w, clipped to
+    # [-0.25, 0.25]; weight_decay 0.25 applies after, unclipped: w1 = w0*(1 - 0.5*0.25) - 0.5*clip(w0)
+    dense = keras.layers.Dense(1, kernel_regularizer=keras.regularizers.L1L2(l2=0.5))
+    model = keras.Sequential([keras.Input((3,)), dense])
+    model.set_weights([np.array([[1.0], [-2.0], [0.125]]), np.zeros(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5, weight_decay=0.25, clipvalue=0.25), loss="mse")
+    model.train_on_batch(np.zeros((2, 3)), np.zeros((2, 1)))
+    out["clip_position"] = ops.convert_to_numpy(dense.kernel).ravel().tolist()
     print(json.dumps(out))
 """)
 PROBE_SPEC = {"lrs": sorted({0.05, 0.03, 0.01, 0.001} | {o["lr"] for o in fidelity.OPTIMIZERS.values()}), "schedules": [s for s in fidelity.SCHEDULES if s["kind"] != "constant"],
@@ -191,6 +213,35 @@ def test_measured_facts(probe, kb):
     # finding: float64 schedules computed in float32 on TensorFlow (both kinds) and for CosineDecay on JAX
     assert kinds == {"tensorflow": {"step", "cosine"}, "jax": {"cosine"}, "torch": set()}[kb]
     assert max(err.values()) < 1e-6                          # float32-sized, not a different schedule
+
+
+@pytest.mark.parametrize("kb", KERAS_BACKENDS)
+def test_keras_clipping_formulas_per_backend(probe, kb):
+    """global_clipnorm g*min(1, c/||g||) over both tensors, clipnorm per tensor, clipvalue per element, no eps:
+    exact in float64 on TensorFlow and JAX; on torch the norm clips' scale is float32 (clip-scale-float32)."""
+    facts = probe(kb)
+    gs = [np.asarray(g) for g in facts["clip_grads"]]
+    total = np.sqrt(sum(float(g @ g) for g in gs))
+    exact = {"global_clipnorm": lambda c, eps=0.0: [g * min(1.0, c / (total + eps)) for g in gs],
+             "clipnorm": lambda c, eps=0.0: [g * min(1.0, c / (np.sqrt(g @ g) + eps)) for g in gs],
+             "clipvalue": lambda c, eps=0.0: [np.clip(g, -c, c) for g in gs]}
+    assert min(np.sqrt(g @ g) for g in gs) > 0.03 and abs(gs[1][0]) > 0.03    # c = 0.03 clips, c = 100 does not
+    for name, got in facts["clip"].items():
+        key, c = name.split("=")[0], float(name.split("=")[1])
+        err = max(float(np.max(np.abs(np.asarray(a) / b - 1))) for a, b in zip(got, exact[key](c)))
+        torch_norm = kb == "torch" and key != "clipvalue" and c < 1
+        assert (1e-9 < err < 1e-6) if torch_norm else err < 1e-15, (name, err)
+        if key != "clipvalue" and c < 1:   # torch's eps 1e-6 would be 10x further off than float32 rounding
+            eps = max(float(np.max(np.abs(np.asarray(a) / b - 1))) for a, b in zip(got, exact[key](c, 1e-6)))
+            assert eps > 10 * err, (name, eps, err)
+    assert facts["clip_two"].startswith("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set")
+
+
+@pytest.mark.parametrize("kb", KERAS_BACKENDS)
+def test_keras_clips_the_regularizers_not_weight_decay(probe, kb):
+    """The regularizer's term is part of the clipped gradient; weight_decay is applied after, never clipped."""
+    w0 = np.array([1.0, -2.0, 0.125])
+    assert probe(kb)["clip_position"] == (w0 * (1 - 0.5 * 0.25) - 0.5 * np.clip(w0, -0.25, 0.25)).tolist()
 
 
 def _multiplier(schedule: dict, t: int) -> float:
@@ -249,18 +300,21 @@ def replay(run, data: dict, tables: dict, monkeypatch) -> dict[str, np.ndarray]:
 def test_battery(kb, dtype, probe, monkeypatch):
     tables = probe(kb)["tables"]
     cases, inexpressible = fidelity.native_battery("keras")
-    assert len(inexpressible) == 144
+    assert len(inexpressible) == 183
     assert len(cases) == REALIZED + len(KERAS_BACKENDS) * len(native_cases())
     mine = on_backend(cases, kb)
     assert len(mine) == REALIZED + len(native_cases())
     results = run_cases(mine, dtype)
-    broken, unexplained, proven, worst, missed = {}, {}, {}, 0.0, {}
+    broken, unexplained, proven, worst, missed, inactive = {}, {}, {}, 0.0, {}, []
     for name, (run, data, res) in results.items():
         if res.status != "ok":
             broken[name] = (res.status, res.reason)
             continue
         sem, bs = run.semantics.neutral(), run.task.batch_size
         fid = fidelity.fidelity(sem, res.arrays, data, bs, dtype)
+        if name.startswith("native-") and "clip" in sem:   # the native clip cases clip: without it they miss
+            if fidelity.fidelity({k: v for k, v in sem.items() if k != "clip"}, res.arrays, data, bs, dtype)["holds"]:
+                inactive.append(name)
         findings = precision_findings(run.config, run.task)
         if not findings:
             worst = max(worst, fid["max_rel_err"])
@@ -283,13 +337,14 @@ def test_battery(kb, dtype, probe, monkeypatch):
             unexplained[name] = (findings, proven[name], fid["tol"])
     assert not broken
     assert not unexplained
+    assert not inactive and sum("clip" in n for n in mine) == 12
     # the findings are real on this release: each misses its plain reference on some case (schedules on
     # TensorFlow, cosine on JAX, everything on torch; Adamax and NAdam on TensorFlow) and meets the replay
     assert all(missed.values()), missed
     if dtype == "float64":
         assert set(missed) == {"tensorflow": {"schedule-float32", "adamax-bias-correction-float32",
                                               "nadam-float32-factors"},
-                               "jax": {"cosine-float32"}, "torch": {"matmul-float32"}}[kb]
+                               "jax": {"cosine-float32"}, "torch": {"matmul-float32", "clip-scale-float32"}}[kb]
     else:   # float32: every run, Adam included (float32 bias corrections in describe), meets its own reference
         assert not proven
     if dtype == "float64":

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import run_probe
 
-from wdparity_backends.keras_vocab import DEFAULTS, KERAS_EXTRAS, NOT_MODELLED
+from wdparity_backends.keras_vocab import CLIP, DEFAULTS, KERAS_EXTRAS, NOT_MODELLED
 
 HAVE_KERAS_JAX = all(importlib.util.find_spec(m) is not None for m in ("keras", "jax"))
 G = np.array([1e-3, -2e-3, 5e-4])          # small enough that epsilon matters
@@ -98,11 +98,12 @@ BASE = {"clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum", "
 
 def test_the_keyword_table_is_the_installed_signatures(facts):
     """DEFAULTS (learning_rate, weight_decay and each class's own keywords, with defaults) is each constructor's
-    signature; the rest of it is BaseOptimizer's keywords, refused by KERAS_EXTRAS."""
+    signature; the rest of it is BaseOptimizer's keywords: the clipping keywords (CLIP), the others refused by
+    KERAS_EXTRAS."""
     for name, signature in facts["signatures"].items():
         assert set(signature) == set(DEFAULTS[name]) | BASE, name
         assert {k: signature[k] for k in DEFAULTS[name]} == DEFAULTS[name], name
-    assert BASE - {"kwargs"} <= set(KERAS_EXTRAS)
+    assert BASE - {"kwargs"} == (set(KERAS_EXTRAS) | set(CLIP)) - {"lr", "schedule_decay"}
 
 
 def test_keras_rmsprop_adds_epsilon_inside_the_root(facts):

@@ -40,7 +40,7 @@ def test_round_trip_over_the_neutral_battery():
     for dtype in ("float32", "float64"):   # inherent(): float32 bias corrections for Adam in float32 runs
         expressed[dtype], why = fidelity.round_trip("keras", dtype)
         reasons.update(why)
-    assert len(expressed["float32"]) == 86 and set(expressed["float32"]) == set(expressed["float64"])
+    assert len(expressed["float32"]) == 92 and set(expressed["float32"]) == set(expressed["float64"])
     assert {r["keras_backend"] for r in expressed["float32"].values()} == {"tensorflow"}
     # in float64 TensorFlow rounds momentum/weight_decay/factors/Lion's betas/Adagrad's accumulator to float32:
     # realize moves to an exact backend
@@ -53,7 +53,8 @@ def test_round_trip_over_the_neutral_battery():
                         "adadelta_small_eps", "adamax_outside", "nadam_keras", "lion"}
 
     def because(prefixes, words):
-        mine = [r for n, r in reasons.items() if n.startswith(prefixes)]
+        clip = any("clip" in p for p in prefixes)   # the clip cases have reasons of their own
+        mine = [r for n, r in reasons.items() if n.startswith(prefixes) and ("-clip_" in n) == clip]
         assert mine and all(words in r for r in mine), (prefixes, words)
     because(("dampened-",), "dampening")
     because(("momentum-", "nesterov-"), "velocity form")
@@ -66,7 +67,18 @@ def test_round_trip_over_the_neutral_battery():
     because(("adamax-",), "outside the max")
     because(("nadam-", "nadam_constant-"), "0.96^t")
     because(("radam-", "radam_corrected-"), "not 'radam'")
-    assert len(reasons) == 144
+    # clipping: Keras's clips have no eps, clip the loss's gradient (regularizers included) before any optimizer term
+    clipped = {n.split("-")[2] for n in expressed["float32"] if "-clip_" in n}
+    assert clipped == {"clip_global_exact", "clip_tensor", "clip_value"}
+    assert {n.split("-")[1] for n in expressed["float32"] if "-clip_" in n} == {"penalty", "decoupled"}
+    because(tuple(f"momentum-{d}-clip_" for d in fidelity.CLIP_DECAYS), "velocity form")   # the optimizer first
+    because(tuple(f"adam-{d}-clip_" for d in fidelity.CLIP_DECAYS), "before the bias correction")
+    because(("sgd-penalty-clip_global-", "sgd-decoupled-clip_global-"), "adds no eps")
+    because(("sgd-penalty-clip_after_decay", "sgd-decoupled-clip_after_decay"), "identical here")
+    because(("sgd-coupled-clip_after_decay",), "the same clip(g + lambda*w) stated the other way")
+    because(("sgd-coupled-clip_global_exact", "sgd-coupled-clip_tensor", "sgd-coupled-clip_value"),
+            "no coupled decay outside the loss")
+    assert len(reasons) == 183
 
 
 def test_realize_writes_keras_vocabulary():
@@ -117,6 +129,41 @@ def test_realize_each_keras_optimizer():
     assert realize({"name": "adamax", "lr": 0.01, "eps_placement": "outside"}, **f64)["keras_backend"] == "jax"
     assert realize({"name": "nadam", "lr": 0.01, "momentum_decay": 1.0}, **f64)["keras_backend"] == "jax"
     assert realize({"name": "rmsprop", "lr": 0.01, "eps_in_sqrt": True}, **f64)["keras_backend"] == "tensorflow"
+
+
+def test_realize_and_describe_clipping():
+    """One Keras keyword per neutral clip kind, no eps, at the loss's gradient; the regularizers are loss terms."""
+    pen = [{"coupling": "gradient", "coefficient": 0.3, "params": ["weight"], "via_loss": True}]
+    for kind, key in (("global_norm", "global_clipnorm"), ("tensor_norm", "clipnorm"), ("value", "clipvalue")):
+        sem = Semantics.model_validate({"optimizer": {"name": "sgd", "lr": 0.1}, "decay": pen,
+                                        "clip": {"kind": kind, "threshold": 0.5}})
+        run = backend.realize(sem, TASK)
+        assert run == {"keras_backend": "tensorflow", "optimizer": "SGD", "learning_rate": 0.1, key: 0.5,
+                       "kernel_regularizer": {"l2": 0.15}}
+        assert backend.describe(backend.parse(run), TASK).neutral() == sem.neutral()
+    back = describe({"optimizer": "Adam", "clipvalue": 0.2, "weight_decay": 0.1, "bias_regularizer": {"l1": 0.1}})
+    assert back["clip"] == {"kind": "value", "threshold": 0.2, "eps": 0.0, "position": "loss_gradient"}
+    assert [(r["coupling"], r.get("via_loss")) for r in back["decay"]] == [("gradient", True), ("decoupled", None)]
+    assert "clip" not in describe({"optimizer": "Adam"}) and "via_loss" not in describe(
+        {"optimizer": "SGD", "kernel_regularizer": {"l2": 0.1}})["decay"][0]     # no clip: where a term is, is moot
+    found = {f["id"] for f in backend.findings(backend.parse({"optimizer": "SGD", "clipnorm": 1.0}), TASK)}
+    assert "clip-before-weight-decay" in found
+    torch64 = Task.model_validate({**fidelity.BATTERY_TASK, "dtype": "float64"})
+    assert [f.split(":")[0] for f in precision_findings(backend.parse(
+        {"optimizer": "SGD", "keras_backend": "torch", "global_clipnorm": 1.0}), torch64)] == [
+        "clip-scale-float32", "matmul-float32"]
+    assert precision_findings(backend.parse({"optimizer": "SGD", "keras_backend": "jax", "clipnorm": 1.0}), torch64) == []
+
+
+@pytest.mark.parametrize("clip, decay, words", [
+    ({"kind": "global_norm", "threshold": 1.0, "eps": 1e-6}, [], "adds no eps"),
+    ({"kind": "tensor_norm", "threshold": 1.0}, [{"coupling": "gradient", "coefficient": 0.1}], "outside the loss"),
+    ({"kind": "value", "threshold": 1.0, "position": "after_coupled_decay"}, [], "never after a coupled decay"),
+])
+def test_realize_refuses_clipping_keras_does_not_have(clip, decay, words):
+    sem = Semantics.model_validate({"optimizer": {"name": "sgd", "lr": 0.1}, "decay": decay, "clip": clip})
+    with pytest.raises(Inexpressible, match=words):
+        backend.realize(sem, TASK)
 
 
 @pytest.mark.parametrize("optimizer, words", [
@@ -256,6 +303,9 @@ def test_findings_say_decay_is_ignored():
     ({"optimizer": "sgd"}, "optimizer", ""),
     ({"optimizer": "SGD", "momentum": 1.5}, "momentum", ""),
     ({"optimizer": "Adagrad", "initial_accumulator_value": -0.1}, "initial_accumulator_value", ""),
+    ({"optimizer": "SGD", "clipnorm": 1.0, "clipvalue": 0.5}, "clipvalue", "Only one of `clipnorm`"),
+    ({"optimizer": "SGD", "global_clipnorm": 1.0, "clipnorm": 0.5}, "clipnorm", "cannot be set with global_clipnorm"),
+    ({"optimizer": "SGD", "clipnorm": 0.0}, "clipnorm", ""),
 ])
 def test_bad_runs_name_the_key(bad_run, run, key, words):
     err = bad_run("keras", run)
@@ -265,9 +315,6 @@ def test_bad_runs_name_the_key(bad_run, run, key, words):
 
 # ---------------------------------------------------------------- no silent defaults (issue 15)
 @pytest.mark.parametrize("key, value, words", [
-    ("clipnorm", 1.0, "_clip_gradients"),
-    ("clipvalue", 0.5, "_clip_gradients"),
-    ("global_clipnorm", 1.0, "_clip_gradients"),
     ("use_ema", True, "moving average of the weights"),
     ("ema_momentum", 0.9, "without use_ema Keras ignores this key"),
     ("ema_overwrite_frequency", 10, "moving average"),

@@ -5,8 +5,9 @@ Why it exists: Keras has two unrelated "weight decay" knobs. `kernel_regularizer
 c*sum(w^2) to the loss (a coupled L2 with coefficient 2c, not c), while every Keras 3 optimizer, SGD
 included, takes `weight_decay`, which is *decoupled*: w <- w - lr_t*wd*w outside the optimizer's moments.
 Keras's momentum (SGD, RMSprop) is the velocity form, its Adam adds epsilon before the bias correction, its
-RMSprop and Adagrad inside the root, its Adamax outside the max, and which backend runs Keras decides sign(0)
-of the L1 term and several precision findings. The vocabulary is in keras_vocab.py, what each optimizer means
+RMSprop and Adagrad inside the root, its Adamax outside the max, its clipping (clipnorm, clipvalue,
+global_clipnorm) acts on the loss's gradient, regularizers included, never on weight_decay, and which backend
+runs Keras decides sign(0) of the L1 term and several precision findings. The vocabulary is in keras_vocab.py, what each optimizer means
 in keras_optimizers.py; every statement about Keras 3.15.1, with its source and the test that measures it, is
 in docs/adapters/keras.md.
 """
@@ -24,8 +25,9 @@ from wdparity.run.backend import Inexpressible, load_battery
 from wdparity.spec.models import TENSORS, DecayRule, Semantics, Task
 from wdparity.spec.rules import coefficients
 
-from .keras_optimizers import MODELLED, describe_optimizer, realize_optimizer
+from .keras_optimizers import MODELLED, describe_clip, describe_optimizer, realize_clip, realize_optimizer
 from .keras_vocab import (
+    CLIP,
     DECAY_IGNORED,
     DEFAULT_LR,
     KERAS_BACKENDS,
@@ -72,6 +74,11 @@ class KerasBackend(Adapter):
             out.append({"id": "weight-decay-decoupled", "modelled": True,
                         "text": f"{config.optimizer}(weight_decay) is decoupled decay w -= lr*wd*w, not L2",
                         "source": "keras/src/optimizers/base_optimizer.py:952-959 (_apply_weight_decay)"})
+        if describe_clip(config) is not None:
+            out.append({"id": "clip-before-weight-decay", "modelled": True,
+                        "text": "Keras clips the loss's gradient, the regularizers' terms included; weight_decay "
+                                "(decoupled) is applied after it, unclipped",
+                        "source": "keras/src/optimizers/base_optimizer.py:586-594,870-881"})
         if config.decay is not None:
             out.append({"id": "decay-ignored", "modelled": True, "text": DECAY_IGNORED,
                         "source": "keras/src/optimizers/base_optimizer.py:85-88"})
@@ -100,14 +107,15 @@ class KerasBackend(Adapter):
         if wd > 0:
             params = [k for k in TENSORS if k not in (config.exclude_from_weight_decay or [])]
             decay.append(DecayRule(norm="l2", coupling="decoupled", coefficient=wd, scale="lr", params=params))
-        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule)
+        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule,
+                         clip=describe_clip(config))
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
         refuse_optimizer(semantics, MODELLED, "Keras")
         opt = semantics.optimizer
         refuse_frozen(semantics, "a non-trainable variable, e.g. `dense.bias.trainable = False`, "
                                  "keras/src/backend/common/variables.py:335-337")
-        run = realize_optimizer(opt)
+        run = {**realize_optimizer(opt), **realize_clip(semantics)}
         coupled_l1, coupled_l2 = coefficients(semantics.decay, "l1"), coefficients(semantics.decay, "l2")
         regs = {k: {"l1": coupled_l1[k], "l2": coupled_l2[k] / 2.0} for k in TENSORS}   # L1L2(l2) is a 2*l2 gradient
         decoupled = [r for r in semantics.decay if r.coupling == "decoupled"]
@@ -192,7 +200,8 @@ class KerasBackend(Adapter):
             lr = schedules.CosineDecay(lr0, decay_steps=int(sched["total"]), alpha=float(sched.get("floor", 0.0)))
         else:
             lr = lr0
-        given = {k: getattr(run, k) for k in ("weight_decay", "decay", *OWN[run.optimizer]) if getattr(run, k) is not None}
+        given = {k: getattr(run, k) for k in ("weight_decay", "decay", *CLIP, *OWN[run.optimizer])
+                 if getattr(run, k) is not None}
         given = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in given.items()}
         optimizer = getattr(keras.optimizers, run.optimizer)(learning_rate=lr, **given)
         if run.exclude_from_weight_decay:

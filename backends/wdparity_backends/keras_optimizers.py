@@ -1,5 +1,6 @@
 """What each keras.optimizers class computes, as a neutral optimizer (describe_optimizer), and the Keras class and
-keywords of a neutral optimizer (realize_optimizer), or Inexpressible with the nearest Keras setting.
+keywords of a neutral optimizer (realize_optimizer), or Inexpressible with the nearest Keras setting; likewise
+BaseOptimizer's gradient clipping (describe_clip, realize_clip).
 
 The sources, read at keras 3.15.1 and measured by the tests, are in docs/adapters/keras.md. A float64 run on
 TensorFlow rounds every hyperparameter that passes through ops.cast (tf.cast of a Python float goes through
@@ -9,20 +10,25 @@ float32-rounded), Adamax's and Nadam's (precision findings: their neutral models
 
 from __future__ import annotations
 
+from typing import Optional
+
+from wdparity.run.adapter import refuse_clip
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import (
     AdadeltaSpec,
     AdagradSpec,
     AdamaxSpec,
     AdamSpec,
+    Clip,
     LionSpec,
     NadamSpec,
     RmspropSpec,
+    Semantics,
     SgdSpec,
     Task,
 )
 
-from .keras_vocab import OWN, KerasRun, f32
+from .keras_vocab import CLIP, OWN, KerasRun, f32
 
 MODELLED = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion")
 
@@ -145,3 +151,39 @@ def realize_optimizer(opt) -> dict:
                                 "nearest: the smallest beta_1 > 0 (sign(g) of plain SignSGD up to it)")
         return {"optimizer": "Lion", "learning_rate": opt.lr, "beta_1": opt.betas[0], "beta_2": opt.betas[1]}
     raise Inexpressible(f"this Keras adapter models the optimizers {sorted(MODELLED)}, not {opt.name!r}")
+
+
+def describe_clip(c: KerasRun) -> Optional[Clip]:
+    """The clipping keyword (at most one, keras_vocab.CLIP): no eps, on the loss's gradient (the regularizers' terms
+    included), before weight_decay. The thresholds enter as Python floats, exact in float64 on every backend."""
+    key = next((k for k in CLIP if getattr(c, k) is not None), None)
+    return None if key is None else Clip(kind=CLIP[key], threshold=getattr(c, key))
+
+
+def realize_clip(semantics: Semantics) -> dict:
+    """The Keras clipping keyword of the semantics' Clip ({} without one), or Inexpressible."""
+    clip = semantics.clip
+    if clip is None:
+        return {}
+    key = next(k for k in CLIP if CLIP[k] == clip.kind)
+    outside = [r for r in semantics.decay if r.coupling == "gradient" and not r.via_loss]
+    if clip.position == "after_coupled_decay":
+        raise Inexpressible(f"Keras clips the gradient in apply_gradients before any term of the optimizer (keras/src/"
+                            f"optimizers/base_optimizer.py:586-594), never after a coupled decay; nearest: {key} = "
+                            f"{clip.threshold} at position 'loss_gradient'"
+                            + (" with the coupled terms as regularizers (via_loss = true), the same clip(g + lambda*w) "
+                               "stated the other way" if outside else ", identical here (no coupled decay outside the "
+                               "loss)"))
+    refuse_clip(semantics, {(kind, "loss_gradient"): k for k, kind in CLIP.items()}, "Keras")
+    if clip.eps:
+        raise Inexpressible(f"Keras's norm clipping adds no eps: global_clipnorm scales by c*min(1/||g||, 1/c), "
+                            f"clipnorm by c/max(||g||, c) (keras/src/optimizers/base_optimizer.py:1108-1119,1190-1197)"
+                            f"; nearest: eps = 0 instead of {clip.eps} (a relative {clip.eps:g}/||g|| apart while "
+                            "clipping)")
+    if outside:
+        raise Inexpressible(f"Keras has no coupled decay outside the loss: its coupled L2/L1 is a regularizer, a loss "
+                            f"term whose gradient {key} clips with the rest "
+                            "(keras/src/optimizers/base_optimizer.py:586-594,870-881), and its weight_decay is "
+                            f"decoupled; nearest: {outside[0].coefficient} on {outside[0].params} as a regularizer "
+                            "(via_loss = true), which is clipped")
+    return {key: clip.threshold}

@@ -1,6 +1,6 @@
-"""The Keras run's vocabulary: keras.optimizers class names and keywords, the Dense layer's regularizers, the
-Keras backend, what Keras takes but the neutral model does not (refused with Keras's reason), and the
-measured precision findings of each Keras backend.
+"""The Keras run's vocabulary: keras.optimizers class names and keywords, gradient clipping, the Dense layer's
+regularizers, the Keras backend, what Keras takes but the neutral model does not (refused with Keras's reason),
+and the measured precision findings of each Keras backend.
 
 Shared by the adapter (keras_backend.py) and its describe/realize; the sources of every statement:
 docs/adapters/keras.md.
@@ -53,17 +53,15 @@ NOT_MODELLED = {
             "(keras/src/optimizers/muon.py:141-215), which no neutral optimizer has",
 }
 # The other keywords every keras 3.15 optimizer takes (BaseOptimizer.__init__, keras/src/optimizers/
-# base_optimizer.py:68-82): each changes the update outside the neutral model, or nothing at all; named and refused,
-# never dropped on the way to Keras. (`decay` is accepted: Keras ignores it with a warning, and describe() says so.)
-_CLIP = ("is not modelled: Keras clips the gradient before the update (BaseOptimizer._clip_gradients, keras/src/"
-         "optimizers/base_optimizer.py:870-881), outside the neutral model")
+# base_optimizer.py:68-82) but weight_decay and the clipping keywords (CLIP): each changes the update outside the
+# neutral model, or nothing at all; named and refused, never dropped on the way to Keras. (`decay` is accepted: Keras
+# ignores it with a warning, and describe() says so.)
 _EMA = ("is not modelled: with use_ema Keras keeps a moving average of the weights and writes it into the model every "
         "ema_overwrite_frequency steps and at the end of fit() (keras/src/optimizers/base_optimizer.py:596-612, "
         "1008-1021); without use_ema Keras ignores this key")
 _LEGACY = ("is a Keras 2 keyword that Keras 3 rejects: ValueError: Argument(s) not recognized (keras/src/optimizers/"
            "base_optimizer.py:89-90)")
 KERAS_EXTRAS = {
-    "clipnorm": _CLIP, "clipvalue": _CLIP, "global_clipnorm": _CLIP,
     "use_ema": _EMA, "ema_momentum": _EMA, "ema_overwrite_frequency": _EMA,
     "loss_scale_factor": ("is not modelled: Keras multiplies the loss by it and divides the gradients back "
                           "(keras/src/optimizers/base_optimizer.py:691-699, 519-523), exact only up to rounding"),
@@ -74,6 +72,12 @@ KERAS_EXTRAS = {
     "lr": _LEGACY + "; the learning rate is `learning_rate`",
     "schedule_decay": _LEGACY + "; Keras 3's Nadam has the fixed 0.96^t momentum schedule (nadam.py:119-120)",
 }
+# Gradient clipping, BaseOptimizer's keywords -> the neutral Clip kind: at most one of them (ValueError, base_optimizer.py:
+# 130-138); _clip_gradients clips the loss's gradient (the regularizers' terms included) before the decoupled
+# weight_decay and the update (base_optimizer.py:586-594), with no eps: clipnorm g*c/max(||g||, c) per variable
+# (tf.clip_by_norm on TensorFlow), global_clipnorm g*c*min(1/||g||, 1/c) over all, clipvalue clip(g, -c, c)
+# (base_optimizer.py:870-881,1108-1119,1181-1197; tensorflow/optimizer.py:224-227).
+CLIP = {"global_clipnorm": "global_norm", "clipnorm": "tensor_norm", "clipvalue": "value"}
 DECAY_IGNORED = ("Keras 3 pops `decay` and ignores it, warning \"Argument `decay` is no longer supported and will be "
                  "ignored.\" (keras/src/optimizers/base_optimizer.py:85-88)")
 
@@ -103,6 +107,9 @@ class KerasRun(Strict):
     weight_decay: Optional[NonNeg] = None
     exclude_from_weight_decay: Optional[list[str]] = None
     decay: Optional[NonNeg] = None   # accepted and ignored, as Keras 3 does (DECAY_IGNORED)
+    clipnorm: Optional[Positive] = None
+    clipvalue: Optional[Positive] = None
+    global_clipnorm: Optional[Positive] = None
     kernel_regularizer: Optional[L1L2] = None
     bias_regularizer: Optional[L1L2] = None
 
@@ -125,6 +132,11 @@ class KerasRun(Strict):
     @model_validator(mode="after")
     def _consistent(self):
         check_keywords(self, self.optimizer, OWN, "keras.optimizers.{optimizer}")
+        clips = [k for k in CLIP if getattr(self, k) is not None]
+        if len(clips) > 1:
+            raise fail(clips[1], getattr(self, clips[1]), f"cannot be set with {clips[0]}: Keras raises ValueError "
+                       "(\"Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set\", keras/src/optimizers/"
+                       "base_optimizer.py:130-138)")
         if self.nesterov and not self.momentum:
             raise fail("nesterov", True, "needs momentum > 0 (keras.optimizers.SGD silently ignores nesterov "
                        "without momentum, keras/src/optimizers/sgd.py:104-124)")
@@ -149,10 +161,12 @@ def f32(x: float) -> float:
 
 def regularizer_rules(kernel: Optional[L1L2], bias: Optional[L1L2], l1_at_zero: float, r=float) -> list:
     """Coupled rules of the Dense layer's regularizers, canonical order: l2 (merged when equal), then l1.
-    d/dw l2*w^2 = 2*l2*w: the L2 coefficient is twice the regularizer's factor."""
+    d/dw l2*w^2 = 2*l2*w: the L2 coefficient is twice the regularizer's factor. They are loss terms (via_loss),
+    clipped with the loss's gradient."""
     regs = {"weight": kernel or L1L2(), "bias": bias or L1L2()}
-    return (rules_from_coefficients({k: 2.0 * r(g.l2) for k, g in regs.items()}) +
-            rules_from_coefficients({k: r(g.l1) for k, g in regs.items()}, norm="l1", l1_at_zero=l1_at_zero))
+    return (rules_from_coefficients({k: 2.0 * r(g.l2) for k, g in regs.items()}, via_loss=True) +
+            rules_from_coefficients({k: r(g.l1) for k, g in regs.items()}, norm="l1", l1_at_zero=l1_at_zero,
+                                    via_loss=True))
 
 
 def precision_findings(config: KerasRun, task: Task) -> list[str]:
@@ -177,6 +191,11 @@ def precision_findings(config: KerasRun, task: Task) -> list[str]:
     if task.dtype == "float64" and kb == "jax" and kind == "cosine":
         out.append("cosine-float32: CosineDecay's ops.cos returns float32 (keras/src/backend/common/dtypes.py:235-242, "
                    "keras/src/backend/jax/numpy.py:599-606)")
+    if task.dtype == "float64" and kb == "torch" and (config.clipnorm or config.global_clipnorm):
+        out.append("clip-scale-float32: ops.maximum(norm, clipnorm) and ops.minimum(1/norm, 1/global_clipnorm) of a "
+                   "float64 tensor and a Python float return float32 on torch, so the clip scale is float32-rounded "
+                   "(keras/src/optimizers/base_optimizer.py:1116-1118,1193, keras/src/backend/torch/numpy.py:1252-1263,"
+                   "1320-1331)")
     if task.dtype == "float64" and kb == "torch":
         out.append("matmul-float32: ops.matmul(float64, float64) computes in float32 on torch (keras/src/backend/"
                    "common/dtypes.py:235-242, keras/src/backend/torch/numpy.py:100-158)")
