@@ -38,12 +38,13 @@ REASON = {"velocity": BUFFER, "adam_uncorrected": CORRECTED, "rmsprop_in_sqrt": 
           "amsgrad_v_hat": 'nearest: amsgrad = "v"', "rmsprop_velocity": BUFFER, "rmsprop_velocity_centered": BUFFER,
           "rmsprop_initial_scale": "initial_scale = 0", "rmsprop_bias_corrected": "bias_correction = false",
           "adagrad_in_sqrt": OUTSIDE, "adamax_outside": 'eps_placement = "in_max"', "lion": "torch.optim has no Lion",
-          "nadam_constant": "NAdam(momentum_decay=1000)", "radam_corrected": 'eps_placement = "uncorrected"'}
+          "nadam_constant": "NAdam(momentum_decay=1000)", "radam_corrected": 'eps_placement = "uncorrected"',
+          "lamb": "torch.optim has no LAMB", "lamb_before": "torch.optim has no LAMB", "lamb_after": "torch.optim has no LAMB"}
 
 
 def test_round_trip_over_the_neutral_battery():
     expressed, reasons = fidelity.round_trip("torch")
-    assert len(expressed) == 99 and len(reasons) == 176   # 14 and 31 of them clipped: tests/test_torch_clip.py
+    assert len(expressed) == 99 and len(reasons) == 194   # 14 and 31 of them clipped: tests/test_torch_clip.py
     reasons = {n: r for n, r in reasons.items() if "-clip_" not in n}
     assert {row: [n.split("-")[0] for n in expressed].count(row) for row in ISSUE_17} == ISSUE_17
     # exactly what torch cannot hold, each reason naming the nearest expressible setting
@@ -366,7 +367,7 @@ def test_bad_runs_name_the_key(bad_run, run, key, words):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_battery(dtype):
-    assert_battery_green("torch", dtype, realized=99, inexpressible=176)
+    assert_battery_green("torch", dtype, realized=99, inexpressible=194)
 
 
 @needs_torch

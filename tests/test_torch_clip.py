@@ -201,7 +201,7 @@ def test_the_clip_rows_of_the_round_trip():
         assert CLIP_REASON[clip] in r if clip in CLIP_REASON else (row != "adam" and decay == "decoupled"
                                                                    and "only gradient-coupled" in r), (n, r)
     assert {run.get("clip_grad_norm", run.get("clip_grad_value")) for n, run in expressed.items() if "-clip_" in n} == {
-        1.0, 0.1}
+        fidelity.CLIPS["clip_global"]["threshold"], fidelity.CLIPS["clip_value"]["threshold"]}
 
 
 def test_every_torch_class_has_a_battery_case_at_its_defaults():

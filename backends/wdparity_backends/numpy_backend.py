@@ -78,7 +78,7 @@ class NumpyBackend(Backend):
         opt = {k: v for k, v in semantics.optimizer.model_dump().items() if v is not None}
         if semantics.optimizer.name == "nadam" and semantics.optimizer.momentum_decay is None:
             opt["momentum_decay"] = "constant"
-        run = {"backend": "numpy", "optimizer": opt.pop("name"), **opt}
+        run = {"optimizer": opt.pop("name"), **opt}
         if semantics.decay:
             keep_source = semantics.hyper_dtype != "float64" or semantics.clip is not None
             run["decay"] = [{k: v for k, v in r.neutral().items() if v is not None and (k != "via_loss" or keep_source)}

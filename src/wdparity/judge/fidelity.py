@@ -63,6 +63,9 @@ OPTIMIZERS = {
     "radam_corrected": {"name": "radam", "lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-8, "eps_placement": "corrected",
                         "threshold_inclusive": True},
     "lion": {"name": "lion", "lr": 0.001, "betas": [0.9, 0.99]},
+    "lamb": {"name": "lamb", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-6},
+    "lamb_before": {"name": "lamb", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-7, "decay_placement": "before"},
+    "lamb_after": {"name": "lamb", "lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-6, "decay_placement": "after"},
 }
 # The optimizers of issue 17 cross a core of the decay forms (every coupling, mask and group form once); the
 # first three families cross all of DECAYS.
@@ -88,12 +91,13 @@ DECAYS = {
 
 # Gradient clipping (spec Clip) crosses a few optimizers and the three places a decay term can stand: a loss
 # penalty (clipped with the loss), the optimizer's coupled term (added after clipping, or before it), decoupled.
+# Thresholds bind on every case (tests/test_adaptive.py checks that each clip case moves the reference).
 CLIPS = {
-    "clip_global": {"kind": "global_norm", "threshold": 1.0, "eps": 1e-6},
-    "clip_global_exact": {"kind": "global_norm", "threshold": 1.0},
-    "clip_tensor": {"kind": "tensor_norm", "threshold": 0.5},
-    "clip_value": {"kind": "value", "threshold": 0.1},
-    "clip_after_decay": {"kind": "global_norm", "threshold": 1.0, "position": "after_coupled_decay"},
+    "clip_global": {"kind": "global_norm", "threshold": 0.1, "eps": 1e-6},
+    "clip_global_exact": {"kind": "global_norm", "threshold": 0.1},
+    "clip_tensor": {"kind": "tensor_norm", "threshold": 0.03},
+    "clip_value": {"kind": "value", "threshold": 0.01},
+    "clip_after_decay": {"kind": "global_norm", "threshold": 0.1, "position": "after_coupled_decay"},
 }
 CLIP_OPTIMIZERS = ("sgd", "momentum", "adam")
 CLIP_DECAYS = {
