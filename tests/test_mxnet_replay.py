@@ -19,7 +19,7 @@ from wdparity.engine.schedules import multiplier
 from wdparity.judge import fidelity
 from wdparity.spec.models import Task
 from wdparity_backends.mxnet_backend import DEFAULT_LR
-from wdparity_backends.mxnet_vocab import FLOAT32_STATE, KEYWORDS
+from wdparity_backends.mxnet_vocab import FLOAT32_DIRECTION, FLOAT32_STATE, KEYWORDS
 
 # float64 only (the effect is below the float32 noise floor): scalar fields reach the kernel through str()
 # and dmlc::stof, which is not always correctly rounded (mxnet/include/dmlc/strtonum.h:99-250): Adam's
@@ -54,7 +54,16 @@ def dmlc_stof(x: float) -> float:
     return float(-value if neg else value)
 
 
-def mxnet_replay(run: dict, task: dict, data: dict, *, float32_hyper: bool, nag_aliasing: bool) -> dict:
+def _float32_norm(x: np.ndarray) -> float:
+    """CalcSumSq (multi_sum_sq.cc:67-80): a C float sum of x*x in x's own dtype, in order; then its float sqrt."""
+    s = np.float32(0)
+    for a in np.ravel(x):
+        s = np.float32(float(s) + float(a) * float(a)) if x.dtype == np.float64 else s + a * a
+    return np.sqrt(s)
+
+
+def mxnet_replay(run: dict, task: dict, data: dict, *, float32_hyper: bool, nag_aliasing: bool,
+                 lamb_float32: bool = False, lamb_powers: bool = False) -> dict:
     """MXNet 1.9.1 Gluon training in float64 NumPy, written from the kernels, not from the neutral model.
 
     float32_hyper: every hyperparameter reaches the kernel as a C float: lr_t (incl. schedule and Adam's
@@ -62,7 +71,10 @@ def mxnet_replay(run: dict, task: dict, data: dict, *, float32_hyper: bool, nag_
     rescale/batch. Scalar fields (SGDMomParam, AdamParam, ...) are parsed by dmlc::stof; the lrs/wds tuples
     of multi_sgd(_mom)_update (mxnet::Tuple<float>, std::istream) are correctly rounded.
     nag_aliasing: nag_mom_update's momentum reads the weight it has just overwritten.
-    Both False: the neutral reference's arithmetic. clip_gradient c (a scalar field too) clips r*g + wd*w in
+    lamb_float32: multi_lamb_update stores LAMB's direction u in float32 and sums both norms in a C float
+    (multi_lamb-inl.h:306-321, multi_lamb.cc:72, 93-105). lamb_powers: its bias corrections 1 - beta^t are
+    powers of the C-float betas (multi_lamb.cc:60-65); off: of the betas as given, as the neutral LAMB has them.
+    All False: the neutral reference's arithmetic. clip_gradient c (a scalar field too) clips r*g + wd*w in
     adam_update, r*g before wd*w in the SGD, NAG and Signum kernels, and nothing in signsgd_update.
     """
     field = dmlc_stof if float32_hyper else float
@@ -72,7 +84,7 @@ def mxnet_replay(run: dict, task: dict, data: dict, *, float32_hyper: bool, nag_
     wd, m = run.get("wd") or 0.0, next(x for x in (run.get("momentum"), KEYWORDS[opt].get("momentum", 0.0)) if x is not None)
     mult = {"weight": 1.0, "bias": 1.0, **(run.get("wd_mult") or {})}
     b1, b2 = run.get("beta1") or 0.9, run.get("beta2") or 0.999
-    eps, scale = run.get("epsilon") or 1e-8, run.get("rescale_grad") or 1.0
+    eps, scale = run.get("epsilon") or KEYWORDS[opt].get("epsilon", 1e-8), run.get("rescale_grad") or 1.0
     pen = run.get("penalty") or {}
     cg = run.get("clip_gradient")
     clip = (lambda x: np.clip(x, -field(cg), field(cg))) if cg else (lambda x: x)
@@ -98,6 +110,20 @@ def mxnet_replay(run: dict, task: dict, data: dict, *, float32_hyper: bool, nag_
                 s1[k] = field(b1) * s1[k] + (1 - field(b1)) * gr
                 s2[k] = field(b2) * s2[k] + (1 - field(b2)) * gr * gr
                 p[k] = w - lr_t * s1[k] / (np.sqrt(s2[k]) + field(eps))
+            elif opt == "lamb":                                       # multi_lamb_update, per tensor
+                gr = clip(g[k] * rescale)
+                s1[k] = field(b1) * s1[k] + (1 - field(b1)) * gr
+                s2[k] = field(b2) * s2[k] + (1 - field(b2)) * gr * gr
+                c1, c2 = (1 - (field(b) if lamb_powers else b) ** (t + 1) for b in (b1, b2))
+                u = (s1[k] / c1) / (np.sqrt(s2[k] / c2) + field(eps)) + tup(wd * mult[k]) * w
+                if lamb_float32:
+                    u = u.astype(np.float32)
+                    n1, n2 = float(_float32_norm(w)), float(_float32_norm(u))
+                    ratio = 1.0 if n1 == 0 or n2 == 0 else float(np.float32(n1) / np.float32(n2))
+                else:
+                    n1, n2 = np.sqrt(np.sum(w * w)), np.sqrt(np.sum(u * u))
+                    ratio = 1.0 if n1 == 0 or n2 == 0 else n1 / n2
+                p[k] = w - tup(lr) * ratio * u.astype(np.float64)
             elif opt == "nag" and m > 0:                              # nag_mom_update
                 lr_t, wd_k, m_ = field(lr), field(wd * mult[k]), field(m)
                 a = m_ * s1[k]
@@ -148,15 +174,25 @@ def _rel(a: dict, b: dict) -> float:
 @needs_venv
 @pytest.mark.slow
 def test_battery_float64_is_the_reference_with_float32_hyperparameters():
-    """float64: native vs the replay with MXNet's float32 hyperparameters (and nag aliasing) at 1e-12;
-    vs the reference of describe() (hyper_dtype = "float32") at 1e-9 everywhere but the FINDINGS."""
+    """float64: native vs the replay with MXNet's float32 hyperparameters (and nag aliasing, LAMB's float32
+    direction) at 1e-12; vs the reference of describe() (hyper_dtype = "float32") at 1e-9 everywhere but the
+    FINDINGS and LAMB."""
     for name, (loaded, data, res) in sorted(fidelity.run_native(_battery("float64"), "float64").items()):
         assert res.status == "ok", (name, res.reason)
         run, task = loaded.config.model_dump(), loaded.task.model_dump()
-        rep = mxnet_replay(run, task, data, float32_hyper=True, nag_aliasing=FINDINGS.get(name) == "nag-aliasing")
+        lamb = run["optimizer"] in FLOAT32_DIRECTION
+        rep = mxnet_replay(run, task, data, float32_hyper=True, nag_aliasing=FINDINGS.get(name) == "nag-aliasing",
+                           lamb_float32=lamb, lamb_powers=lamb)
         assert _rel(res.arrays, rep) < 1e-12, (name, _rel(res.arrays, rep))
         fid = fidelity.fidelity(loaded.semantics.neutral(), res.arrays, data, loaded.task.batch_size, "float64")
-        if name in FINDINGS64:
+        if lamb:   # the two LAMB findings: C-float beta powers (~7e-6) and the float32 direction (~4e-8)
+            plain = mxnet_replay(run, task, data, float32_hyper=True, nag_aliasing=False)
+            ref = reference.run(loaded.semantics.neutral(), data, loaded.task.batch_size)
+            assert _rel(plain, ref) < 1e-12 and not fid["holds"], f"{name}: the LAMB findings no longer reproduce"
+            for one in ({"lamb_float32": True}, {"lamb_powers": True}):   # each switch is needed
+                alone = mxnet_replay(run, task, data, float32_hyper=True, nag_aliasing=False, **one)
+                assert _rel(res.arrays, alone) > 1e-9, (name, one)
+        elif name in FINDINGS64:
             assert not fid["holds"], f"{name}: {FINDINGS64[name]} no longer reproduces"
         else:
             assert fid["holds"], (name, fid["max_rel_err"])

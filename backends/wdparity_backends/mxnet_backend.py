@@ -31,6 +31,7 @@ from wdparity.spec.models import (
     AdamSpec,
     Clip,
     ConstantSchedule,
+    LambSpec,
     LionSpec,
     Penalty,
     RmspropSpec,
@@ -42,7 +43,7 @@ from wdparity.spec.rules import coefficients, penalty_terms, rules_from_coeffici
 
 from .mxnet_realize import CLIPS_WITH_WD, clip_position, native_optimizer, penalty_table, realize_clip
 from .mxnet_setup import default_venv, venv_python
-from .mxnet_vocab import DEFAULT_LR, FLOAT32_STATE, KEYWORDS, MxnetRun
+from .mxnet_vocab import DEFAULT_LR, FLOAT32_DIRECTION, FLOAT32_STATE, KEYWORDS, MxnetRun
 
 # abs backward is unary_bwd<mshadow_op::sign> (src/operator/tensor/elemwise_unary_op_basic.cc:723), sign(0) = 0;
 # measured by the battery's l1 cases at init = "zeros" (sign(0) = 1 would move them by 0.67 relative).
@@ -50,11 +51,14 @@ L1_AT_ZERO = 0.0
 COUPLED, DECOUPLED_LR, DECOUPLED_NONE = ("gradient", None), ("decoupled", "lr"), ("decoupled", "none")
 # How each optimizer applies wd (times wd_mult): the derivations are in describe()'s docstring.
 WD_FORM = {"sgd": COUPLED, "ccsgd": COUPLED, "nag": COUPLED, "adam": COUPLED, "rmsprop": COUPLED,
-           "adagrad": DECOUPLED_LR, "adadelta": DECOUPLED_NONE, "signum": COUPLED, "signsgd": DECOUPLED_LR}
+           "adagrad": DECOUPLED_LR, "adadelta": DECOUPLED_NONE, "signum": COUPLED, "signsgd": DECOUPLED_LR,
+           "lamb": DECOUPLED_LR}   # LAMB's: inside the trust ratio (LambSpec decay_placement "inside_trust_ratio")
 FORM_WORDS = {COUPLED: "coupled (wd*w added to the gradient)", DECOUPLED_LR: "decoupled, scaled by lr_t (w -= lr_t*wd*w)",
               DECOUPLED_NONE: "decoupled and unscaled (w -= wd*w)", ("decoupled", "schedule"): "decoupled, scaled by "
               "the schedule's multiplier"}
-NEUTRAL = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "lion")
+NEUTRAL = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "lion", "lamb")
+LAMB_WD = ("inside the trust ratio (u = d + wd*w, the step -lr_t*r*u with r = ||w||/||u||, multi_lamb.cc:66-67, "
+           "93-108)")
 
 
 class MxnetBackend(Adapter):
@@ -79,6 +83,16 @@ class MxnetBackend(Adapter):
                         "text": "scalar hyperparameters are parsed from str() by dmlc::stof, not always correctly "
                                 "rounded (Adam's default lr_t is off by an ulp of float32)",
                         "source": "mxnet/include/dmlc/strtonum.h:99-250"})
+        if opt == "lamb":
+            out.append({"id": "lamb-corrections-float32-betas", "modelled": False,
+                        "text": "LAMB's bias corrections 1 - beta^t are powers of the C-float betas (the neutral "
+                                "LAMB's of the betas as given): ~7e-6 relative at beta2 = 0.999",
+                        "source": "src/operator/contrib/multi_lamb.cc:59-65"})
+        if task.dtype == "float64" and opt in FLOAT32_DIRECTION:
+            out.append({"id": "lamb-float32-direction", "modelled": False,
+                        "text": "Gluon updates LAMB's tensors together through multi_lamb_update, which keeps the "
+                                "direction u and the norms ||w||, ||u|| in float32 even for float64 weights",
+                        "source": FLOAT32_DIRECTION[opt]})
         if opt == "nag" and (config.momentum or 0) > 0 and (config.wd or 0) > 0:
             out.append({"id": "nag-wd-updated-weight", "modelled": False,
                         "text": "nag_mom_update runs in place and its momentum decays the already-updated weight",
@@ -96,9 +110,11 @@ class MxnetBackend(Adapter):
         form = self._wd_form(config)
         if (config.wd or 0) > 0 and form != COUPLED:
             out.append({"id": f"{opt}-wd-{form[0]}", "modelled": True,
-                        "text": f"{opt}'s wd is {FORM_WORDS[form]}, not an L2 term of the gradient",
+                        "text": f"{opt}'s wd is {LAMB_WD if opt == 'lamb' else FORM_WORDS[form]}, not an L2 term of "
+                                "the gradient",
                         "source": {"adagrad": "mxnet/optimizer/optimizer.py:1685-1687", "adadelta":
-                                   "mxnet/optimizer/optimizer.py:1823"}.get(opt, "optimizer_op-inl.h:2352-2354")})
+                                   "mxnet/optimizer/optimizer.py:1823", "lamb": "multi_lamb.cc:66-67"
+                                   }.get(opt, "optimizer_op-inl.h:2352-2354")})
         return out
 
     @staticmethod
@@ -114,7 +130,8 @@ class MxnetBackend(Adapter):
         history from 0, eps inside the root (eps/r^2), wd*w added after the division: decoupled, scaled by lr.
         AdaDelta: no learning rate nor schedule (lr 1, constant), wd*w subtracted unscaled: decoupled, scale none.
         Signum: Lion with beta1 = beta2 = momentum, wd/r coupled, wd_lh decoupled (lr-scaled, on every tensor, no
-        wd_mult); with momentum 0 (signsgd_update) sign(g) and wd decoupled, scaled by lr. Every hyperparameter
+        wd_mult); with momentum 0 (signsgd_update) sign(g) and wd decoupled, scaled by lr. LAMB (multi_lamb_update):
+        eps after the bias-corrected root (eps/r), wd*w added to the direction inside the trust ratio. Every hyperparameter
         a C float. clip_gradient c clips r*g elementwise: a value clip of the mean gradient at c/r, on the loss's
         gradient, except for Adam and RMSProp, which clip r*g + wd*w (after_coupled_decay when there is a coupled
         wd); signsgd ignores it, which is the same (sign(clip(g)) = sign(g)). Each derivation, its source line and
@@ -153,6 +170,9 @@ class MxnetBackend(Adapter):
             optimizer = AdagradSpec(name="adagrad", lr=lr, eps=v("eps") / r ** 2, eps_in_sqrt=True)
         elif opt == "adadelta":
             optimizer, schedule = AdadeltaSpec(name="adadelta", lr=1.0, rho=v("rho"), eps=v("epsilon")), ConstantSchedule()
+        elif opt == "lamb":
+            optimizer = LambSpec(name="lamb", lr=lr, betas=[v("beta1"), v("beta2")], eps=v("epsilon") / r,
+                                 decay_placement="inside_trust_ratio")
         else:   # signum
             optimizer = LionSpec(name="lion", lr=lr, betas=[v("momentum")] * 2)
             if form == COUPLED:
@@ -179,6 +199,9 @@ class MxnetBackend(Adapter):
         if task.dtype == "float64" and native in FLOAT32_STATE:
             raise Inexpressible(f"MXNet's {native} creates its state in float32 ({FLOAT32_STATE[native]}) and fails "
                                 "for float64 weights; nearest: the same run in float32")
+        if task.dtype == "float64" and native in FLOAT32_DIRECTION:
+            raise Inexpressible(f"Gluon's {native} (multi_lamb_update) keeps its direction and norms in float32 for "
+                                f"float64 weights ({FLOAT32_DIRECTION[native]}); nearest: the same run in float32")
         form = WD_FORM["signsgd" if native == "signum" and run["momentum"] == 0 else native]
         lh = native == "signum" and form == COUPLED            # Signum's wd_lh: decoupled, lr-scaled
         loss = [rule for rule in semantics.decay if rule.via_loss]          # the loss `penalty`
@@ -194,7 +217,8 @@ class MxnetBackend(Adapter):
                                     f"wd = {rule.coefficient}, constant")
             if got != form and not (lh and got == DECOUPLED_LR):
                 extra = " (no AdamW in mxnet.optimizer)" if form == COUPLED else ""
-                raise Inexpressible(f"MXNet's {native} applies wd {FORM_WORDS[form]}{extra}, not "
+                how = LAMB_WD if native == "lamb" else FORM_WORDS[form]
+                raise Inexpressible(f"MXNet's {native} applies wd {how}{extra}, not "
                                     f"{FORM_WORDS[got]}; nearest: wd = {rule.coefficient}, applied that way")
         coef = coefficients([rule for rule in own if (rule.coupling, rule.effective_scale) == form], "l2", form[0])
         refuse_l1(loss, L1_AT_ZERO, "MXNet")

@@ -11,7 +11,8 @@ from typing import Optional
 
 from wdparity.run.adapter import refuse_clip
 from wdparity.run.backend import Inexpressible
-from wdparity.spec.models import TENSORS, AdadeltaSpec, AdagradSpec, AdamSpec, DecayRule, RmspropSpec, Semantics, SgdSpec
+from wdparity.spec.models import (TENSORS, AdadeltaSpec, AdagradSpec, AdamSpec, DecayRule, LambSpec, RmspropSpec, Semantics,
+                                  SgdSpec)
 from wdparity.spec.rules import coefficients
 
 # clip_gradient clips r*g elementwise. adam_update, rmsprop_update and rmspropalex_update clip r*g + wd*w, the
@@ -21,7 +22,7 @@ CLIPS_WITH_WD = {"adam": "adam_update, optimizer_op-inl.h:1302-1305",
 CLIPS_BEFORE_WD = {"sgd": "multi_sgd(_mom)_update, optimizer_op-inl.h:234-240", "ccsgd": "as sgd",
                    "nag": "nag_mom_update / sgd_update, optimizer_op-inl.h:1068-1074, 387-391",
                    "signum": "signum_update, optimizer_op-inl.h:2421-2424", "adagrad": "optimizer.py:1682-1684",
-                   "adadelta": "optimizer.py:1808-1810"}
+                   "adadelta": "optimizer.py:1808-1810", "lamb": "multi_lamb_update, multi_lamb.cc:48-50"}
 
 
 def clip_position(optimizer: str, decay: list[DecayRule]) -> str:
@@ -128,6 +129,13 @@ def native_optimizer(semantics: Semantics) -> dict:
             raise Inexpressible("MXNet's AdaDelta has no learning rate: it never reads lr nor the lr_scheduler "
                                 "(optimizer.py:1801-1823); nearest: optimizer = \"adadelta\" (lr 1, constant)")
         return {"optimizer": "adadelta", "rho": opt.rho, "epsilon": opt.eps}
+    if isinstance(opt, LambSpec):
+        if opt.decay_placement != "inside_trust_ratio":
+            raise Inexpressible("MXNet's LAMB adds wd*w to the direction inside the trust ratio, u = d + wd*w with "
+                                "r = ||w||/||u|| (multi_lamb.cc:66-67, 93-108); nearest: decay_placement = "
+                                f"\"inside_trust_ratio\" (not {opt.decay_placement!r}; the two agree only without a decoupled decay)")
+        return {"optimizer": "lamb", "learning_rate": opt.lr, "beta1": opt.betas[0], "beta2": opt.betas[1],
+                "epsilon": opt.eps}
     b1, b2 = opt.betas      # lion
     if b1 != b2:
         raise Inexpressible("MXNet's Signum is Lion with beta1 = beta2 = momentum (one state: the sign of the new "

@@ -28,6 +28,8 @@ KEYWORDS = {
     "adagrad": {"eps": 1e-7},
     "adadelta": {"rho": 0.9, "epsilon": 1e-5},
     "signum": {"learning_rate": 0.01, "momentum": 0.9, "wd_lh": 0.0},
+    "lamb": {"learning_rate": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-6, "lower_bound": None,
+             "upper_bound": None, "bias_correction": True},
 }
 OPTIMIZERS = tuple(KEYWORDS)
 BASE_LR = 0.01
@@ -37,6 +39,11 @@ OWN = {name: tuple(k for k in keys if k != "learning_rate") for name, keys in KE
 # create_state without dtype= makes float32 states, and the update then raises MXNetError for float64 weights.
 FLOAT32_STATE = {"rmsprop": "mxnet/optimizer/optimizer.py:1733-1740", "adagrad": "mxnet/optimizer/optimizer.py:1662-1663",
                  "adadelta": "mxnet/optimizer/optimizer.py:1797-1799"}
+# Gluon's Updater hands LAMB all tensors at once (aggregate_num 45, optimizer.py:1262, 2103-2124), and
+# multi_lamb_update keeps the direction u and both norms in float32 for float64 weights too.
+MULTI_LAMB = ("src/operator/contrib/multi_lamb-inl.h:306-321", "src/operator/contrib/multi_lamb.cc:42,72,93-105",
+              "src/operator/contrib/multi_sum_sq.cc:67-80")
+FLOAT32_DIRECTION = {"lamb": "; ".join(MULTI_LAMB)}
 
 # The rest of the registry: what each does that the neutral model has no field for.
 REFUSED = {
@@ -47,7 +54,6 @@ REFUSED = {
              "compounds twice per step",
     "ftml": "FTML (optimizer.py:739-794, ftml_update) has no neutral family",
     "ftrl": "Ftrl (optimizer.py:1828-1901, ftrl_update) has no neutral family",
-    "lamb": "LAMB scales each layer's step by a trust ratio ||w||/||update|| (optimizer.py:1250-1373)",
     "lars": "LARS scales each layer's lr by eta*||w||/(||g|| + wd*||w|| + eps) (optimizer.py:797-1054)",
     "lbsgd": "LBSGD warms the lr up and scales it by the batch (optimizer.py:1057-1247)",
     "dcasgd": "DCASGD adds a delay compensation lamda*g^2*(w - w_prev) (optimizer.py:1408-1429); with lamda = 0 "
@@ -78,6 +84,9 @@ class MxnetRun(Strict):
     eps: Optional[Positive] = None
     rho: Optional[Unit] = None
     wd_lh: Optional[NonNeg] = None
+    lower_bound: Optional[Finite] = None
+    upper_bound: Optional[Finite] = None
+    bias_correction: Optional[bool] = None
     wd_mult: Optional[dict[str, NonNeg]] = None
     penalty: Optional[Penalty] = None
 
@@ -112,6 +121,14 @@ class MxnetRun(Strict):
         if self.optimizer == "adadelta" and self.rescale_grad not in (None, 1.0):
             raise fail("rescale_grad", self.rescale_grad, "is not modelled with adadelta: AdaDelta rescales the "
                        "gradient but not the epsilon of its numerator sqrt(acc_delta + epsilon) (optimizer.py:1808-1823)")
+        for key in ("lower_bound", "upper_bound"):   # passed only when truthy, applied only when >= 0
+            if (getattr(self, key) or 0) > 0:
+                raise fail(key, getattr(self, key), "is not modelled: LAMB clamps the weight norm ||w|| of its trust "
+                           "ratio to [lower_bound, upper_bound] (multi_lamb.cc:95-98, optimizer.py:1319-1322) and the "
+                           "neutral ratio has no bounds; remove the key, or set it <= 0 (off)")
+        if self.bias_correction is False:
+            raise fail("bias_correction", False, "is not modelled: without it LAMB's direction is m/(sqrt(v) + "
+                       "epsilon) (multi_lamb.cc:68-70) and the neutral LAMB always bias-corrects; remove the key")
         if self.wd_mult is not None:
             check_tensors("wd_mult", list(self.wd_mult))
         return self
