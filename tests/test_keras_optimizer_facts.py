@@ -14,6 +14,7 @@ from wdparity_backends.keras_vocab import CLIP, DEFAULTS, KERAS_EXTRAS, NOT_MODE
 
 HAVE_KERAS_JAX = all(importlib.util.find_spec(m) is not None for m in ("keras", "jax"))
 G = np.array([1e-3, -2e-3, 5e-4])          # small enough that epsilon matters
+G2 = np.array([0.3, 0.1, -0.2])
 W0 = np.array([1.0, -2.0, 3.0])
 
 PROBE = textwrap.dedent("""
@@ -24,7 +25,8 @@ PROBE = textwrap.dedent("""
     keras.config.set_floatx("float64")
     S, out = keras.optimizers, {}
     G, W0 = np.array([1e-3, -2e-3, 5e-4]), np.array([1.0, -2.0, 3.0])
-    MODELLED = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion")
+    G2 = np.array([0.3, 0.1, -0.2])
+    MODELLED = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion", "Lamb")
 
     def run(opt, grads, w=None, lrs=None):   # from w = 0 the steps are read without cancellation
         v = keras.Variable(np.zeros(3) if w is None else np.asarray(w, "float64"), dtype="float64")
@@ -70,8 +72,11 @@ PROBE = textwrap.dedent("""
             out[key] = "accepted"
         except ValueError as exc:
             out[key] = "ValueError: " + str(exc)
+    # Lamb: two steps from W0 (a small and a large gradient), with weight_decay, and from w = 0
+    out["lamb"] = run(S.Lamb(0.1), [G, G2], w=W0)
+    out["lamb_wd"] = run(S.Lamb(0.1, weight_decay=0.5), [G, G2], w=W0)
+    out["lamb_zero"] = run(S.Lamb(0.1), [G, G2])
     # the classes refused by name: what one step does
-    out["lamb"] = [run(S.Lamb(0.1), [G], w=s * W0)[0] for s in (1.0, 2.0)]
     out["adafactor"] = [run(S.Adafactor(0.1), [G], w=s * W0)[0] for s in (1.0, 2.0)]
     out["ftrl"] = run(S.Ftrl(0.1), [G], w=W0)[0]
     out["muon"] = [run(S.Muon(0.1), [s * G.reshape(3, 1)], w=W0.reshape(3, 1))[0] for s in (1.0, 10.0)]
@@ -189,13 +194,50 @@ def test_keras_lion_rejects_beta_1_zero(facts):
     assert facts["lion_b1"].startswith("ValueError: Argument `beta_1` must be in the [0, 1] range")
 
 
+def lamb(grads, w, lr=0.1, b1=0.9, b2=0.999, eps=1e-7, wd=0.0, placement="before", powers=None):
+    """Lamb's steps by hand: m, v with 1 - beta; u = m_hat/(sqrt(v_hat) + eps) with 1 - B^t of `powers` (the betas by
+    default); r = ||w||/||u|| (1 where either is 0); the decay w*wd*lr where `placement` puts it."""
+    B1, B2 = powers or (b1, b2)
+    w, m, v, rows = np.asarray(w, float), np.zeros(3), np.zeros(3), []
+    for t, g in enumerate(grads, 1):
+        m, v = m + (g - m) * (1 - b1), v + (g * g - v) * (1 - b2)
+        u = (m / (1 - B1**t)) / (np.sqrt(v / (1 - B2**t)) + eps)
+        decayed = w - w * wd * lr
+        if placement == "inside_trust_ratio":
+            u = u + wd * w
+        ref = decayed if placement == "before" else w
+        wn, un = np.linalg.norm(ref), np.linalg.norm(u)
+        r = wn / un if wn > 0 and un > 0 else 1.0
+        w = (decayed if placement != "inside_trust_ratio" else w) - r * lr * u
+        rows.append(w)
+    return np.array(rows)
+
+
+def test_keras_lamb_first_steps_by_hand(facts):
+    """Adam's corrected direction (epsilon outside the root of v_hat) scaled per variable by ||w||/||u||: each
+    step has length lr*||w||; from w = 0 the ratio is 1 and the first step is Adam's, -lr*m_hat/(sqrt(v_hat) + eps)."""
+    np.testing.assert_allclose(facts["lamb"], lamb([G, G2], W0), rtol=1e-14)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(facts["lamb"][0]) - W0), 0.1 * np.linalg.norm(W0), rtol=1e-14)
+    np.testing.assert_allclose(facts["lamb_zero"], lamb([G, G2], np.zeros(3)), rtol=1e-14)
+    np.testing.assert_allclose(facts["lamb_zero"][0], -0.1 * G / (np.abs(G) + 1e-7), rtol=1e-14)
+    # epsilon outside the root: sqrt(v_hat + eps) (inside) would make the first step 0.1*G/sqrt(G^2 + 1e-7), 18% shorter
+    assert np.max(np.abs(np.asarray(facts["lamb_zero"][0]) / (-0.1 * G / np.sqrt(G**2 + 1e-7)))) > 1.15
+
+
+def test_keras_lamb_decays_w_before_the_trust_ratio(facts):
+    """weight_decay is BaseOptimizer's, applied before update_step, whose ratio takes ||w|| of the decayed w:
+    decay_placement "before"; "after" (ratio from the undecayed w) and optax's "inside_trust_ratio" miss it."""
+    got = np.asarray(facts["lamb_wd"])
+    np.testing.assert_allclose(got, lamb([G, G2], W0, wd=0.5), rtol=1e-14)
+    for other in ("after", "inside_trust_ratio"):
+        assert np.max(np.abs(got / lamb([G, G2], W0, wd=0.5, placement=other) - 1)) > 1e-3, other
+
+
 def test_the_refused_optimizers_do_what_their_reasons_say(facts):
-    assert set(NOT_MODELLED) == {"Lamb", "Adafactor", "Ftrl", "Muon"}
-    # Lamb and Adafactor: the step is relative to the weights (trust ratio; rms(w)-scaled step size)
-    for key in ("lamb", "adafactor"):
-        small, large = (np.asarray(w) - s * W0 for w, s in zip(facts[key], (1.0, 2.0)))
-        np.testing.assert_allclose(large, 2 * small, rtol=1e-9, err_msg=key)
-    np.testing.assert_allclose(np.linalg.norm(np.asarray(facts["lamb"][0]) - W0), 0.1 * np.linalg.norm(W0), rtol=1e-3)
+    assert set(NOT_MODELLED) == {"Adafactor", "Ftrl", "Muon"}
+    # Adafactor: the step is relative to the weights (rms(w)-scaled step size)
+    small, large = (np.asarray(w) - s * W0 for w, s in zip(facts["adafactor"], (1.0, 2.0)))
+    np.testing.assert_allclose(large, 2 * small, rtol=1e-9)
     # Ftrl: w_1 = -(lr*g - (sqrt(n) - sqrt(a))*w_0)/sqrt(n), n = a + g^2, a = 0.1: a proximal solve
     n = 0.1 + G**2
     np.testing.assert_allclose(facts["ftrl"], -(0.1 * G - (np.sqrt(n) - np.sqrt(0.1)) * W0) / np.sqrt(n), rtol=1e-12)

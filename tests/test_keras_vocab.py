@@ -40,7 +40,7 @@ def test_round_trip_over_the_neutral_battery():
     for dtype in ("float32", "float64"):   # inherent(): float32 bias corrections for Adam in float32 runs
         expressed[dtype], why = fidelity.round_trip("keras", dtype)
         reasons.update(why)
-    assert len(expressed["float32"]) == 92 and set(expressed["float32"]) == set(expressed["float64"])
+    assert len(expressed["float32"]) == 98 and set(expressed["float32"]) == set(expressed["float64"])
     assert {r["keras_backend"] for r in expressed["float32"].values()} == {"tensorflow"}
     # in float64 TensorFlow rounds momentum/weight_decay/factors/Lion's betas/Adagrad's accumulator to float32:
     # realize moves to an exact backend
@@ -50,7 +50,7 @@ def test_round_trip_over_the_neutral_battery():
     realized = {n.split("-")[0] for n in expressed["float32"]}
     assert realized == {"sgd", "velocity", "adam_uncorrected", "rmsprop_in_sqrt", "amsgrad_uncorrected",
                         "rmsprop_velocity", "rmsprop_velocity_centered", "adagrad_in_sqrt", "adadelta",
-                        "adadelta_small_eps", "adamax_outside", "nadam_keras", "lion"}
+                        "adadelta_small_eps", "adamax_outside", "nadam_keras", "lion", "lamb_before"}
 
     def because(prefixes, words):
         clip = any("clip" in p for p in prefixes)   # the clip cases have reasons of their own
@@ -67,6 +67,7 @@ def test_round_trip_over_the_neutral_battery():
     because(("adamax-",), "outside the max")
     because(("nadam-", "nadam_constant-"), "0.96^t")
     because(("radam-", "radam_corrected-"), "not 'radam'")
+    because(("lamb-", "lamb_after-"), "decays w before the trust ratio")
     # clipping: Keras's clips have no eps, clip the loss's gradient (regularizers included) before any optimizer term
     clipped = {n.split("-")[2] for n in expressed["float32"] if "-clip_" in n}
     assert clipped == {"clip_global_exact", "clip_tensor", "clip_value"}
@@ -78,7 +79,7 @@ def test_round_trip_over_the_neutral_battery():
     because(("sgd-coupled-clip_after_decay",), "the same clip(g + lambda*w) stated the other way")
     because(("sgd-coupled-clip_global_exact", "sgd-coupled-clip_tensor", "sgd-coupled-clip_value"),
             "no coupled decay outside the loss")
-    assert len(reasons) == 183
+    assert len(reasons) == 195
 
 
 def test_realize_writes_keras_vocabulary():
@@ -131,6 +132,24 @@ def test_realize_each_keras_optimizer():
     assert realize({"name": "rmsprop", "lr": 0.01, "eps_in_sqrt": True}, **f64)["keras_backend"] == "tensorflow"
 
 
+def test_realize_and_describe_lamb():
+    """Keras's Lamb is LAMB with decay_placement "before": weight_decay decays w, then the ratio takes the decayed w."""
+    wd = [{"coupling": "decoupled", "coefficient": 0.3, "scale": "lr", "params": ["weight"]}]
+    lamb = {"name": "lamb", "lr": 0.01, "betas": [0.8, 0.99], "eps": 1e-6, "decay_placement": "before"}
+    run = realize(lamb, wd)
+    assert run == {"keras_backend": "tensorflow", "optimizer": "Lamb", "learning_rate": 0.01, "beta_1": 0.8,
+                   "beta_2": 0.99, "epsilon": 1e-6, "weight_decay": 0.3, "exclude_from_weight_decay": ["bias"]}
+    assert describe(run)["optimizer"] == lamb and rules(run) == [("l2", "decoupled", 0.3, "lr", ["weight"])]
+    # float64: TensorFlow's float32 beta powers are a precision finding, realize moves to an exact backend
+    assert realize(lamb, **{"dtype": "float64"})["keras_backend"] == "jax"
+    found = {f["id"] for f in backend.findings(backend.parse(run), TASK)}
+    assert {"lamb-decay-before-trust-ratio", "weight-decay-decoupled"} <= found
+    # the placement is moot without a decoupled decay, but Keras's is "before": the others are refused, named
+    for placement in ("inside_trust_ratio", "after"):
+        with pytest.raises(Inexpressible, match="identical without a decoupled decay"):
+            realize({**lamb, "decay_placement": placement})
+
+
 def test_realize_and_describe_clipping():
     """One Keras keyword per neutral clip kind, no eps, at the loss's gradient; the regularizers are loss terms."""
     pen = [{"coupling": "gradient", "coefficient": 0.3, "params": ["weight"], "via_loss": True}]
@@ -174,6 +193,8 @@ def test_realize_refuses_clipping_keras_does_not_have(clip, decay, words):
     ({"name": "nadam", "lr": 0.01, "momentum_decay": None}, "momentum_decay = 1.0"),
     ({"name": "lion", "lr": 0.01, "betas": [0.0, 0.99]}, "rejects beta_1 = 0"),
     ({"name": "radam", "lr": 0.01}, "not 'radam'"),
+    ({"name": "lamb", "lr": 0.01}, 'nearest: decay_placement = "before" instead of "inside_trust_ratio"'),
+    ({"name": "lamb", "lr": 0.01, "decay_placement": "after"}, 'decay_placement = "before" instead of "after"'),
 ])
 def test_realize_refuses_what_keras_does_not_compute(optimizer, words):
     with pytest.raises(Inexpressible, match=words):
@@ -185,7 +206,7 @@ def test_describe_the_two_weight_decays():
     assert rules({"optimizer": "SGD", "learning_rate": 0.1, "kernel_regularizer": {"l2": 0.25}}) == [
         ("l2", "gradient", 0.5, None, ["weight"])]
     # every Keras optimizer's weight_decay is decoupled and scaled by lr_t, SGD's included
-    for opt in ("SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion"):
+    for opt in ("SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion", "Lamb"):
         assert rules({"optimizer": opt, "learning_rate": 0.1, "weight_decay": 0.3}) == [
             ("l2", "decoupled", 0.3, "lr", BOTH)]
         assert rules({"optimizer": opt}) == []                                        # weight_decay=None
@@ -206,7 +227,7 @@ def test_describe_optimizers_and_defaults():
     assert describe({"optimizer": "Adam"})["optimizer"] == adam
     assert describe({"optimizer": "AdamW", "amsgrad": True})["optimizer"] == {**adam, "amsgrad": "v"}
     opt = {name: describe({"optimizer": name})["optimizer"] for name in
-           ("RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion")}
+           ("RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion", "Lamb")}
     assert opt["RMSprop"] == {"name": "rmsprop", "lr": 0.001, "rho": 0.9, "eps": 1e-7, "eps_in_sqrt": True,
                               "centered": False, "momentum": 0.0, "momentum_form": "buffer", "initial_scale": 0.0,
                               "bias_correction": False}
@@ -218,6 +239,9 @@ def test_describe_optimizers_and_defaults():
                              "eps_placement": "outside"}
     assert opt["Nadam"] == {"name": "nadam", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-7, "momentum_decay": 1.0}
     assert opt["Lion"] == {"name": "lion", "lr": 0.001, "betas": [0.9, 0.99]}
+    assert opt["Lamb"] == {"name": "lamb", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-7, "decay_placement": "before"}
+    # TensorFlow float64: Lamb's betas in the moments are Python floats (the beta powers are a precision finding)
+    assert describe({"optimizer": "Lamb"}, dtype="float64")["optimizer"]["betas"] == [0.9, 0.999]
     for kb in KERAS_BACKENDS:
         sem = describe({"keras_backend": kb, "optimizer": "SGD", "kernel_regularizer": {"l1": 0.1}})
         assert sem["decay"][0]["l1_at_zero"] == L1_AT_ZERO[kb]
@@ -265,6 +289,8 @@ def test_precision_findings_name_the_mechanism():
     assert findings({"optimizer": "Nadam"}, dtype="float64") == ["nadam-float32-factors"]
     assert findings({"optimizer": "Nadam"}) == findings({"optimizer": "Nadam", "keras_backend": "jax"}, dtype="float64")
     assert findings({"optimizer": "Nadam"}) == []
+    assert findings({"optimizer": "Lamb"}, dtype="float64") == ["lamb-bias-correction-float32"]
+    assert findings({"optimizer": "Lamb", "keras_backend": "jax"}, dtype="float64") == findings({"optimizer": "Lamb"}) == []
 
 
 def test_findings_say_decay_is_ignored():
@@ -283,7 +309,8 @@ def test_findings_say_decay_is_ignored():
     ({"optimizer": "Nadam", "initial_accumulator_value": 0.1}, "initial_accumulator_value",
      "belongs to keras.optimizers.Adagrad"),
     ({"optimizer": "Lion", "beta_1": 0.0}, "beta_1", "degenerates to SignSGD"),
-    ({"optimizer": "Lamb"}, "optimizer", "trust ratio"),
+    ({"optimizer": "Lamb", "amsgrad": True}, "amsgrad", "not a keyword of keras.optimizers.Lamb"),
+    ({"optimizer": "Lamb", "rho": 0.9}, "rho", "not a keyword of keras.optimizers.Lamb"),
     ({"optimizer": "Adafactor"}, "optimizer", "factors the second moment"),
     ({"optimizer": "Ftrl"}, "optimizer", "FTRL-proximal"),
     ({"optimizer": "Muon"}, "optimizer", "Newton-Schulz"),

@@ -5,10 +5,11 @@ Why it exists: Keras has two unrelated "weight decay" knobs. `kernel_regularizer
 c*sum(w^2) to the loss (a coupled L2 with coefficient 2c, not c), while every Keras 3 optimizer, SGD
 included, takes `weight_decay`, which is *decoupled*: w <- w - lr_t*wd*w outside the optimizer's moments.
 Keras's momentum (SGD, RMSprop) is the velocity form, its Adam adds epsilon before the bias correction, its
-RMSprop and Adagrad inside the root, its Adamax outside the max, its clipping (clipnorm, clipvalue,
-global_clipnorm) acts on the loss's gradient, regularizers included, never on weight_decay, and which backend
-runs Keras decides sign(0) of the L1 term and several precision findings. The vocabulary is in keras_vocab.py, what each optimizer means
-in keras_optimizers.py; every statement about Keras 3.15.1, with its source and the test that measures it, is
+RMSprop and Adagrad inside the root, its Adamax outside the max, its Lamb takes the trust ratio from the already
+decayed w, its clipping (clipnorm, clipvalue, global_clipnorm) acts on the loss's gradient, regularizers
+included, never on weight_decay, and which backend runs Keras decides sign(0) of the L1 term and several
+precision findings. The vocabulary is in keras_vocab.py, what each optimizer means in
+keras_optimizers.py; every statement about Keras 3.15.1, with its source and the test that measures it, is
 in docs/adapters/keras.md.
 """
 
@@ -74,6 +75,11 @@ class KerasBackend(Adapter):
             out.append({"id": "weight-decay-decoupled", "modelled": True,
                         "text": f"{config.optimizer}(weight_decay) is decoupled decay w -= lr*wd*w, not L2",
                         "source": "keras/src/optimizers/base_optimizer.py:952-959 (_apply_weight_decay)"})
+        if config.optimizer == "Lamb" and config.weight_decay:
+            out.append({"id": "lamb-decay-before-trust-ratio", "modelled": True,
+                        "text": "Lamb's weight_decay decays w before update_step, whose trust ratio ||w||/||u|| takes "
+                                "the decayed w (decay_placement \"before\")",
+                        "source": "keras/src/optimizers/base_optimizer.py:586-594; keras/src/optimizers/lamb.py:122-132"})
         if describe_clip(config) is not None:
             out.append({"id": "clip-before-weight-decay", "modelled": True,
                         "text": "Keras clips the loss's gradient, the regularizers' terms included; weight_decay "

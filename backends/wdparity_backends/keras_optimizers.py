@@ -5,7 +5,7 @@ BaseOptimizer's gradient clipping (describe_clip, realize_clip).
 The sources, read at keras 3.15.1 and measured by the tests, are in docs/adapters/keras.md. A float64 run on
 TensorFlow rounds every hyperparameter that passes through ops.cast (tf.cast of a Python float goes through
 float32): SGD's momentum, Adam's bias-correction betas, Adagrad's initial accumulator, Lion's betas (described
-float32-rounded), Adamax's and Nadam's (precision findings: their neutral models have no field for it).
+float32-rounded), Adamax's, Nadam's and Lamb's (precision findings: their neutral models have no field for it).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from wdparity.spec.models import (
     AdamaxSpec,
     AdamSpec,
     Clip,
+    LambSpec,
     LionSpec,
     NadamSpec,
     RmspropSpec,
@@ -30,7 +31,7 @@ from wdparity.spec.models import (
 
 from .keras_vocab import CLIP, OWN, KerasRun, f32
 
-MODELLED = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion")
+MODELLED = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion", "lamb")
 
 
 def describe_optimizer(c: KerasRun, task: Task):
@@ -63,6 +64,11 @@ def describe_optimizer(c: KerasRun, task: Task):
         return AdamaxSpec(name="adamax", lr=lr, betas=betas, eps=c.get("epsilon"), eps_placement="outside")
     if opt == "Nadam":
         return NadamSpec(name="nadam", lr=lr, betas=betas, eps=c.get("epsilon"), momentum_decay=1.0)
+    if opt == "Lamb":
+        # apply() decays w first (base_optimizer.py:586-594), update_step takes ||w|| of the decayed variable
+        # (lamb.py:122); the moments' 1 - beta are Python floats (lamb.py:105-114), epsilon outside the root of
+        # v_hat (lamb.py:116-119); the float32 beta powers on TensorFlow are a precision finding (keras_vocab)
+        return LambSpec(name="lamb", lr=lr, betas=betas, eps=c.get("epsilon"), decay_placement="before")
     return LionSpec(name="lion", lr=lr, betas=[cast(b) for b in betas])   # lion.py:100-101
 
 
@@ -150,6 +156,15 @@ def realize_optimizer(opt) -> dict:
             raise Inexpressible("keras.optimizers.Lion rejects beta_1 = 0 (keras/src/optimizers/lion.py:77-81); "
                                 "nearest: the smallest beta_1 > 0 (sign(g) of plain SignSGD up to it)")
         return {"optimizer": "Lion", "learning_rate": opt.lr, "beta_1": opt.betas[0], "beta_2": opt.betas[1]}
+    if isinstance(opt, LambSpec):
+        if opt.decay_placement != "before":
+            raise Inexpressible(
+                "keras.optimizers.Lamb decays w before the trust ratio: apply() runs _apply_weight_decay, then "
+                "update_step takes ||w|| of the decayed variable (keras/src/optimizers/base_optimizer.py:586-594, "
+                f"keras/src/optimizers/lamb.py:122-132); nearest: decay_placement = \"before\" instead of "
+                f"\"{opt.decay_placement}\" (identical without a decoupled decay)")
+        return {"optimizer": "Lamb", "learning_rate": opt.lr, "beta_1": opt.betas[0], "beta_2": opt.betas[1],
+                "epsilon": opt.eps}
     raise Inexpressible(f"this Keras adapter models the optimizers {sorted(MODELLED)}, not {opt.name!r}")
 
 

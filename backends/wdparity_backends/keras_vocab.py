@@ -24,7 +24,7 @@ L1_AT_ZERO = {"tensorflow": 0.0, "jax": 1.0, "torch": 0.0}
 KERAS_NAME = {"weight": "kernel", "bias": "bias"}
 # Each modelled keras.optimizers class: its learning_rate, weight_decay and own keywords with the installed
 # constructor's defaults (sgd.py:43-59, adam.py:43-56, adamw.py:53-67, rmsprop.py:53-70, adagrad.py:35-50,
-# adadelta.py:40-55, adamax.py:53-69, nadam.py:39-55, lion.py:44-59; checked against inspect.signature by
+# adadelta.py:40-55, adamax.py:53-69, nadam.py:39-55, lion.py:44-59, lamb.py:38-55; checked against inspect.signature by
 # tests/test_keras_optimizer_facts.py::test_the_keyword_table_is_the_installed_signatures).
 _ADAM = {"learning_rate": 0.001, "weight_decay": None, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
 DEFAULTS = {
@@ -38,13 +38,12 @@ DEFAULTS = {
     "Adamax": dict(_ADAM),
     "Nadam": dict(_ADAM),
     "Lion": {"learning_rate": 0.001, "weight_decay": None, "beta_1": 0.9, "beta_2": 0.99},
+    "Lamb": dict(_ADAM),
 }
 DEFAULT_LR = {name: d["learning_rate"] for name, d in DEFAULTS.items()}
 OWN = {name: tuple(k for k in d if k not in ("learning_rate", "weight_decay")) for name, d in DEFAULTS.items()}
 # keras.optimizers classes outside the neutral model, refused by name with what they do
 NOT_MODELLED = {
-    "Lamb": "scales each step by the layer-wise trust ratio ||w|| / ||update|| (keras/src/optimizers/lamb.py:"
-            "121-132), which no neutral optimizer has",
     "Adafactor": "factors the second moment into row and column averages, with a relative step size and update "
                  "clipping (keras/src/optimizers/adafactor.py:143-213), which no neutral optimizer has",
     "Ftrl": "is FTRL-proximal, a closed-form solve with its own l1/l2 regularization strengths (keras/src/optimizers/"
@@ -93,7 +92,7 @@ class KerasRun(Strict):
     """keras.optimizers keywords (DEFAULTS), the Dense layer's regularizers, the Keras backend."""
 
     keras_backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
-    optimizer: Literal["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion"]
+    optimizer: Literal["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion", "Lamb"]
     learning_rate: Optional[Positive] = None
     momentum: Optional[Unit] = None
     nesterov: Optional[bool] = None
@@ -188,6 +187,10 @@ def precision_findings(config: KerasRun, task: Task) -> list[str]:
                    "ops.cast(0.96), ops.cast(beta_1), ops.cast(beta_2), float32-rounded by tf.cast, while u_product is "
                    "formed from the exact Python floats; the neutral NAdam has one beta_1 (keras/src/optimizers/"
                    "nadam.py:95-139)")
+    if task.dtype == "float64" and kb == "tensorflow" and config.optimizer == "Lamb":
+        out.append("lamb-bias-correction-float32: Lamb's 1 - beta^t take ops.cast(beta_1), ops.cast(beta_2), float32-"
+                   "rounded by tf.cast, its moments the exact Python floats; the neutral LAMB has no bias_correction_dtype "
+                   "(its trust ratio cancels the uniform part, epsilon leaves the rest) (keras/src/optimizers/lamb.py:95-119)")
     if task.dtype == "float64" and kb == "jax" and kind == "cosine":
         out.append("cosine-float32: CosineDecay's ops.cos returns float32 (keras/src/backend/common/dtypes.py:235-242, "
                    "keras/src/backend/jax/numpy.py:599-606)")
