@@ -177,7 +177,10 @@ FAMILY_PROBE = textwrap.dedent("""
             {"optimizer": "adagrad", "initial_accumulator_value": 0.3, "eps": 1e-5},
             {"optimizer": "adadelta", "rho": 0.8, "weight_decay": 0.4, "weight_decay_mask": ["bias"]},
             {"optimizer": "adamax", "eps": 1e-3}, {"optimizer": "adamaxw", "mask": ["bias"]},
-            {"optimizer": "radam", "b2": 0.9, "threshold": 4.5}, {"optimizer": "lion", "b1": 0.8, "mask": ["weight"]}]
+            {"optimizer": "radam", "b2": 0.9, "threshold": 4.5}, {"optimizer": "lion", "b1": 0.8, "mask": ["weight"]},
+            {"optimizer": "lamb", "b1": 0.8, "eps": 1e-4, "weight_decay": 0.3, "mask": ["weight"]},
+            {"optimizer": "adamw", "weight_decay": {"schedule": "exponential_decay", "init_value": 0.3,
+                                                    "transition_steps": 2, "decay_rate": 0.5, "staircase": True}}]
     out["alias_vs_chain"] = {}
     for spec in RUNS:
         r = OptaxRun.model_validate({**spec, "learning_rate": 0.05})

@@ -97,7 +97,6 @@ def test_describe_the_families(run, optimizer, decay):
 
 # ---------------------------------------------------------------- knobs outside the neutral model, by name
 @pytest.mark.parametrize("run, key, words", [
-    ({"optimizer": "lamb", "learning_rate": 0.1}, "optimizer", "trust ratio"),
     ({"optimizer": "adafactor", "learning_rate": 0.1}, "optimizer", "factors the second moment"),
     ({"optimizer": "yogi", "learning_rate": 0.1}, "optimizer", "modelled optax aliases"),
     ({"optimizer": "adadelta"}, "learning_rate", "climbs the loss"),

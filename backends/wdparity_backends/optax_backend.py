@@ -4,7 +4,8 @@ optax is where "coupled vs decoupled" is literally an ordering: `add_decayed_wei
 to whatever the updates are at its position in the chain: before the optimizer's normaliser (scale_by_adam,
 scale_by_rms, ..., or trace) it edits the gradient (an L2 penalty), after it the step (AdamW), scaled by the
 scalings that follow. Gradient clipping is an ordering too: clip_by_global_norm / clip before the coupled
-add_decayed_weights clips the loss's gradient, after it g + lambda*w. The vocabulary is optax_vocab.py;
+add_decayed_weights clips the loss's gradient, after it g + lambda*w; LAMB's decay stands inside or after
+scale_by_trust_ratio; a weight_decay may be a schedule (optax_schedules.py). The vocabulary is optax_vocab.py;
 describe() expands an alias into its chain and reads it (optax_describe.py); realize() writes an alias where one
 is exact, else a chain (optax_realize.py); optax_jax.py runs inside the worker. Every statement about optax 0.2.8 and JAX 0.10.2, with its source and the test that
 measures it: docs/adapters/optax.md.
@@ -37,6 +38,8 @@ DEFAULT_FINDINGS = {
                                  "decoupled and lr-scaled", "optax/_src/alias.py:605,730"),
     ("lion", "weight_decay"): ("lion-default-weight-decay", "optax.lion decays by default: weight_decay 1e-3, "
                                "decoupled and lr-scaled", "optax/_src/alias.py:932,1016-1020"),
+    ("lamb", "eps"): ("lamb-default-eps", "optax.lamb's default eps is 1e-6 (optax.adam's: 1e-8)",
+                      "optax/_src/alias.py:1238"),
     ("adagrad", "initial_accumulator_value"): ("adagrad-initial-accumulator", "optax.adagrad's accumulator starts at "
                                                "0.1 (torch: 0)", "optax/_src/alias.py:331"),
     ("rmsprop", "eps_in_sqrt"): ("rmsprop-eps-in-sqrt", "optax.rmsprop adds eps inside the square root by default, "
@@ -69,6 +72,11 @@ class OptaxBackend(Adapter):
                         "text": "optax.adadelta adds weight_decay*w before scale_by_adadelta: an L2 term on the "
                                 "gradient (coupled), unlike adamw's decoupled weight_decay",
                         "source": "optax/_src/alias.py:217-221"})
+        if config.optimizer == "lamb" and config.weight_decay:
+            out.append({"id": "lamb-decay-inside-trust-ratio", "modelled": True,
+                        "text": "optax.lamb adds weight_decay*w to Adam's direction before the trust ratio, which "
+                                "scales both: -lr_t*r*(d + lambda*w), r = ||w||/||d + lambda*w|| (Keras's Lamb "
+                                "decays w before the ratio)", "source": "optax/_src/alias.py:1295-1300"})
         for t in config.chain or []:
             if t.transform == "clip_by_global_norm":
                 out.append({"id": "clip-global-norm-no-eps", "modelled": True,
@@ -144,7 +152,7 @@ class OptaxBackend(Adapter):
                                                    alpha=float(sched.get("floor", 0.0)))
             return None
 
-        tx = transformation(optax, run, schedule)
+        tx = transformation(optax, run, schedule, dtype)
 
         loss_fn = dense_loss(jnp, loss_factor(task["loss"]), run.penalty)
 

@@ -68,7 +68,7 @@ def batch_key(job: dict) -> Optional[str]:
     return json.dumps([job["task"], job["dtype"], skeleton], sort_keys=True)
 
 
-def _transformation(optax, run, sched: dict, rate):
+def _transformation(optax, run, sched: dict, rate, dtype):
     """The run's optax GradientTransformation, as OptaxBackend.train builds it (fields may be tracers).
     `rate`: the step schedule's decay_rate typed in the run's dtype, as train() passes it, but as a NumPy
     scalar: exponential_decay tests `decay_rate == 0` in Python, which a traced jnp value cannot answer."""
@@ -80,7 +80,7 @@ def _transformation(optax, run, sched: dict, rate):
                                            decay_rate=rate, staircase=True)
         return None   # constant (cosine never batches)
 
-    return transformation(optax, run, schedule)
+    return transformation(optax, run, schedule, dtype)
 
 
 def _with(model, path: tuple, value):
@@ -134,7 +134,7 @@ def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.nd
         run = base
         for path, value in zip(paths, hyper):
             run = _with(run, path, value)
-        tx = _transformation(optax, run, sched, rate)
+        tx = _transformation(optax, run, sched, rate, dtype)
         loss_fn = dense_loss(jnp, factor, run.penalty)
 
         def step(carry, idx):

@@ -14,7 +14,8 @@ import numpy as np
 from wdparity.spec.errors import InputError
 from wdparity.spec.models import TENSORS, Clip, DecayRule
 
-from .optax_vocab import CARRIERS, CLIP_TRANSFORMS, SCALINGS, OptaxRun, item
+from .optax_schedules import neutral as decay_value
+from .optax_vocab import CARRIERS, CLIP_TRANSFORMS, LAMB_SCHEDULED, SCALINGS, OptaxRun, item
 
 # the transforms that normalise the gradient: one per chain, and no scaling before it
 NORMALIZERS = ("scale_by_adam", "scale_by_amsgrad", "scale_by_rms", "scale_by_stddev", "scale_by_rss",
@@ -48,6 +49,7 @@ EXPANSIONS: dict[str, list[tuple[str, dict[str, str]]]] = {
     "adamaxw": [("scale_by_adamax", _keys("b1", "b2", "eps")), DECAY, LR],                  # alias.py:2461-2465
     "radam": [("scale_by_radam", _keys("b1", "b2", "eps", "eps_root", "threshold", "nesterov")), LR],  # :1922-1932
     "lion": [("scale_by_lion", _keys("b1", "b2", "mu_dtype")), DECAY, LR],                  # alias.py:1016-1020
+    "lamb": [("scale_by_adam", _keys("b1", "b2", "eps", "eps_root")), DECAY, ("scale_by_trust_ratio", {}), LR],  # :1295-1300
 }
 
 
@@ -75,10 +77,17 @@ def _factor(t) -> float:
     return -t.learning_rate if t.flip_sign else t.learning_rate
 
 
-def _optimizer(core, trace, velocity: bool, lr: float) -> dict:
-    """The neutral optimizer of a chain's normaliser (None: SGD) and trace."""
+def _coef(t) -> float:
+    """An add_decayed_weights' coefficient: its number, or its schedule's init_value."""
+    return decay_value(t.weight_decay)[0]
+
+
+def _optimizer(core, trace, velocity: bool, lr: float, placement: Optional[str] = None) -> dict:
+    """The neutral optimizer of a chain's normaliser (None: SGD) and trace; `placement`: LAMB's, with a trust ratio."""
     name = core.transform if core is not None else None
     momentum = trace.decay if trace is not None else 0.0
+    if placement is not None:                               # scale_by_adam, then the trust ratio (alias.py:1295-1300)
+        return {"name": "lamb", "lr": lr, "betas": [core.b1, core.b2], "eps": core.eps, "decay_placement": placement}
     if name is None:   # trace(decay=0) adds nothing, nesterov included: plain SGD
         extra = {"momentum": momentum, "nesterov": trace.nesterov} if momentum > 0 else {}
         return {"name": "sgd", "lr": lr, **extra, "momentum_form": "velocity" if velocity else "buffer"}
@@ -126,8 +135,8 @@ def _clip(chain: list, start: int, bad) -> Optional[Clip]:
         raise bad(k, "transform", chain[k].transform, f"must come before {what}: {why}")
     terms = [i for i in range(start) if chain[i].transform == "add_decayed_weights"]
     before = [i for i in terms if i < k]
-    after = [i for i in terms if i > k and chain[i].weight_decay != 0.0]
-    if after and any(chain[i].weight_decay != 0.0 for i in before):
+    after = [i for i in terms if i > k and _coef(chain[i]) != 0.0]
+    if after and any(_coef(chain[i]) != 0.0 for i in before):
         raise bad(k, "transform", chain[k].transform, "must not sit between two add_decayed_weights: one term "
                   "clipped and the other not is outside the neutral model")
     position = "after_coupled_decay" if before and not after else "loss_gradient"
@@ -135,6 +144,26 @@ def _clip(chain: list, start: int, bad) -> Optional[Clip]:
     if t.transform == "clip":
         return Clip(kind="value", threshold=t.max_delta, position=position)
     return Clip(kind="global_norm", threshold=t.max_norm, eps=0.0, position=position)
+
+
+def _trust_ratio(chain: list, cores: list, traces: list, scalings: list, bad) -> Optional[int]:
+    """Where LAMB's scale_by_trust_ratio stands (None: no ratio), checked to follow scale_by_adam as in optax.lamb."""
+    ratios = [i for i, t in enumerate(chain) if t.transform == "scale_by_trust_ratio"]
+    if not ratios:
+        return None
+    r = ratios[0]
+    if len(ratios) > 1:
+        raise bad(ratios[1], "transform", "scale_by_trust_ratio", "is a second trust ratio (one per chain)")
+    core = chain[cores[0]] if cores else None
+    if core is None or core.transform != "scale_by_adam" or core.nesterov or traces or cores[0] > r:
+        raise bad(r, "transform", "scale_by_trust_ratio", "must follow scale_by_adam (nesterov false, no trace), as "
+                  "in optax.lamb (optax/_src/alias.py:1295-1300): the ratio of another direction (optax.lars's "
+                  "momentum, alias.py:1221-1232) is outside the neutral model's LAMB")
+    between = [s for s in scalings if s < r]
+    if between:
+        raise bad(between[0], "transform", chain[between[0]].transform, "must come after scale_by_trust_ratio: the "
+                  "ratio ||w||/||u|| undoes a scaling before it (optax.lamb scales after it, alias.py:1298-1299)")
+    return r
 
 
 def describe_chain(chain: list, schedule_kind: str) -> tuple[dict, list[DecayRule], Optional[Clip]]:
@@ -173,11 +202,17 @@ def describe_chain(chain: list, schedule_kind: str) -> tuple[dict, list[DecayRul
     if trace is not None and trace.nesterov and trace.decay > 0 and core is not None:
         raise bad(traces[0], "nesterov", True, "must be false after scale_by_rms / scale_by_stddev: RMSprop with a "
                   "Nesterov trace (optax/_src/alias.py:2040-2044) is outside the neutral model")
+    ratio = _trust_ratio(chain, cores, traces, scalings, bad)
     velocity = trace is not None and (carriers[0] < traces[0] if carriers else scalings[0] < traces[0]
                                       if scalings else False)
-    rules = []
+    rules, inside, outside = [], [], []   # LAMB: its add_decayed_weights inside the trust ratio, and after it
     for i, t in enumerate(chain):
-        if t.transform != "add_decayed_weights" or t.weight_decay == 0.0:   # a constant 0 is skipped (_adding.py:68)
+        if t.transform != "add_decayed_weights":
+            continue
+        if ratio is not None and c < i < ratio:
+            inside.append(i)
+        wd, sched = decay_value(t.weight_decay)
+        if wd == 0.0:   # a constant 0 is skipped (_adding.py:68); a schedule from 0 adds 0*w
             continue
         params = list(t.mask) if t.mask else list(TENSORS)
         if c < i < end:
@@ -187,20 +222,39 @@ def describe_chain(chain: list, schedule_kind: str) -> tuple[dict, list[DecayRul
             if any(s < i for s in scalings):
                 raise bad(i, "transform", t.transform, "must come before every scaling transform when it precedes "
                           "the optimizer core (a pre-scaled decay term is outside the neutral model)")
-            if t.weight_decay < 0:
-                raise bad(i, "weight_decay", t.weight_decay, "must be >= 0 before the optimizer core (a negative L2 "
+            if wd < 0:
+                raise bad(i, "weight_decay", wd, "must be >= 0 before the optimizer core (a negative L2 "
                           "term makes the weights grow)")
-            rules.append(DecayRule(norm="l2", coupling="gradient", coefficient=t.weight_decay, params=params))
+            rules.append(DecayRule(norm="l2", coupling="gradient", coefficient=wd, params=params, schedule=sched))
+            continue
+        if ratio is not None and i < ratio:   # u = d + lambda*w, then the ratio (optax.lamb, alias.py:1296-1298)
+            if wd < 0:
+                raise bad(i, "weight_decay", wd, "must be >= 0 inside scale_by_trust_ratio (the weights would grow)")
+            if sched is not None:
+                raise bad(i, "weight_decay", t.weight_decay.model_dump(), LAMB_SCHEDULED)
+            rules.append(DecayRule(norm="l2", coupling="decoupled", coefficient=wd, scale="lr", params=params))
             continue
         after = [s for s in scalings if s > i]
         k_after = float(np.prod([_factor(chain[s]) for s in after])) if after else 1.0
         a = any(chain[s].transform in CARRIERS for s in after)
         if k_after == K and a == bool(carriers):        # every scaling follows: w <- w - lr_t*lambda*w
-            scale, coef = "lr", t.weight_decay
+            scale, coef = "lr", wd
         else:                                           # step += lambda * k_after * (eta_t if a) * w
-            scale, coef = ("schedule" if a else "none"), -t.weight_decay * k_after
+            scale, coef = ("schedule" if a else "none"), -wd * k_after
         if coef < 0:
-            raise bad(i, "weight_decay", t.weight_decay, f"adds {-coef:g}*{'eta_t*' if a else ''}w to the step: the "
+            raise bad(i, "weight_decay", wd, f"adds {-coef:g}*{'eta_t*' if a else ''}w to the step: the "
                       f"weights grow (downstream scalings multiply it by {k_after:g}; flip its sign to decay)")
-        rules.append(DecayRule(norm="l2", coupling="decoupled", coefficient=coef, scale=scale, params=params))
-    return _optimizer(core, trace, velocity, -K), rules, _clip(chain, c, bad)
+        if ratio is not None and scale != "lr":
+            raise bad(i, "transform", t.transform, "must come before every scaling with scale_by_trust_ratio: "
+                      "LAMB's decoupled decay is lr-scaled (the neutral LAMB has no decay after the learning rate)")
+        if ratio is not None:
+            outside.append(i)
+        rules.append(DecayRule(norm="l2", coupling="decoupled", coefficient=coef, scale=scale, params=params,
+                               schedule=sched))
+    placement = None
+    if ratio is not None:
+        if outside and any(_coef(chain[i]) != 0.0 for i in inside):
+            raise bad(outside[0], "transform", "add_decayed_weights", "must not follow scale_by_trust_ratio while "
+                      "another decays inside it: the neutral LAMB has one decay placement")
+        placement = "inside_trust_ratio" if inside and not outside else "after"
+    return _optimizer(core, trace, velocity, -K, placement), rules, _clip(chain, c, bad)

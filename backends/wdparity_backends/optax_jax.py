@@ -10,6 +10,7 @@ import numpy as np
 
 from wdparity.spec.models import TENSORS
 
+from .optax_schedules import build as weight_decay_value
 from .optax_vocab import OptaxRun
 
 X64_VAR = "JAX_ENABLE_X64"   # read by JAX once, at import, into jax_enable_x64
@@ -60,16 +61,18 @@ def dense_loss(jnp, factor: float, pen):
     return loss_fn
 
 
-def transformation(optax, run: OptaxRun, schedule):
+def transformation(optax, run: OptaxRun, schedule, dtype=np.float64):
     """The run's optax GradientTransformation; `schedule(init_value)` gives the optax schedule or None for a
-    constant (train() and the vmapped grid, whose fields may be tracers, share this one builder). Every keyword
-    the run model holds is passed to optax by its own name."""
+    constant (train() and the vmapped grid, whose fields may be tracers, share this one builder); a scheduled
+    weight_decay is built for a run of `dtype`. Every keyword the run model holds is passed to optax by its own
+    name."""
 
     def mask(names):
         return None if names is None else {k: k in names for k in TENSORS}
 
     special = {  # the transforms whose data stands for something else (a mask, a schedule)
-        "add_decayed_weights": lambda t: optax.add_decayed_weights(weight_decay=t.weight_decay, mask=mask(t.mask)),
+        "add_decayed_weights": lambda t: optax.add_decayed_weights(
+            weight_decay=weight_decay_value(optax, t.weight_decay, dtype), mask=mask(t.mask)),
         "scale_by_learning_rate": lambda t: optax.scale_by_learning_rate(
             schedule(t.learning_rate) or t.learning_rate, flip_sign=t.flip_sign),
         "scale_by_schedule": lambda t: optax.scale_by_schedule(
@@ -88,4 +91,6 @@ def transformation(optax, run: OptaxRun, schedule):
     for key in ("mask", "weight_decay_mask"):
         if key in given:
             given[key] = mask(given[key])
+    if "weight_decay" in given:
+        given["weight_decay"] = weight_decay_value(optax, given["weight_decay"], dtype)
     return getattr(optax, run.optimizer)(learning_rate=lr, **given)

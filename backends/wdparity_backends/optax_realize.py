@@ -10,6 +10,8 @@ from wdparity.run.adapter import refuse_clip, refuse_frozen, refuse_l1
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import TENSORS, Semantics, Task
 
+from .optax_schedules import native as weight_decay
+
 JAX_L1_AT_ZERO = 1.0   # jax.grad(jnp.abs)(0.0) == 1.0 (lax.py:4715); tests/test_optax_backend.py measures it
 
 
@@ -62,6 +64,12 @@ def refuse(opt, task: Task) -> None:
         raise Inexpressible("optax.scale_by_radam adds eps to sqrt(nu_hat) (optax/_src/transform.py:849,876); "
                             "nearest: eps_placement = \"corrected\", whose effective epsilon is larger by "
                             "1/sqrt(1-b2^t)")
+    if name == "lamb" and opt.decay_placement == "before":
+        raise Inexpressible("optax has no LAMB that decays w before its trust ratio (Keras's Lamb: the ratio of the "
+                            "decayed w): optax.lamb adds weight_decay*w inside the ratio (optax/_src/alias.py:"
+                            "1296-1298) and a chain can put add_decayed_weights after scale_by_trust_ratio; nearest: "
+                            "decay_placement = \"after\", whose ratio ||w||/||d|| is larger by 1/(1 - lr_t*lambda) "
+                            "on each decayed tensor (the same where no rule is decoupled)")
     if name == "radam" and task.dtype == "float32":
         raise Inexpressible(RADAM_FLOAT32 + "; nearest: the same run in float64")
     if name == "radam" and not opt.threshold_inclusive:
@@ -107,7 +115,7 @@ def _alias(opt, coupled: list, dec: dict) -> Optional[dict]:
     b = {"b1": opt.betas[0], "b2": opt.betas[1]} if hasattr(opt, "betas") else {}
     plain = not coupled and not any(dec.values())
     one_decoupled = not coupled and not dec["schedule"] and not dec["none"] and len(dec["lr"]) <= 1
-    wd = {"weight_decay": dec["lr"][0].coefficient, **_mask("mask", dec["lr"][0].params)} if dec["lr"] else {}
+    wd = {"weight_decay": _wd(dec["lr"][0]), **_mask("mask", dec["lr"][0].params)} if dec["lr"] else {}
     if opt.name == "sgd" and plain and opt.momentum_form == "buffer":
         return {"optimizer": "sgd", **run, **({"momentum": opt.momentum} if opt.momentum else {}),
                 **({"nesterov": True} if opt.nesterov else {})}
@@ -123,12 +131,40 @@ def _alias(opt, coupled: list, dec: dict) -> Optional[dict]:
     if opt.name == "radam" and plain:
         return {"optimizer": "radam", **run, **b, "eps": opt.eps, "threshold": opt.threshold}
     if opt.name == "adadelta" and not any(dec.values()) and len(coupled) <= 1:   # its weight_decay is coupled
-        decay = ({"weight_decay": coupled[0].coefficient, **_mask("weight_decay_mask", coupled[0].params)}
+        decay = ({"weight_decay": _wd(coupled[0]), **_mask("weight_decay_mask", coupled[0].params)}
                  if coupled else {})
         return {"optimizer": "adadelta", **run, "rho": opt.rho, "eps": opt.eps, **decay}
     if opt.name == "lion" and one_decoupled:   # its weight_decay defaults to 1e-3: always written
         return {"optimizer": "lion", **run, **b, **(wd or {"weight_decay": 0.0})}
+    if opt.name == "lamb" and one_decoupled and opt.decay_placement == "inside_trust_ratio" and not any(
+            r.schedule is not None for r in dec["lr"]):
+        return {"optimizer": "lamb", **run, **b, "eps": opt.eps, **wd}
     return None
+
+
+def _wd(rule, sign: float = 1.0):
+    """A rule's weight_decay as optax takes it: its coefficient (times sign), or a schedule table from it."""
+    return weight_decay(sign * rule.coefficient, rule.schedule)
+
+
+def _lamb(opt, dec: dict) -> list[dict]:
+    """LAMB's transforms after the coupled terms: scale_by_adam, its decoupled add_decayed_weights inside the trust
+    ratio (optax.lamb, alias.py:1295-1300; a zero one marks the placement where no rule is decoupled) or after it."""
+    rules = dec["lr"]
+    if opt.decay_placement == "inside_trust_ratio" and any(r.schedule is not None for r in rules):
+        raise Inexpressible("a scheduled decay inside LAMB's trust ratio is outside the neutral model (its inside term "
+                            "is lambda*w with a constant lambda), though optax.lamb takes a schedule there; nearest: "
+                            "decay_placement = \"after\"")
+    terms = [_adw(_wd(r), r) for r in rules]
+    adam = {"transform": "scale_by_adam", "b1": opt.betas[0], "b2": opt.betas[1], "eps": opt.eps}
+    ratio, lr = {"transform": "scale_by_trust_ratio"}, {"transform": "scale_by_learning_rate", "learning_rate": opt.lr}
+    if opt.decay_placement == "inside_trust_ratio":
+        return [adam, *(terms or [_adw(0.0, None)]), ratio, lr]
+    return [adam, ratio, *terms, lr]
+
+
+def _adw(value, rule) -> dict:
+    return {"transform": "add_decayed_weights", "weight_decay": value, **(_mask("mask", rule.params) if rule else {})}
 
 
 # (kind, position) -> the optax chain that clips so (refuse_clip names them)
@@ -197,14 +233,13 @@ def realize(semantics: Semantics, task: Task) -> dict:
     if alias is not None:
         return {**alias, **penalty}
 
-    def adw(coef, r):
-        return {"transform": "add_decayed_weights", "weight_decay": coef, **_mask("mask", r.params)}
-
-    chain = [adw(r.coefficient, r) for r in coupled]
+    chain = [_adw(_wd(r), r) for r in coupled]
     if clip is not None and semantics.clip.position == "loss_gradient":
         chain = [clip] + chain
     elif clip is not None:   # after the coupled terms; with none, a zero term (skipped by optax) marks the position
         chain = (chain or [{"transform": "add_decayed_weights", "weight_decay": 0.0}]) + [clip]
+    if opt.name == "lamb":
+        return {"chain": chain + _lamb(opt, dec), **penalty}
     pre = _normaliser(opt)
     momentum = opt.momentum if opt.name in ("sgd", "rmsprop") else 0.0
     if opt.name == "sgd" and (momentum or any(dec.values()) or velocity):   # trace(0) marks SGD's core
@@ -215,10 +250,10 @@ def realize(semantics: Semantics, task: Task) -> dict:
     if velocity:
         chain += pre + [lr] + post
     elif dec["schedule"]:
-        chain += pre + post + [adw(r.coefficient, r) for r in dec["lr"]] + [{"transform": "scale", "step_size": opt.lr}]
-        chain += [adw(r.coefficient, r) for r in dec["schedule"]]
+        chain += pre + post + [_adw(_wd(r), r) for r in dec["lr"]] + [{"transform": "scale", "step_size": opt.lr}]
+        chain += [_adw(_wd(r), r) for r in dec["schedule"]]
         chain += [{"transform": "scale_by_learning_rate", "learning_rate": 1.0}]
     else:
-        chain += pre + post + [adw(r.coefficient, r) for r in dec["lr"]] + [lr]
-    chain += [adw(-r.coefficient, r) for r in dec["none"]]
+        chain += pre + post + [_adw(_wd(r), r) for r in dec["lr"]] + [lr]
+    chain += [_adw(_wd(r, -1.0), r) for r in dec["none"]]
     return {"chain": chain, **penalty}

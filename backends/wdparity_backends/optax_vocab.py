@@ -14,6 +14,8 @@ from pydantic import Discriminator, Tag, model_validator
 from wdparity.run.adapter import check_keywords
 from wdparity.spec.models import Finite, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
 
+from .optax_schedules import AliasWeightDecay, WeightDecay, check_alias, check_name
+
 B, ADAM = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}, {"eps_root": 0.0, "mu_dtype": None}
 # alias -> {keyword: optax's default} (every keyword but learning_rate; optax/_src/alias.py)
 ALIASES: dict[str, dict[str, Any]] = {
@@ -31,11 +33,11 @@ ALIASES: dict[str, dict[str, Any]] = {
     "adamaxw": {**B, "weight_decay": 1e-4, "mask": None},
     "radam": {**B, "eps_root": 0.0, "threshold": 5.0, "nesterov": False},
     "lion": {"b1": 0.9, "b2": 0.99, "mu_dtype": None, "weight_decay": 1e-3, "mask": None},
+    "lamb": {"b1": 0.9, "b2": 0.999, "eps": 1e-6, "eps_root": 0.0, "weight_decay": 0.0, "mask": None},
 }
 ALIAS_KEYS = {name: tuple(keys) for name, keys in ALIASES.items()}
 # optax aliases outside the neutral model (yet), refused by name
 NOT_MODELLED = {
-    "lamb": "LAMB rescales each tensor's Adam step by the trust ratio ||w||/||step|| (optax/_src/alias.py:1295-1300)",
     "adafactor": "Adafactor factors the second moment and clips and rescales by parameter RMS "
                  "(optax/_src/alias.py:303-326)",
 }
@@ -52,6 +54,8 @@ CLIPS_NOT_MODELLED = {
     "per_example_layer_norm_clip": "per_example_layer_norm_clip is a function of per-example gradients (a batch "
                                    "axis, optax/transforms/_clipping.py:171-249), not a chain transform",
 }
+LAMB_SCHEDULED = ("must be a number with LAMB's trust ratio after it: a scheduled decay inside LAMB's ratio is outside the "
+                  "neutral model (its inside term is lambda*w with a constant lambda)")
 SCALINGS = ("scale", "scale_by_learning_rate", "scale_by_schedule")
 CARRIERS = ("scale_by_learning_rate", "scale_by_schedule")   # the transforms that carry the run's schedule
 
@@ -74,7 +78,7 @@ def refuse_knobs(values: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- the chain transforms
 class AddDecayedWeights(Strict):
     transform: Literal["add_decayed_weights"]
-    weight_decay: Finite = 0.0
+    weight_decay: WeightDecay = 0.0   # a number or a schedule (optax_schedules.py)
     mask: Optional[list[str]] = None
 
     @model_validator(mode="after")
@@ -194,6 +198,28 @@ class Trace(_Core):
     accumulator_dtype: Optional[str] = None
 
 
+class ScaleByTrustRatio(Strict):
+    """LAMB's ratio u*||w||/||u|| per tensor, 1 where a norm is 0 (optax/_src/transform.py:1063-1074); its knobs at
+    optax's defaults, the neutral LAMB's ratio."""
+
+    transform: Literal["scale_by_trust_ratio"]
+    min_norm: Finite = 0.0
+    trust_coefficient: Finite = 1.0
+    eps: Finite = 0.0
+
+    @model_validator(mode="after")
+    def _neutral(self):
+        why = {"min_norm": (0.0, "norms raised to at least min_norm (optax/_src/transform.py:1063-1064; "
+                                 "_src/numerics.py:79-83) bound a small tensor's ratio"),
+               "trust_coefficient": (1.0, "it multiplies the ratio but not the 1 taken where a norm is 0 "
+                                          "(optax/_src/transform.py:1065,1069-1072), so it is no learning rate"),
+               "eps": (0.0, "||w|| / (||u|| + eps) (optax/_src/transform.py:1065) is outside the neutral ratio")}
+        for key, (default, reason) in why.items():
+            if getattr(self, key) != default:
+                raise fail(key, getattr(self, key), f"must be {default}: {reason}, outside the neutral LAMB")
+        return self
+
+
 class ClipByGlobalNorm(Strict):
     """g * max_norm / ||g|| where ||g|| >= max_norm, ||g|| over every tensor, no eps (transforms/_clipping.py:96-105)."""
 
@@ -231,8 +257,8 @@ class ScaleBySchedule(Strict):
 
 _KINDS = {m.model_fields["transform"].annotation.__args__[0]: m
           for m in (AddDecayedWeights, ScaleByAdam, ScaleByAmsgrad, ScaleByRms, ScaleByStddev, ScaleByRss,
-                    ScaleByAdamax, ScaleByRadam, ScaleByLion, ScaleByAdadelta, Trace, ClipByGlobalNorm, ClipValue,
-                    ScaleByLearningRate, Scale, ScaleBySchedule)}
+                    ScaleByAdamax, ScaleByRadam, ScaleByLion, ScaleByAdadelta, Trace, ScaleByTrustRatio,
+                    ClipByGlobalNorm, ClipValue, ScaleByLearningRate, Scale, ScaleBySchedule)}
 # Tags are not identifiers, so error keys read "chain[2].weight_decay", not "chain[2].scale.weight_decay".
 ChainItem = Annotated[Union[tuple(Annotated[m, Tag(f"<{k}>")] for k, m in _KINDS.items())], Discriminator(
     lambda v: f"<{v.get('transform') if isinstance(v, dict) else getattr(v, 'transform', None)}>")]
@@ -255,7 +281,7 @@ class OptaxRun(Strict):
     eps: Optional[Positive] = None
     eps_root: Optional[NonNeg] = None
     mu_dtype: Optional[str] = None
-    weight_decay: Optional[NonNeg] = None
+    weight_decay: Optional[AliasWeightDecay] = None   # a number or a schedule (optax_schedules.py)
     mask: Optional[list[str]] = None
     bias_correction_mu: Optional[bool] = None
     bias_correction_nu: Optional[bool] = None
@@ -281,10 +307,13 @@ class OptaxRun(Strict):
             raise fail("optimizer", name, f"is not modelled yet: {NOT_MODELLED[name]}, outside the neutral model")
         if isinstance(name, str) and name not in ALIASES:
             raise fail("optimizer", name, f"must be one of the modelled optax aliases {list(ALIASES)}")
+        check_name("weight_decay", data.get("weight_decay"))
         chain = data.get("chain")
         for i, t in enumerate(chain if isinstance(chain, list) else []):
             if not isinstance(t, dict):
                 raise fail(f"chain[{i}]", t, "must be a table {transform = \"...\", <optax keywords>}")
+            if t.get("transform") == "add_decayed_weights":
+                check_name(f"chain[{i}].weight_decay", t.get("weight_decay"))
             if t.get("transform") in CLIPS_NOT_MODELLED:
                 raise fail(f"chain[{i}].transform", t["transform"], f"is not modelled: optax."
                            f"{CLIPS_NOT_MODELLED[t['transform']]}, outside the neutral model")
@@ -325,6 +354,9 @@ class OptaxRun(Strict):
             if getattr(self, key) is not None:
                 check_tensors(key, getattr(self, key))
         refuse_knobs(self.given())
+        check_alias("weight_decay", self.weight_decay)
+        if self.optimizer == "lamb" and isinstance(self.weight_decay, Strict):   # optax.lamb adds it inside the ratio
+            raise fail("weight_decay", self.weight_decay.model_dump(), LAMB_SCHEDULED)
         if self.optimizer in ("sgd", "rmsprop") and self.nesterov and self.momentum is None:
             raise fail("nesterov", True, f"needs momentum > 0 (optax.{self.optimizer} silently ignores nesterov "
                        f"without momentum, optax/_src/alias.py:{2132 if self.optimizer == 'sgd' else '2040-2044'})")
