@@ -533,3 +533,16 @@ def test_the_numpy_backend_expresses_the_whole_neutral_battery():
 
     expressed, reasons = fidelity.round_trip("numpy")
     assert not reasons and len(expressed) == len(fidelity.neutral_battery())
+
+
+@pytest.mark.parametrize("placement", ["inside_trust_ratio", "before", "after"])
+def test_lamb_follows_a_decay_schedule_wherever_its_decay_stands(placement):
+    """lambda_t = lambda * delta_t inside the trust ratio too (optax.lamb(weight_decay=schedule))."""
+    task, data = data_for(epochs=4, init="normal_all")
+    own = {"kind": "step", "every": 1, "factor": 0.5}
+    opt = {"name": "lamb", "lr": 0.01, "decay_placement": placement}
+    scheduled = reference.run(sem(opt, [{"coupling": "decoupled", "coefficient": 0.3, "schedule": own}]), data,
+                              task.batch_size, "float64")
+    constant = reference.run(sem(opt, [{"coupling": "decoupled", "coefficient": 0.3}]), data, task.batch_size, "float64")
+    assert np.array_equal(scheduled["weight"][1], constant["weight"][1])        # delta_0 = 1
+    assert np.max(np.abs(scheduled["weight"][2:] - constant["weight"][2:])) > 1e-6

@@ -197,22 +197,23 @@ def lamb_core(opt: dict, lr, schedule: dict, dtype, h, decoupled: list[tuple[dic
     inside the ratio (u = d + lambda*dir(w)), before it (r from w - lr_t*lambda*dir(w)), or after it."""
     adam = scale_by_adam(*opt["betas"], opt["eps"], "corrected", dtype, h)
 
-    def with_terms(x: dict, p: dict, scale) -> dict:
-        """x + scale*lambda*dir(w) for each decoupled rule, scale*lambda formed in the run's dtype as the decay
-        transforms form it (a Python float or a grid's (G,) vector alike)."""
+    def with_terms(x: dict, p: dict, scale, t: int) -> dict:
+        """x + scale*lambda_t*dir(w) for each decoupled rule (lambda_t: its own schedule, DecayRule.schedule),
+        scale*lambda_t formed in the run's dtype as the decay transforms form it (a float or a grid's (G,) vector)."""
         out = dict(x)
         for rule, c in decoupled:
-            amplitude = dtype(h(scale) * h(c))
+            own = rule.get("schedule")
+            amplitude = dtype(h(scale) * h(c if own is None else c * multiplier(own, t)))
             for k in rule["params"]:
                 out[k] = out[k] + per_config(amplitude, out[k]) * decay_direction(p[k], rule["norm"], rule["l1_at_zero"])
         return out
 
     placement = opt["decay_placement"]
     if placement == "inside_trust_ratio":
-        inside = stateless(lambda u, p, t: with_terms(u, p, 1.0))
+        inside = stateless(lambda u, p, t: with_terms(u, p, 1.0, t))
         return [adam, inside, trust_ratio(), scale_by_lr(lr, schedule, dtype, h)]
     if placement == "before":
         def decayed(p, t):
-            return with_terms(p, p, -(lr * multiplier(schedule, t)))
+            return with_terms(p, p, -(lr * multiplier(schedule, t)), t)
         return [adam, trust_ratio(decayed), scale_by_lr(lr, schedule, dtype, h)]
     return [adam, trust_ratio(), scale_by_lr(lr, schedule, dtype, h)]
