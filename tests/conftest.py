@@ -65,6 +65,25 @@ def assert_battery_green(name: str, dtype: str, realized: int, inexpressible: in
     return report
 
 
+def detects_a_wrong_model(backend, case: str, mutate) -> None:
+    """A native battery case of `backend` meets its own describe() in float64 and fails the semantics `mutate`
+    changes (a neighbouring model), so the battery can tell the two apart."""
+    from wdparity.engine.data import make_data
+    from wdparity.judge import fidelity
+    from wdparity.spec.models import Task
+
+    task_over, run = backend.battery_extras()[case]
+    task = Task.model_validate({**fidelity.BATTERY_TASK, **task_over, "dtype": "float64"})
+    sem = backend.describe(backend.parse(run), task).neutral()
+    data = make_data(task.model_dump())
+    job = {"task": task.model_dump(), "run": backend.parse(run).model_dump(), "semantics": sem, "dtype": "float64"}
+    native = backend.train(job, data)
+    assert fidelity.fidelity(sem, native, data, task.batch_size, "float64")["holds"]
+    wrong = json.loads(json.dumps(sem))
+    mutate(wrong)
+    assert not fidelity.fidelity(wrong, native, data, task.batch_size, "float64")["holds"]
+
+
 def run_probe(code: str, env: dict | None = None) -> dict:
     """Run a measuring script in a fresh interpreter; it prints one JSON object on its last line."""
     import os

@@ -3,10 +3,9 @@ means, the knobs refused by name, RAdam's float64 battery, and grids of the new 
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 from conftest import run_probe
+from optax_grid_probe import grid_probe
 from test_optax_backend import ADAM, BOTH, LR, TASK, _RecordingOptax, adw, describe, needs_jax, rules
 
 from wdparity.judge import fidelity
@@ -143,43 +142,17 @@ def test_radam_battery_in_float64():
     assert max(v["max_rel_err"] for v in report.values()) <= 1e-9
 
 
-GRID_PROBE = textwrap.dedent("""
-    import json, jax, numpy as np
-    from wdparity.judge import fidelity
-    from wdparity.engine.data import make_data
-    from wdparity.spec.models import Task
-    from wdparity_backends import optax_backend, optax_batch
-    dtype = "float64" if jax.config.jax_enable_x64 else "float32"
-    task = Task.model_validate({**fidelity.BATTERY_TASK, "schedule": {"kind": "step", "every": 4, "factor": 0.5},
-                                "dtype": dtype}).model_dump()
-    data = make_data(task)
-    RUNS = [{"optimizer": "lion", "weight_decay": 0.3}, {"optimizer": "adadelta", "weight_decay": 0.2},
-            {"optimizer": "adamaxw", "weight_decay": 0.1}, {"optimizer": "nadamw", "weight_decay": 0.1},
-            {"optimizer": "rmsprop", "momentum": 0.5, "centered": True}, {"optimizer": "amsgrad"},
-            {"optimizer": "adagrad"}, {"optimizer": "radam", "b2": 0.99},
+GRID_PROBE = grid_probe("""
+    RUNS = [{"optimizer": "lion", "learning_rate": 0.01, "weight_decay": 0.3},
+            {"optimizer": "adadelta", "learning_rate": 0.01, "weight_decay": 0.2},
+            {"optimizer": "adamaxw", "learning_rate": 0.01, "weight_decay": 0.1},
+            {"optimizer": "nadamw", "learning_rate": 0.01, "weight_decay": 0.1},
+            {"optimizer": "rmsprop", "learning_rate": 0.01, "momentum": 0.5, "centered": True},
+            {"optimizer": "amsgrad", "learning_rate": 0.01}, {"optimizer": "adagrad", "learning_rate": 0.01},
+            {"optimizer": "radam", "learning_rate": 0.01, "b2": 0.99},
             {"chain": [{"transform": "add_decayed_weights", "weight_decay": 0.1}, {"transform": "scale_by_rms"},
                        {"transform": "trace", "decay": 0.9}, {"transform": "scale_by_learning_rate",
                                                               "learning_rate": 0.01}]}]
-    out = {}
-    for run in RUNS:
-        jobs = []
-        for k in range(3):
-            r = json.loads(json.dumps(run))
-            if "chain" in r:
-                r["chain"][0]["weight_decay"] *= k
-                r["chain"][3]["learning_rate"] *= 1 + k
-            else:
-                r["learning_rate"] = 0.01 * (1 + k)
-                if "weight_decay" in r:
-                    r["weight_decay"] *= k
-            jobs.append({"task": task, "dtype": dtype, "run": r})
-        keys = {optax_batch.batch_key(j) for j in jobs}
-        grid = optax_batch.train(jobs, data)
-        serial = [optax_backend.backend.train(j, data) for j in jobs]
-        out[json.dumps(run)] = [len(keys), None not in keys, max(
-            float(np.max(np.abs(np.asarray(g[t], np.float64) - np.asarray(s[t], np.float64))))
-            for g, s in zip(grid, serial) for t in ("weight", "bias"))]
-    print(json.dumps(out))
 """)
 
 

@@ -8,6 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 from conftest import run_probe
+from optax_grid_probe import grid_probe
 from test_optax_backend import ADAM, BOTH, LR, TASK, _RecordingOptax, adw, describe, needs_jax
 
 from wdparity.engine import reference
@@ -312,16 +313,7 @@ def test_optax_lamb_bias_corrections_are_float32_without_x64(facts):
 
 
 # ---------------------------------------------------------------- grids: lr and init_value traced
-GRID_PROBE = textwrap.dedent("""
-    import json, jax, numpy as np
-    from wdparity.judge import fidelity
-    from wdparity.engine.data import make_data
-    from wdparity.spec.models import Task
-    from wdparity_backends import optax_backend, optax_batch
-    dtype = "float64" if jax.config.jax_enable_x64 else "float32"
-    task = Task.model_validate({**fidelity.BATTERY_TASK, "schedule": {"kind": "step", "every": 4, "factor": 0.5},
-                                "dtype": dtype}).model_dump()
-    data = make_data(task)
+GRID_PROBE = grid_probe("""
     COS = {"schedule": "cosine_decay_schedule", "init_value": 0.4, "decay_steps": 10, "alpha": 0.1}
     EXP = {"schedule": "exponential_decay", "init_value": 0.3, "transition_steps": 3, "decay_rate": 0.5,
            "staircase": True}
@@ -332,30 +324,6 @@ GRID_PROBE = textwrap.dedent("""
             {"chain": [{"transform": "scale_by_adam"}, {"transform": "scale_by_trust_ratio"},
                        {"transform": "add_decayed_weights", "weight_decay": 0.2},
                        {"transform": "scale_by_learning_rate", "learning_rate": 0.01}]}]
-
-    def vary(node, k):
-        if isinstance(node, list):
-            return [vary(x, k) for x in node]
-        if not isinstance(node, dict):
-            return node
-        out = {}
-        for key, v in node.items():
-            if key == "learning_rate":
-                v = v * (1 + k)
-            elif key in ("weight_decay", "init_value") and isinstance(v, float):
-                v = v * k
-            out[key] = vary(v, k)
-        return out
-    out = {}
-    for run in RUNS:
-        jobs = [{"task": task, "dtype": dtype, "run": vary(run, k)} for k in range(3)]
-        keys = {optax_batch.batch_key(j) for j in jobs}
-        grid = optax_batch.train(jobs, data)
-        serial = [optax_backend.backend.train(j, data) for j in jobs]
-        out[json.dumps(run)] = [len(keys), None not in keys, max(
-            float(np.max(np.abs(np.asarray(g[t], np.float64) - np.asarray(s[t], np.float64))))
-            for g, s in zip(grid, serial) for t in ("weight", "bias"))]
-    print(json.dumps(out))
 """)
 
 

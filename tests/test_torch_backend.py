@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_battery_green
+from conftest import assert_battery_green, detects_a_wrong_model
 
 from wdparity.judge import fidelity
 from wdparity.run.backend import Inexpressible
@@ -386,15 +386,4 @@ def test_battery(dtype):
 ])
 def test_battery_detects_a_wrong_model(case, mutate):
     """The native trajectory against a slightly wrong semantic model must fail in float64."""
-    from wdparity.engine.data import make_data
-
-    task_over, run = backend.battery_extras()[case]
-    task = Task.model_validate({**fidelity.BATTERY_TASK, **task_over, "dtype": "float64"})
-    sem = backend.describe(backend.parse(run), task).neutral()
-    data = make_data(task.model_dump())
-    job = {"task": task.model_dump(), "run": backend.parse(run).model_dump(), "semantics": sem, "dtype": "float64"}
-    native = backend.train(job, data)
-    assert fidelity.fidelity(sem, native, data, task.batch_size, "float64")["holds"]
-    wrong = json.loads(json.dumps(sem))
-    mutate(wrong)
-    assert not fidelity.fidelity(wrong, native, data, task.batch_size, "float64")["holds"]
+    detects_a_wrong_model(backend, case, mutate)

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import inspect
-import json
 
 import numpy as np
 import pytest
+from conftest import detects_a_wrong_model
 
 from wdparity.engine.data import make_data
 from wdparity.judge import fidelity
@@ -266,13 +266,4 @@ def test_bad_clip_keys_name_the_key(bad_run, run, key, words):
 def test_the_battery_tells_torch_clipping_from_its_neighbours(case, mutate):
     """A native clip case meets its own describe() in float64 and fails a neighbouring clip or term placement."""
     pytest.importorskip("torch")
-    task_over, run = backend.battery_extras()[case]
-    task = Task.model_validate({**fidelity.BATTERY_TASK, **task_over, "dtype": "float64"})
-    sem = backend.describe(backend.parse(run), task).neutral()
-    data = make_data(task.model_dump())
-    job = {"task": task.model_dump(), "run": backend.parse(run).model_dump(), "semantics": sem, "dtype": "float64"}
-    native = backend.train(job, data)
-    assert fidelity.fidelity(sem, native, data, task.batch_size, "float64")["holds"]
-    wrong = json.loads(json.dumps(sem))
-    mutate(wrong)
-    assert not fidelity.fidelity(wrong, native, data, task.batch_size, "float64")["holds"]
+    detects_a_wrong_model(backend, case, mutate)
