@@ -84,6 +84,18 @@ def detects_a_wrong_model(backend, case: str, mutate) -> None:
     assert not fidelity.fidelity(wrong, native, data, task.batch_size, "float64")["holds"]
 
 
+def probe_by_x64(code: str):
+    """A probe run once per JAX_ENABLE_X64 setting and remembered: get(x64) -> its JSON (which reports "x64")."""
+    cache: dict = {}
+
+    def get(x64: bool) -> dict:
+        if x64 not in cache:
+            cache[x64] = run_probe(code, env={"JAX_ENABLE_X64": "1" if x64 else "0"})
+            assert cache[x64]["x64"] is x64
+        return cache[x64]
+    return get
+
+
 def run_probe(code: str, env: dict | None = None) -> dict:
     """Run a measuring script in a fresh interpreter; it prints one JSON object on its last line."""
     import os

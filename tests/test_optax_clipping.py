@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from conftest import run_probe
+from conftest import probe_by_x64, run_probe
 from test_optax_backend import ADAM, LR, TASK, adw, describe, needs_jax, rules
 
 from wdparity.run.backend import Inexpressible
@@ -156,14 +156,7 @@ CLIP_PROBE = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def facts():
-    cache = {}
-
-    def get(x64: bool) -> dict:
-        if x64 not in cache:
-            cache[x64] = run_probe(CLIP_PROBE, env={"JAX_ENABLE_X64": "1" if x64 else "0"})
-            assert cache[x64]["x64"] is x64
-        return cache[x64]
-    return get
+    return probe_by_x64(CLIP_PROBE)
 
 
 @needs_jax

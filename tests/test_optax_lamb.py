@@ -7,7 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import run_probe
+from conftest import probe_by_x64, run_probe
 from optax_grid_probe import grid_probe
 from test_optax_backend import ADAM, BOTH, LR, TASK, _RecordingOptax, adw, describe, needs_jax
 
@@ -259,14 +259,7 @@ PROBE = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def facts():
-    cache = {}
-
-    def get(x64: bool) -> dict:
-        if x64 not in cache:
-            cache[x64] = run_probe(PROBE, env={"JAX_ENABLE_X64": "1" if x64 else "0"})
-            assert cache[x64]["x64"] is x64
-        return cache[x64]
-    return get
+    return probe_by_x64(PROBE)
 
 
 @needs_jax
