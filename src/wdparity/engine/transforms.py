@@ -178,14 +178,19 @@ def sgd_buffer(momentum, dampening, nesterov: bool, dtype, h=float) -> Transform
     return Transform(lambda params: None, update)
 
 
+def scheduled_lr(rr, lr, schedule: dict, t: int, dtype, h=float):
+    """lr_t = lr * eta_t as the update receives it, for a velocity form that keeps lr inside its buffer."""
+    eta = multiplier(schedule, t)
+    return jitter(rr, hyper(lr * eta, dtype, h), lambda: abs(lr * eta))
+
+
 def sgd_velocity(lr, momentum, nesterov: bool, schedule: dict, dtype, h=float) -> Transform:
     """Keras/MXNet momentum: v = m*v - lr_t*g; step = v (nesterov: m*v - lr_t*g). Emits the final step."""
     m = hyper(momentum, dtype, h)
 
     def update(u, v, p, t):
         rr = current()
-        eta = multiplier(schedule, t)
-        lr_t = jitter(rr, hyper(lr * eta, dtype, h), lambda: abs(lr * eta))
+        lr_t = scheduled_lr(rr, lr, schedule, t, dtype, h)
 
         def step(k, prev):
             mv, lg = per_config(m, u[k]) * prev, per_config(lr_t, u[k]) * u[k]
@@ -296,9 +301,7 @@ def scale_by_rms(rho, eps, eps_in_sqrt: bool, centered: bool, momentum, dtype, h
         if rr is not None:   # a division, a square root and a sum: a few roundings of the result's size
             out = {k: rr(x, 3 * np.abs(x)) for k, x in out.items()}
         if velocity is not None:
-            lr, schedule = velocity
-            eta = multiplier(schedule, t)
-            lr_t = jitter(rr, hyper(lr * eta, dtype, h), lambda: abs(lr * eta))
+            lr_t = scheduled_lr(rr, *velocity, t, dtype, h)
             out = {k: P(lr_t, u[k]) * out[k] for k in u}
         if with_momentum:
             buf = {k: jitter(rr, P(m, u[k]) * buf[k] + out[k], lambda: np.abs(P(m, u[k]) * buf[k]) + np.abs(out[k]))
