@@ -61,6 +61,7 @@ def test_round_trip_over_the_neutral_battery():
     because(("adam-", "adam_eps-", "amsgrad-", "amsgrad_v_hat-"), "before the bias correction")
     because(("sgd-", "velocity-", "adam_uncorrected-", "rmsprop_in_sqrt-"), "scaled by the scheduled learning rate")
     because(("rmsprop-", "rmsprop_centered-"), "epsilon inside the root")
+    because(("adam_no_bias_correction-", "adamax_no_bias_correction-"), "always bias-corrects")
     because(("rmsprop_initial_scale-",), "velocity starts at 0")
     because(("rmsprop_bias_corrected-",), "no bias correction")
     because(("adagrad-", "adagrad_lr_decay-"), "epsilon inside the root")
@@ -79,7 +80,7 @@ def test_round_trip_over_the_neutral_battery():
     because(("sgd-coupled-clip_after_decay",), "the same clip(g + lambda*w) stated the other way")
     because(("sgd-coupled-clip_global_exact", "sgd-coupled-clip_tensor", "sgd-coupled-clip_value"),
             "no coupled decay outside the loss")
-    assert len(reasons) == 195
+    assert len(reasons) == 207
 
 
 def test_realize_writes_keras_vocabulary():
@@ -223,7 +224,7 @@ def test_describe_optimizers_and_defaults():
                                                            "nesterov": False, "momentum_form": "buffer"}
     assert describe({"optimizer": "SGD", "momentum": 0.9, "nesterov": True})["optimizer"]["momentum_form"] == "velocity"
     adam = {"name": "adam", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-7, "eps_placement": "uncorrected",
-            "bias_correction_dtype": "float32"}
+            "bias_correction_dtype": "float32", "bias_correction": True}
     assert describe({"optimizer": "Adam"})["optimizer"] == adam
     assert describe({"optimizer": "AdamW", "amsgrad": True})["optimizer"] == {**adam, "amsgrad": "v"}
     opt = {name: describe({"optimizer": name})["optimizer"] for name in
@@ -236,7 +237,7 @@ def test_describe_optimizers_and_defaults():
                               "eps_in_sqrt": True, "lr_decay": 0.0}
     assert opt["Adadelta"] == {"name": "adadelta", "lr": 0.001, "rho": 0.95, "eps": 1e-7}
     assert opt["Adamax"] == {"name": "adamax", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-7,
-                             "eps_placement": "outside"}
+                             "eps_placement": "outside", "bias_correction": True}
     assert opt["Nadam"] == {"name": "nadam", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-7, "momentum_decay": 1.0}
     assert opt["Lion"] == {"name": "lion", "lr": 0.001, "betas": [0.9, 0.99]}
     assert opt["Lamb"] == {"name": "lamb", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-7, "decay_placement": "before"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from wdparity.run.adapter import refuse_clip
+from wdparity.run.adapter import refuse_clip, refuse_no_bias_correction
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import (
     AdadeltaSpec,
@@ -98,6 +98,7 @@ def realize_optimizer(opt) -> dict:
         if opt.nesterov:
             run["nesterov"] = True
         return run
+    refuse_no_bias_correction(opt, "Keras")
     if isinstance(opt, AdamSpec):
         if opt.eps_placement != "uncorrected":
             raise Inexpressible(f"Keras's Adam adds epsilon to sqrt(v) before the bias correction (keras/src/"

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 from typing import Optional
 
-from wdparity.run.adapter import refuse_clip
+from wdparity.run.adapter import refuse_clip, refuse_no_bias_correction
 from wdparity.run.backend import Inexpressible
-from wdparity.spec.models import (TENSORS, AdadeltaSpec, AdagradSpec, AdamSpec, DecayRule, LambSpec, RmspropSpec, Semantics,
-                                  SgdSpec)
+from wdparity.spec.models import (
+    TENSORS,
+    AdadeltaSpec,
+    AdagradSpec,
+    AdamSpec,
+    DecayRule,
+    LambSpec,
+    RmspropSpec,
+    Semantics,
+    SgdSpec,
+)
 from wdparity.spec.rules import coefficients
 
 # clip_gradient clips r*g elementwise. adam_update, rmsprop_update and rmspropalex_update clip r*g + wd*w, the
@@ -90,6 +99,7 @@ def native_optimizer(semantics: Semantics) -> dict:
         if opt.momentum > 0:
             run["momentum"] = opt.momentum
         return run
+    refuse_no_bias_correction(opt, "MXNet")
     if isinstance(opt, AdamSpec):
         if opt.eps_placement != "uncorrected":
             raise Inexpressible(

@@ -14,7 +14,19 @@ from pydantic import Field, model_validator
 from wdparity.engine import reference
 from wdparity.run.adapter import check_keywords
 from wdparity.run.backend import Backend
-from wdparity.spec.models import OPTIMIZER_SPECS, Clip, DecayRule, NonNeg, Penalty, Positive, Semantics, Strict, Task, Unit
+from wdparity.spec.models import (
+    OPTIMIZER_SPECS,
+    SCHEDULE_KINDS,
+    Clip,
+    DecayRule,
+    NonNeg,
+    Penalty,
+    Positive,
+    Semantics,
+    Strict,
+    Task,
+    Unit,
+)
 
 # The vocabulary is the neutral spec itself: every family of spec/optimizers.py, each owning its own fields.
 SPECS = OPTIMIZER_SPECS
@@ -62,6 +74,7 @@ class NumpyRun(Strict):
 class NumpyBackend(Backend):
     name = "numpy"
     modules = ("numpy",)
+    schedules = SCHEDULE_KINDS
     Config = NumpyRun
 
     def describe(self, config: NumpyRun, task: Task) -> Semantics:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from wdparity.run.adapter import refuse_clip, refuse_frozen, refuse_l1
+from wdparity.run.adapter import refuse_clip, refuse_frozen, refuse_l1, refuse_no_bias_correction
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import TENSORS, Semantics, Task
 
@@ -34,6 +34,7 @@ def refuse(opt, task: Task) -> None:
         raise Inexpressible(f"optax.trace has no dampening (optax/transforms/_accumulation.py:68: trace = g + "
                             f"decay*trace); nearest: trace(decay={opt.momentum}) with dampening 0, whose buffer "
                             f"grows {1 / (1 - opt.dampening):.3g}x larger")
+    refuse_no_bias_correction(opt, "optax")
     if name == "adam" and opt.bias_correction_dtype != bias_correction_dtype(task):
         f32 = task.dtype == "float32"
         nearest = 'bias_correction_dtype = "float32"' if f32 else "exact bias corrections"

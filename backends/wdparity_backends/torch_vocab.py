@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from wdparity.run.adapter import refuse_no_bias_correction
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.optimizers import AdadeltaSpec, AdagradSpec, AdamaxSpec, AdamSpec, NadamSpec, RadamSpec, RmspropSpec, SgdSpec
 
@@ -75,6 +76,7 @@ def refuse_fields(opt) -> None:
         raise Inexpressible("torch.optim.SGD keeps the buffer form, buf = m*buf + g, step = -lr_t*buf "
                             "(torch/optim/sgd.py:364-379); nearest: momentum_form = \"buffer\", identical under a "
                             "constant lr, different once the schedule changes lr (velocity keeps old steps' lr)")
+    refuse_no_bias_correction(opt, "torch.optim")
     if name == "adam" and opt.eps_placement != "corrected":
         raise Inexpressible("torch.optim.Adam adds eps to sqrt(v)/sqrt(1-b2^t) (torch/optim/adam.py:542-544); nearest: "
                             "eps_placement = \"corrected\", whose effective epsilon is smaller by sqrt(1-b2^t)")

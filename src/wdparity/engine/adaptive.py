@@ -18,8 +18,7 @@ import numpy as np
 
 from wdparity.engine.rounding import current, hyper, jitter, per_config
 from wdparity.engine.schedules import multiplier
-from wdparity.engine.transforms import (Transform, bias_corrections, decay_direction, scale_by_adam, scale_by_lr,
-                                        stateless, zeros)
+from wdparity.engine.transforms import Transform, bias_corrections, decay_direction, scale_by_adam, scale_by_lr, stateless, zeros
 
 
 def _moment(rr, decay, keep, state, x):
@@ -69,9 +68,9 @@ def scale_by_adadelta(rho, eps, dtype, h=float) -> Transform:
     return Transform(lambda params: (zeros(params), zeros(params)), update)
 
 
-def scale_by_adamax(b1, b2, eps, placement: str, dtype, h=float) -> Transform:
+def scale_by_adamax(b1, b2, eps, placement: str, dtype, h=float, bias_correction=True) -> Transform:
     """m = b1*m + (1-b1)*g; "in_max": u = max(b2*u, |g| + eps), d = m_hat/u; "outside": u = max(b2*u, |g|),
-    d = m_hat/(u + eps); m_hat = m/(1-b1^t)."""
+    d = m_hat/(u + eps); m_hat = m/(1-b1^t), or m itself without bias_correction (MLX)."""
     b1_, b2_, c1, eps_ = hyper(b1, dtype, h), hyper(b2, dtype, h), dtype(1.0 - h(b1)), hyper(eps, dtype, h)
     corrections = bias_corrections(b1, b2, None, dtype)
 
@@ -79,7 +78,7 @@ def scale_by_adamax(b1, b2, eps, placement: str, dtype, h=float) -> Transform:
         m, u = state
         rr = current()
         m = {k: _moment(rr, b1_, c1, m[k], g[k]) for k in g}
-        bc1 = dtype(corrections(t)[0])
+        bc1 = dtype(corrections(t)[0]) if bias_correction else dtype(1.0)
         if placement == "in_max":
             u = {k: np.maximum(b2_ * u[k], jitter(rr, np.abs(g[k]) + eps_, lambda: np.abs(g[k]) + eps_)) for k in g}
             out = {k: (m[k] / bc1) / u[k] for k in g}

@@ -37,7 +37,8 @@ def _adam(opt: dict, lr, schedule: dict, dtype, h) -> list[tx.Transform]:
     bc_dtype = opt.get("bias_correction_dtype")
     factor = (tx.adam_step_factor(b1, b2, bc_dtype, dtype) if opt["eps_placement"] == "uncorrected"
               else (lambda t: 1.0))
-    return [tx.scale_by_adam(b1, b2, opt["eps"], opt["eps_placement"], dtype, h, bc_dtype, opt.get("amsgrad")),
+    return [tx.scale_by_adam(b1, b2, opt["eps"], opt["eps_placement"], dtype, h, bc_dtype, opt.get("amsgrad"),
+                             opt.get("bias_correction", True)),
             tx.scale_by_lr(lr, schedule, dtype, h, factor)]
 
 
@@ -64,7 +65,8 @@ def _then_lr(direction: Callable[[dict, object, object], tx.Transform]) -> Calla
 CORES: dict[str, Callable[..., list[tx.Transform]]] = {
     "sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop, "adagrad": _adagrad,
     "adadelta": _then_lr(lambda o, d, h: ad.scale_by_adadelta(o["rho"], o["eps"], d, h)),
-    "adamax": _then_lr(lambda o, d, h: ad.scale_by_adamax(*o["betas"], o["eps"], o["eps_placement"], d, h)),
+    "adamax": _then_lr(lambda o, d, h: ad.scale_by_adamax(*o["betas"], o["eps"], o["eps_placement"], d, h,
+                                                                  o.get("bias_correction", True))),
     "nadam": _then_lr(lambda o, d, h: ad.scale_by_nadam(*o["betas"], o["eps"], o["momentum_decay"], d, h)),
     "radam": _then_lr(lambda o, d, h: ad.scale_by_radam(*o["betas"], o["eps"], o["eps_placement"], o["threshold"],
                                                         o["threshold_inclusive"], d, h)),

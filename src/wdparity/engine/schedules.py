@@ -21,7 +21,10 @@ def multiplier(schedule: dict, t: int) -> float:
     if kind == "cosine":
         total, floor = int(schedule["total"]), float(schedule.get("floor", 0.0))
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
-    raise ValueError(f"`schedule.kind` must be one of ['constant', 'step', 'cosine']. Received: kind={kind!r}")
+    if kind == "inverse_time":
+        return 1.0 / (1.0 + float(schedule["rate"]) * t)
+    raise ValueError("`schedule.kind` must be one of ['constant', 'step', 'cosine', 'inverse_time']. "
+                     f"Received: kind={kind!r}")
 
 
 def multipliers(schedule: dict, steps: int) -> np.ndarray:

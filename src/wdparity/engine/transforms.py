@@ -225,9 +225,11 @@ def bias_corrections(b1, b2, bc_dtype, dtype) -> Callable[[int], tuple]:
     return corrections
 
 
-def scale_by_adam(b1, b2, eps, placement: str, dtype, h=float, bc_dtype=None, amsgrad=None) -> Transform:
+def scale_by_adam(b1, b2, eps, placement: str, dtype, h=float, bc_dtype=None, amsgrad=None,
+                  bias_correction=True) -> Transform:
     """Adam's direction. corrected: m_hat/(sqrt(v_hat)+eps); uncorrected: m/(sqrt(v)+eps), its bias
-    correction c_t = sqrt(1-b2^t)/(1-b1^t) folded into the step size (see adam_step_factor).
+    correction c_t = sqrt(1-b2^t)/(1-b1^t) folded into the step size (see adam_step_factor); no
+    bias_correction: m/(sqrt(v)+eps) and no factor (MLX).
     amsgrad "v": v replaced by the running max of v; "v_hat": v_hat by the running max of v_hat."""
     b1_, b2_, eps_ = hyper(b1, dtype, h), hyper(b2, dtype, h), hyper(eps, dtype, h)
     c1, c2 = dtype(1.0 - h(b1)), dtype(1.0 - h(b2))
@@ -244,7 +246,7 @@ def scale_by_adam(b1, b2, eps, placement: str, dtype, h=float, bc_dtype=None, am
         second = nu
         if amsgrad == "v":
             nu_max = second = {k: np.maximum(nu_max[k], nu[k]) for k in u}
-        if placement == "corrected":
+        if placement == "corrected" and bias_correction:
             bc1, bc2 = corrections(t)
             if amsgrad == "v_hat":
                 nu_max = {k: np.maximum(nu_max[k], nu[k] / P(dtype(bc2), u[k])) for k in u}

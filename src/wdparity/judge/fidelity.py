@@ -63,6 +63,10 @@ OPTIMIZERS = {
     "radam_corrected": {"name": "radam", "lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-8, "eps_placement": "corrected",
                         "threshold_inclusive": True},
     "lion": {"name": "lion", "lr": 0.001, "betas": [0.9, 0.99]},
+    # MLX's Adam/AdamW (bias_correction=False by default) and Adamax: moments without bias correction (issue 18)
+    "adam_no_bias_correction": {"name": "adam", "lr": 0.003, "betas": [0.9, 0.999], "eps": 1e-8, "bias_correction": False},
+    "adamax_no_bias_correction": {"name": "adamax", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8,
+                                  "eps_placement": "outside", "bias_correction": False},
     "lamb": {"name": "lamb", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-6},
     "lamb_before": {"name": "lamb", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-7, "decay_placement": "before"},
     "lamb_after": {"name": "lamb", "lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-6, "decay_placement": "after"},

@@ -73,6 +73,15 @@ def refuse_frozen(semantics: Semantics, why: str) -> None:
                             f"with {semantics.frozen} trained too, which differs from the first step")
 
 
+def refuse_no_bias_correction(optimizer, framework: str) -> None:
+    """Inexpressible when Adam's or Adamax's moments go uncorrected (MLX's default) on a framework that always
+    bias-corrects them."""
+    if getattr(optimizer, "bias_correction", True) is False and optimizer.name in ("adam", "adamax"):
+        raise Inexpressible(f"{framework}'s {optimizer.name} always bias-corrects its moments; nearest: bias_correction = "
+                            "true, whose first step is smaller by (1-b1)/sqrt(1-b2) (0.1/0.0316 = 3.16x at the "
+                            "default betas) and the same once 1 - b^t is near 1")
+
+
 def refuse_clip(semantics: Semantics, supported: dict[tuple[str, str], str], framework: str) -> None:
     """Inexpressible unless the run's clipping (kind, position) is one the framework has; `supported` maps each
     it has to its native spelling (named in the reason), so a clip is realized or refused, never dropped."""

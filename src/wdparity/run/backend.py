@@ -32,6 +32,7 @@ class Backend:
     install_hint: str = ""                 # how to get the framework, shown when it is missing
     Config: type[Strict] = Strict          # validates the run's own keys (framework vocabulary)
     hyper_dtype: str = "float64"           # the precision its update receives hyperparameters in
+    schedules: tuple[str, ...] = ("constant", "step", "cosine")   # learning-rate schedule kinds it trains
 
     def parse(self, run: dict) -> Strict:
         return self.Config.model_validate(run)
@@ -93,6 +94,14 @@ class Backend:
     def train_batch(self, jobs: list[dict[str, Any]], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         """train() for every job, in order. Adapters that vectorize override this (and batch_groups)."""
         return [self.train(job, data) for job in jobs]
+
+
+def refuse_schedule(backend: Backend, semantics: Semantics) -> None:
+    """Inexpressible when the semantics' learning-rate schedule is a kind this backend does not train."""
+    kind = semantics.schedule.kind
+    if kind not in backend.schedules:
+        raise Inexpressible(f"{backend.name} trains the learning-rate schedules {list(backend.schedules)}, not {kind!r}; "
+                            "nearest: the same run under a constant or step schedule, which differs from the second step")
 
 
 def load_battery(name: str) -> dict[str, tuple[dict, dict]]:

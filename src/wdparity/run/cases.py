@@ -89,6 +89,10 @@ def load_run(name: str, raw: dict, task: Task, where: str, overrides: dict[str, 
         raise from_validation_error(exc, where, own, prefix)
     update = {k: getattr(head, k) for k in ("dtype", "loss", "schedule") if getattr(head, k) is not None}
     run_task = task.model_copy(update=update)
+    if run_task.schedule.kind not in backend.schedules:
+        key = f"{prefix}.schedule" if "schedule" in generic else "task.schedule"
+        raise InputError(where, f"{key}.kind", f"must be one of {list(backend.schedules)} for backend "
+                         f"{head.backend!r}", run_task.schedule.kind)
     try:
         semantics = backend.describe(config, run_task)
     except ValidationError as exc:  # the backend's keys combine into semantics that do not validate

@@ -12,10 +12,34 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import Field, model_validator
 
 from wdparity.spec.base import (  # noqa: F401  (the spec's vocabulary, importable from here)
-    CAUSES, TENSORS, Cause, DType, Finite, Loss, NonNeg, Positive, Strict, Tensor, Unit, check_tensors, fail)
+    CAUSES,
+    TENSORS,
+    Cause,
+    DType,
+    Finite,
+    Loss,
+    NonNeg,
+    Positive,
+    Strict,
+    Tensor,
+    Unit,
+    check_tensors,
+    fail,
+)
 from wdparity.spec.optimizers import (  # noqa: F401
-    OPTIMIZER_SPECS, AdadeltaSpec, AdagradSpec, AdamaxSpec, AdamSpec, LambSpec, LionSpec, NadamSpec, OptimizerSpec,
-    RadamSpec, RmspropSpec, SgdSpec)
+    OPTIMIZER_SPECS,
+    AdadeltaSpec,
+    AdagradSpec,
+    AdamaxSpec,
+    AdamSpec,
+    LambSpec,
+    LionSpec,
+    NadamSpec,
+    OptimizerSpec,
+    RadamSpec,
+    RmspropSpec,
+    SgdSpec,
+)
 
 
 # ---------------------------------------------------------------- schedules
@@ -39,7 +63,17 @@ class CosineSchedule(Strict):
     floor: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
 
 
-Schedule = Annotated[Union[ConstantSchedule, StepSchedule, CosineSchedule], Field(discriminator="kind")]
+class InverseTimeSchedule(Strict):
+    """eta_t = 1 / (1 + rate * t): Keras 2's legacy `decay=` (tf_keras/optimizers/legacy/optimizer_v2.py
+    `_decayed_lr`), not weight decay."""
+
+    kind: Literal["inverse_time"]
+    rate: Positive
+
+
+Schedule = Annotated[Union[ConstantSchedule, StepSchedule, CosineSchedule, InverseTimeSchedule],
+                     Field(discriminator="kind")]
+SCHEDULE_KINDS = ("constant", "step", "cosine", "inverse_time")
 
 
 # ---------------------------------------------------------------- task

@@ -57,9 +57,14 @@ class AdamSpec(Strict):
     # AMSGrad: v is replaced by its running maximum, of the uncorrected v ("v": torch, Keras; with the corrected
     # placement that is sqrt(max v)/sqrt(1-b2^t)) or of the corrected v_hat ("v_hat": optax.amsgrad).
     amsgrad: Optional[Literal["v", "v_hat"]] = None
+    # False: no bias correction at all, d = m/(sqrt(v) + eps) (MLX's Adam and AdamW default, mlx/optimizers)
+    bias_correction: bool = True
 
     @model_validator(mode="after")
     def _amsgrad(self):
+        if not self.bias_correction and (self.amsgrad == "v_hat" or self.eps_placement != "corrected"):
+            raise fail("bias_correction", self.bias_correction, "false needs eps_placement = \"corrected\" and amsgrad "
+                       "None or \"v\" (without corrections the placements coincide; write the one spelling)")
         if self.amsgrad == "v_hat" and self.eps_placement == "uncorrected":
             raise fail("amsgrad", self.amsgrad, "\"v_hat\" needs eps_placement = \"corrected\" (the max of the "
                        "corrected v is only defined where v is corrected)")
@@ -123,6 +128,8 @@ class AdamaxSpec(Strict):
     betas: list[Unit] = _betas((0.9, 0.999))
     eps: Positive = 1e-8
     eps_placement: Literal["in_max", "outside"] = "in_max"
+    # False: m is not bias-corrected, d = m/u (MLX's Adamax, mlx/optimizers/optimizers.py)
+    bias_correction: bool = True
 
 
 class NadamSpec(Strict):

@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 
 def _adam_place(opt: dict) -> str:
+    if not opt.get("bias_correction", True):
+        return "m/(sqrt(v) + eps): no bias correction (the first steps are larger by up to (1-b1)/sqrt(1-b2))"
     if opt["eps_placement"] == "corrected":
         return "m_hat/(sqrt(v_hat) + eps): epsilon after bias correction"
     return ("lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v) + eps): epsilon before bias correction "
@@ -68,6 +70,8 @@ def _adagrad(opt: dict) -> str:
 def _adamax(opt: dict) -> str:
     place = ("u = max(b2*u, |g| + eps), direction m_hat/u: epsilon inside the max" if opt["eps_placement"] == "in_max"
              else "u = max(b2*u, |g|), direction m_hat/(u + eps): epsilon outside the max")
+    if not opt.get("bias_correction", True):
+        place = place.replace("m_hat", "m") + " (m not bias-corrected)"
     return f"Adamax, lr {opt['lr']:g}, betas ({opt['betas'][0]:g}, {opt['betas'][1]:g}), eps {opt['eps']:g}, {place}"
 
 
@@ -111,12 +115,15 @@ def column(opt: dict) -> str:
     name = opt["name"]
     if name == "adam":
         text = f"Adam, ε {'after' if opt['eps_placement'] == 'corrected' else 'before'} bias correction"
+        if not opt.get("bias_correction", True):
+            text = "Adam, no bias correction"
         return text + {None: "", "v": ", AMSGrad max of v", "v_hat": ", AMSGrad max of v̂"}[opt.get("amsgrad")]
     if name in ("rmsprop", "adagrad"):
         label = {"rmsprop": "RMSprop", "adagrad": "Adagrad"}[name]
         return f"{label}, ε {'inside' if opt['eps_in_sqrt'] else 'outside'} the root"
     if name == "adamax":
-        return f"Adamax, ε {'inside' if opt['eps_placement'] == 'in_max' else 'outside'} the max"
+        text = f"Adamax, ε {'inside' if opt['eps_placement'] == 'in_max' else 'outside'} the max"
+        return text + ("" if opt.get("bias_correction", True) else ", m not bias-corrected")
     if name == "nadam":
         psi = opt["momentum_decay"]
         return "NAdam, constant μ" if psi is None else f"NAdam, μ_t with 0.96^({psi:g}t)"
@@ -136,7 +143,8 @@ def column(opt: dict) -> str:
 FIELD_VARIANTS: dict[str, list[tuple[str, list[Any], str]]] = {
     "adam": [("eps_placement", ["corrected", "uncorrected"], "epsilon placement"),
              ("amsgrad", [None, "v", "v_hat"], "AMSGrad max"),
-             ("bias_correction_dtype", [None], "bias corrections exact (not from float32 betas)")],
+             ("bias_correction_dtype", [None], "bias corrections exact (not from float32 betas)"),
+             ("bias_correction", [True, False], "bias correction of the moments")],
     "sgd": [("momentum_form", ["buffer", "velocity"], "momentum form (lr inside/outside the momentum)"),
             ("dampening", [0.0], "dampening dropped")],
     "rmsprop": [("eps_in_sqrt", [True, False], "epsilon inside/outside the root"),
@@ -144,7 +152,8 @@ FIELD_VARIANTS: dict[str, list[tuple[str, list[Any], str]]] = {
                 ("initial_scale", [0.0], "v_0 = 0"), ("bias_correction", [False], "no bias correction")],
     "adagrad": [("eps_in_sqrt", [True, False], "epsilon inside/outside the root"),
                 ("initial_accumulator", [0.0, 0.1], "initial accumulator"), ("lr_decay", [0.0], "no lr_decay")],
-    "adamax": [("eps_placement", ["in_max", "outside"], "epsilon inside/outside the max")],
+    "adamax": [("eps_placement", ["in_max", "outside"], "epsilon inside/outside the max"),
+               ("bias_correction", [True, False], "bias correction of m")],
     "nadam": [("momentum_decay", [0.004, 1.0, None], "NAdam momentum schedule")],
     "lamb": [("decay_placement", ["inside_trust_ratio", "before", "after"], "where the decay meets the trust ratio")],
     "radam": [("eps_placement", ["corrected", "uncorrected"], "epsilon placement"),

@@ -24,7 +24,7 @@ from wdparity.engine.data import make_data
 from wdparity.judge import compare, envelope
 from wdparity.judge.diagnose import semantic_edits
 from wdparity.run import registry
-from wdparity.run.backend import Inexpressible
+from wdparity.run.backend import Inexpressible, refuse_schedule
 from wdparity.run.cases import load_case, load_run
 from wdparity.spec.errors import InputError
 from wdparity.spec.models import Semantics, Task, semantics_from_dict
@@ -163,6 +163,7 @@ def _try_realize(target, sem: dict, task: Task) -> Optional[tuple[dict, dict]]:
     """(native table, what that table really means) or None. The meaning is read back with the
     target's own describe(), so a realize() that silently drops something cannot hide it."""
     try:
+        refuse_schedule(target, semantics_from_dict(sem))
         table = target.realize(semantics_from_dict(sem), task)
     except Inexpressible:
         return None
