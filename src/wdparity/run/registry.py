@@ -25,6 +25,10 @@ BUILTIN = {
     "keras": "wdparity_backends.keras_backend:backend",
     "optax": "wdparity_backends.optax_backend:backend",
     "mxnet": "wdparity_backends.mxnet_backend:backend",
+    "paddle": "wdparity_backends.paddle_backend:backend",
+    "mlx": "wdparity_backends.mlx_backend:backend",
+    "tf_keras": "wdparity_backends.tf_keras_backend:backend",
+    "fastai": "wdparity_backends.fastai_backend:backend",
 }
 GENERIC_KEYS = ("backend", "dtype", "loss", "schedule", "python")
 
