@@ -113,3 +113,19 @@ def test_realize_refuses_a_schedule_the_target_does_not_train():
     refuse_schedule(registry.get("numpy"), s)
     with pytest.raises(Inexpressible, match="inverse_time"):
         refuse_schedule(registry.get("torch"), s)
+
+
+def test_translate_carries_a_run_level_schedule_into_the_table_or_refuses(tmp_path):
+    from wdparity.run.backend import Inexpressible
+    from wdparity.tools.translate import translate
+
+    case = tmp_path / "c.toml"
+    case.write_text('title = "t"\nclaim = "equivalent"\n[task]\nepochs = 1\n'
+                    '[runs.a]\nbackend = "numpy"\noptimizer = "sgd"\nlr = 0.1\n'
+                    'schedule = { kind = "inverse_time", rate = 0.1 }\n'
+                    '[runs.b]\nbackend = "numpy"\noptimizer = "sgd"\nlr = 0.1\n')
+    out = translate(str(case), "a", "numpy")
+    assert out.exact and out.table["schedule"] == {"kind": "inverse_time", "rate": 0.1}
+    assert "schedule" not in translate(str(case), "b", "numpy").table
+    with pytest.raises(Inexpressible):
+        translate(str(case), "a", "torch")

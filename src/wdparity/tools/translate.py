@@ -161,14 +161,20 @@ def _variants(sem: dict) -> list[tuple[list[str], dict, frozenset]]:
 
 def _try_realize(target, sem: dict, task: Task) -> Optional[tuple[dict, dict]]:
     """(native table, what that table really means) or None. The meaning is read back with the
-    target's own describe(), so a realize() that silently drops something cannot hide it."""
+    target's own describe(), so a realize() that silently drops something cannot hide it. A learning-rate
+    schedule of the run's own (e.g. Keras 2's legacy decay=) that is not the task's becomes the table's
+    `schedule` key where the target trains that schedule."""
+    semantics = semantics_from_dict(sem)
+    moved = semantics.schedule != task.schedule
+    if moved:
+        task = task.model_copy(update={"schedule": semantics.schedule})
     try:
-        refuse_schedule(target, semantics_from_dict(sem))
-        table = target.realize(semantics_from_dict(sem), task)
+        refuse_schedule(target, semantics)
+        table = target.realize(semantics, task)
     except Inexpressible:
         return None
     actual = target.describe(target.parse({k: v for k, v in table.items() if k != "backend"}), task).neutral()
-    return table, actual
+    return ({**table, "schedule": task.schedule.model_dump()} if moved else table), actual
 
 
 def translate(case_path: str, run_name: str, to: str) -> Translation:
@@ -197,6 +203,7 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
         if found is None:
             continue
         table, actual = found
+        table = {**_run_level(run.task, case.task), **table}
         if actual == sem:
             return Translation({"backend": to, **table}, name, True, 0.0, tol, [], changed)
         traj = reference.run_cached(actual, data, batch, "float64")
@@ -212,6 +219,17 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
     envs64 = [envelope.envelope(s_, data, batch, "float64") for s_ in (sem, actual)]
     exact = not labels or compare.judge(traj, source_traj, envs64, "float64")["verdict"] == "equivalent"
     return Translation({"backend": to, **table}, name, exact, err, tol, [] if exact else labels, changed)
+
+
+def _run_level(run_task: Task, case_task: Task) -> dict:
+    """The run's own dtype / loss / schedule keys where they differ from the case's task, so the translated
+    table means the same when pasted beside the source run."""
+    out = {}
+    for key in ("dtype", "loss", "schedule"):
+        value = getattr(run_task, key)
+        if value != getattr(case_task, key):
+            out[key] = value.model_dump() if key == "schedule" else value
+    return out
 
 
 def _valid(sem: dict) -> bool:
