@@ -36,7 +36,7 @@ OWN = {name: tuple(f for f in spec.model_fields if f not in ("name", "lr")) for 
 class NumpyRun(Strict):
     """Every neutral optimizer field, None where not given (the family's model then supplies its default)."""
 
-    optimizer: Literal["sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam", "lion", "lamb"]
+    optimizer: Literal["sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam", "lion", "lamb", "adafactor"]
     lr: Positive
     momentum: Optional[Unit] = None
     dampening: Optional[Unit] = None
@@ -59,6 +59,11 @@ class NumpyRun(Strict):
     threshold: Optional[Positive] = None
     threshold_inclusive: Optional[bool] = None
     decay_placement: Optional[Literal["inside_trust_ratio", "before", "after"]] = None
+    decay_rate: Optional[Positive] = None
+    clip_threshold: Optional[Positive] = None
+    relative_step: Optional[bool] = None
+    parameter_scale: Optional[Positive] = None
+    decay_rate_dtype: Optional[Literal["float32"]] = None
     decay: list[DecayRule] = Field(default_factory=list)
     penalty: Optional[Penalty] = None
     hyper_dtype: Literal["float64", "float32"] = "float64"

@@ -17,6 +17,7 @@ import numpy as np
 
 from wdparity.engine import adaptive as ad
 from wdparity.engine import transforms as tx
+from wdparity.engine.adafactor import adafactor_core
 from wdparity.engine.batching import align, structure_key
 from wdparity.engine.data import batches, loss_factor
 from wdparity.engine.recording import GridRecorder, Recorder, breaks_rule, stop_limit
@@ -74,6 +75,10 @@ CORES: dict[str, Callable[..., list[tx.Transform]]] = {
 }
 
 
+# LAMB's trust ratio and Adafactor's parameter scale read w, so where the decoupled decay stands matters to them
+WITH_DECAY = {"lamb": ad.lamb_core, "adafactor": adafactor_core}
+
+
 def _vector(values: list[float]):
     """One hyperparameter of G configs: a Python float for a single run, else a (G,) float64 vector."""
     return values[0] if len(values) == 1 else np.array(values, dtype=np.float64)
@@ -89,8 +94,9 @@ def build(semantics: Semantics, dtype=np.float64) -> tx.Transform:
     h = rounder(first.get("hyper_dtype", "float64"))
     lr = _vector([s["optimizer"]["lr"] for s in group])
     coef = [_vector([s["decay"][i]["coefficient"] for s in group]) for i in range(len(rules))]
-    if opt["name"] not in CORES and opt["name"] != "lamb":
-        raise ValueError(f"`optimizer.name` must be one of {list(CORES) + ['lamb']}. Received: name={opt['name']!r}")
+    if opt["name"] not in CORES and opt["name"] not in WITH_DECAY:
+        raise ValueError(f"`optimizer.name` must be one of {list(CORES) + list(WITH_DECAY)}. "
+                         f"Received: name={opt['name']!r}")
     coupled = [(i, r) for i, r in enumerate(rules) if r["coupling"] == "gradient"]
     clip = first.get("clip")
     if clip is None:
@@ -101,8 +107,8 @@ def build(semantics: Semantics, dtype=np.float64) -> tx.Transform:
         clipping = [tx.clip(clip["kind"], clip["threshold"], clip["eps"], dtype, h)]
         parts = penalties + (clipping + terms if clip["position"] == "loss_gradient" else terms + clipping)
     decoupled = [(r, coef[i]) for i, r in enumerate(rules) if r["coupling"] == "decoupled"]
-    if opt["name"] == "lamb":   # its trust ratio meets the decoupled decay (spec LambSpec.decay_placement)
-        parts += ad.lamb_core(opt, lr, schedule, dtype, h, decoupled)
+    if opt["name"] in WITH_DECAY:   # cores that meet the decoupled decay (their spec's decay_placement)
+        parts += WITH_DECAY[opt["name"]](opt, lr, schedule, dtype, h, decoupled)
         if opt["decay_placement"] == "inside_trust_ratio":
             decoupled = []
     else:

@@ -26,6 +26,9 @@ FIELD_CAUSES = {
     "amsgrad": "second-moment", "centered": "second-moment",
     "bias_correction": "bias-correction", "threshold": "bias-correction", "threshold_inclusive": "bias-correction",
     "bias_correction_dtype": "precision", "lr_decay": "schedule", "decay_placement": "coupling",
+    # Adafactor
+    "decay_rate": "second-moment", "clip_threshold": "clipping", "relative_step": "schedule",
+    "parameter_scale": "lr-scaling", "decay_rate_dtype": "precision",
 }
 # betas[0]: the first moment's rate, betas[1] the second's (Adam, Adamax, NAdam, RAdam); Lion's are both momentum
 BETA_CAUSES = {"lion": ("momentum", "momentum")}

@@ -29,6 +29,7 @@ from wdparity.spec.base import (  # noqa: F401  (the spec's vocabulary, importab
 from wdparity.spec.optimizers import (  # noqa: F401
     OPTIMIZER_SPECS,
     AdadeltaSpec,
+    AdafactorSpec,
     AdagradSpec,
     AdamaxSpec,
     AdamSpec,

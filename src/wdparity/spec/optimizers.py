@@ -182,8 +182,30 @@ class LambSpec(Strict):
     decay_placement: Literal["inside_trust_ratio", "before", "after"] = "inside_trust_ratio"
 
 
+class AdafactorSpec(Strict):
+    """Adafactor (Shazeer & Stern 2018), per tensor and unfactored: the task's tensors are a weight vector (a
+    (d, 1) kernel or (1, d) matrix in the frameworks) and a bias, whose factored second moment is the unfactored
+    one. At step k = t + 1: b2_k = 1 - k^(-decay_rate); v = b2_k*v + (1-b2_k)*(g^2 + eps); u = g/sqrt(v);
+    clip_threshold c: u / max(1, rms(u)/c); step size rho = min(lr_t, 1/sqrt(k)) with relative_step, else lr_t;
+    parameter_scale e: times max(e, rms(w)), w the weights before the step ("after": the decoupled decay comes
+    after) or after the decoupled decay (decay_placement "before": Keras decays w first); momentum b1: m =
+    b1*m + (1-b1)*(that step), no bias correction (optax's ema, MLX's beta_1); the step is -(m or that).
+    decay_rate_dtype "float32": k^(-decay_rate) computed in float32 (optax, MLX)."""
+
+    name: Literal["adafactor"]
+    lr: Positive
+    decay_rate: Positive = 0.8
+    eps: Positive = 1e-30
+    clip_threshold: Optional[Positive] = 1.0
+    relative_step: bool = False
+    parameter_scale: Optional[Positive] = 1e-3
+    momentum: Optional[Unit] = None
+    decay_placement: Literal["before", "after"] = "after"
+    decay_rate_dtype: Optional[Literal["float32"]] = None
+
+
 OPTIMIZER_SPECS = {"sgd": SgdSpec, "adam": AdamSpec, "rmsprop": RmspropSpec, "adagrad": AdagradSpec,
                    "adadelta": AdadeltaSpec, "adamax": AdamaxSpec, "nadam": NadamSpec, "radam": RadamSpec,
-                   "lion": LionSpec, "lamb": LambSpec}
+                   "lion": LionSpec, "lamb": LambSpec, "adafactor": AdafactorSpec}
 OptimizerSpec = Annotated[Union[SgdSpec, AdamSpec, RmspropSpec, AdagradSpec, AdadeltaSpec, AdamaxSpec, NadamSpec,
-                                RadamSpec, LionSpec, LambSpec], Field(discriminator="name")]
+                                RadamSpec, LionSpec, LambSpec, AdafactorSpec], Field(discriminator="name")]

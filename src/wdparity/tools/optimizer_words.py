@@ -91,6 +91,23 @@ def _radam(opt: dict) -> str:
             f"{place} while rho_t {comparison} {opt['threshold']:g}, else m_hat (bias-corrected momentum SGD)")
 
 
+def _adafactor(opt: dict) -> str:
+    rho = "min(lr_t, 1/sqrt(k)) (relative step)" if opt["relative_step"] else "lr_t"
+    text = (f"Adafactor, lr {opt['lr']:g}, v = b2_k*v + (1-b2_k)*(g^2 + {opt['eps']:g}) with b2_k = 1 - k^-{opt['decay_rate']:g}, "
+            f"direction g/sqrt(v)")
+    if opt["clip_threshold"] is not None:
+        text += f" clipped to block rms {opt['clip_threshold']:g}"
+    text += f", step size {rho}"
+    if opt["parameter_scale"] is not None:
+        w = "the decayed w (decay first)" if opt["decay_placement"] == "before" else "w"
+        text += f" times max({opt['parameter_scale']:g}, rms({w}))"
+    if opt["momentum"] is not None:
+        text += f", momentum {opt['momentum']:g} on that step (no bias correction)"
+    if opt.get("decay_rate_dtype"):
+        text += "; k^-decay_rate in float32"
+    return text
+
+
 SENTENCES: dict[str, Callable[[dict], str]] = {
     "sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop, "adagrad": _adagrad, "adamax": _adamax, "nadam": _nadam,
     "radam": _radam,
@@ -103,6 +120,7 @@ SENTENCES: dict[str, Callable[[dict], str]] = {
                        + {"inside_trust_ratio": "inside u (u = d + lambda*w, scaled by the ratio too)",
                           "before": "applied to w first, the ratio taken from the decayed w",
                           "after": "outside the ratio"}[o["decay_placement"]]),
+    "adafactor": _adafactor,
 }
 
 
@@ -135,6 +153,9 @@ def column(opt: dict) -> str:
     if name == "lamb":
         return {"inside_trust_ratio": "LAMB, decay inside the trust ratio", "before": "LAMB, decay before the trust ratio",
                 "after": "LAMB, decay after the trust ratio"}[opt["decay_placement"]]
+    if name == "adafactor":
+        return "Adafactor" + (", relative step" if opt["relative_step"] else "") + (
+            ", scaled by rms(w)" if opt["parameter_scale"] is not None else "")
     return {"adadelta": "Adadelta", "lion": "Lion"}[name]
 
 
@@ -156,6 +177,9 @@ FIELD_VARIANTS: dict[str, list[tuple[str, list[Any], str]]] = {
                ("bias_correction", [True, False], "bias correction of m")],
     "nadam": [("momentum_decay", [0.004, 1.0, None], "NAdam momentum schedule")],
     "lamb": [("decay_placement", ["inside_trust_ratio", "before", "after"], "where the decay meets the trust ratio")],
+    "adafactor": [("decay_placement", ["before", "after"], "parameter scale from the decayed or the current w"),
+                  ("relative_step", [True, False], "relative step size min(lr, 1/sqrt(k))"),
+                  ("decay_rate_dtype", [None, "float32"], "k^-decay_rate exact or in float32")],
     "radam": [("eps_placement", ["corrected", "uncorrected"], "epsilon placement"),
               ("threshold_inclusive", [True, False], "rectification threshold comparison")],
 }
