@@ -1,0 +1,262 @@
+"""The `paddle` backend: paddle.optimizer's SGD, Momentum, Adam(W), RMSProp, Adagrad, Adadelta, NAdam and RAdam in
+dygraph, with L2Decay/L1Decay regularizers (the optimizer's weight_decay, or a ParamAttr's per parameter), AdamW's
+apply_decay_param_fun and grad_clip, as a Paddle user writes them.
+
+describe() states what each knob means in neutral terms, including the hyperparameters Paddle's kernels take as C
+floats (Momentum's mu and fused L2 coefficient, AdamW's coeff, RMSProp's/Adadelta's rho and epsilon, NAdam's and
+RAdam's betas and epsilon): their float32 values, so a float64 run meets the float64 reference; realize() writes the
+Paddle setting (paddle_realize.py); build/step/read train nn.Linear with the real optimizer and paddle.optimizer.lr
+schedulers. Every statement about Paddle 3.3.1, with its source and the test that measures it: docs/adapters/paddle.md.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+
+from wdparity.engine.data import batches
+from wdparity.run.adapter import Adapter
+from wdparity.spec.errors import InputError
+from wdparity.spec.models import (
+    TENSORS,
+    AdadeltaSpec,
+    AdagradSpec,
+    AdamSpec,
+    Clip,
+    NadamSpec,
+    RadamSpec,
+    RmspropSpec,
+    Semantics,
+    SgdSpec,
+    Task,
+)
+from wdparity.spec.rules import rules_from_coefficients
+
+from .paddle_vocab import KEYWORDS, NEUTRAL_NAMES, PADDLE_NAMES, PaddleRun, Regularizer
+
+L1_AT_ZERO = 0.0   # L1Decay adds coeff*sign(w), sign(0) = 0 (regularizer.py); measured in tests/test_paddle_facts.py
+# Hyperparameters each class hands its C++ kernel as a C float (the attribute's type), measured in the facts tests
+FLOAT32 = {"Momentum": ("momentum", "L2 coefficient (fused regularization_coeff)"), "AdamW": ("coeff",),
+           "RMSProp": ("rho", "epsilon", "momentum"), "Adadelta": ("rho", "epsilon"),
+           "NAdam": ("beta1", "beta2", "epsilon", "momentum_decay"), "RAdam": ("beta1", "beta2", "epsilon")}
+NOT_MODELLED = {
+    "Adamax": "paddle's adamax kernel adds epsilon to b2*u inside the max, u = max(|g|, b2*u + eps) "
+              "(paddle/phi/kernels/impl/adamax_kernel_impl.h:55-56), neither the neutral in_max (max(b2*u, |g| + eps)) "
+              "nor outside (max(b2*u, |g|) + eps) placement",
+    "Lamb": "paddle's Lamb (lamb_kernel_impl.h, lamb_functors.h) measures 6.7e-6 relative off the neutral LAMB with "
+            "its float32 hyperparameters in float64 (tests/test_paddle_facts.py), a difference not yet located",
+}
+
+
+def f32(x: float) -> float:
+    return float(np.float32(x))
+
+
+def linear_name(name: str) -> str:
+    return NEUTRAL_NAMES[name]
+
+
+class PaddleBackend(Adapter):
+    name = "paddle"
+    modules = ("paddle",)
+    install_hint = "pip install paddlepaddle"
+    Config = PaddleRun
+
+    def worker_env(self, config: PaddleRun, task: Task) -> dict[str, str]:
+        return {"OMP_NUM_THREADS": "1", "FLAGS_use_mkldnn": "0"}
+
+    def findings(self, config: PaddleRun, task: Task) -> list[dict]:
+        out = []
+        opt = config.optimizer
+        if opt in FLOAT32:
+            out.append({"id": f"{opt.lower()}-float32-hyperparameters", "modelled": True,
+                        "text": f"{opt} hands {', '.join(FLOAT32[opt])} to its kernel as C floats, also for float64 "
+                                "parameters: describe() states their float32 values",
+                        "source": "paddle/_C_ops signatures (float attributes); docs/adapters/paddle.md"})
+        if opt == "AdamW" and config.weight_decay is None:
+            out.append({"id": "adamw-default-weight-decay", "modelled": True, "source": "paddle/optimizer/adamw.py",
+                        "text": "AdamW's default weight_decay is 0.01 (decoupled, w -= lr_t*0.01*w)"})
+        if opt == "RMSProp":
+            out.append({"id": "rmsprop-eps-inside-root", "modelled": True, "source": "paddle/optimizer/rmsprop.py",
+                        "text": "RMSProp divides by sqrt(v + epsilon) (epsilon inside the root), rho 0.95, epsilon 1e-6 "
+                                "by default; its momentum keeps lr inside the buffer (velocity form)"})
+        if config.weight_decay is not None and (config.weight_attr or config.bias_attr):
+            out.append({"id": "param-attr-regularizer-overrides", "modelled": True,
+                        "source": "paddle/optimizer/optimizer.py:1775-1779",
+                        "text": "a ParamAttr regularizer replaces the optimizer's weight_decay for that parameter"})
+        if config.grad_clip is not None:
+            out.append({"id": "clip-before-regularization", "modelled": True,
+                        "source": "paddle/optimizer/optimizer.py:1713-1717",
+                        "text": "grad_clip sees the loss's gradient; the regularization terms are added after it"})
+        return out
+
+    # ---------------------------------------------------------------- describe
+    def describe(self, config: PaddleRun, task: Task) -> Semantics:
+        """Neutral semantics of a Paddle dygraph run (rules: coupled L2, coupled L1, then AdamW's decoupled)."""
+        opt, v = config.optimizer, config.value
+        if opt in NOT_MODELLED:
+            raise InputError("", "optimizer", f"is not modelled by this adapter: {NOT_MODELLED[opt]}", opt)
+        lr = config.lr
+        if opt == "SGD":
+            optimizer = SgdSpec(name="sgd", lr=lr)
+        elif opt == "Momentum":
+            optimizer = SgdSpec(name="sgd", lr=lr, momentum=f32(v("momentum")), nesterov=bool(config.use_nesterov))
+        elif opt in ("Adam", "AdamW"):
+            optimizer = AdamSpec(name="adam", lr=lr, betas=[v("beta1"), v("beta2")], eps=v("epsilon"),
+                                 amsgrad="v" if config.amsgrad else None)
+        elif opt == "RMSProp":
+            momentum = f32(v("momentum"))
+            optimizer = RmspropSpec(name="rmsprop", lr=lr, rho=f32(v("rho")), eps=f32(v("epsilon")), eps_in_sqrt=True,
+                                    centered=bool(config.centered), momentum=momentum,
+                                    momentum_form="velocity" if momentum > 0 else "buffer")
+        elif opt == "Adagrad":
+            optimizer = AdagradSpec(name="adagrad", lr=lr, eps=v("epsilon"),
+                                    initial_accumulator=v("initial_accumulator_value"))
+        elif opt == "Adadelta":
+            optimizer = AdadeltaSpec(name="adadelta", lr=lr, rho=f32(v("rho")), eps=f32(v("epsilon")))
+        elif opt == "NAdam":
+            optimizer = NadamSpec(name="nadam", lr=lr, betas=[f32(v("beta1")), f32(v("beta2"))],
+                                  eps=f32(v("epsilon")), momentum_decay=f32(v("momentum_decay")))
+        else:   # RAdam: rectified while rho_t > 5, epsilon added to sqrt(v) before the correction
+            optimizer = RadamSpec(name="radam", lr=lr, betas=[f32(v("beta1")), f32(v("beta2"))], eps=f32(v("epsilon")),
+                                  eps_placement="uncorrected", threshold=5.0, threshold_inclusive=False)
+        decay = self._coupled(config) + self._decoupled(config)
+        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule,
+                         clip=self._clip(config, task))
+
+    @staticmethod
+    def _regularizers(config: PaddleRun) -> dict[str, Regularizer]:
+        """Each tensor's regularizer: its ParamAttr's, else the optimizer's weight_decay (not AdamW's, which is
+        decoupled), else none."""
+        top = config.weight_decay if config.optimizer != "AdamW" else None
+        if isinstance(top, float):
+            top = Regularizer(L2Decay=top)
+        out = {}
+        for name, attr in (("weight", config.weight_attr), ("bias", config.bias_attr)):
+            reg = attr.regularizer if attr is not None and attr.regularizer is not None else top
+            if reg is not None:
+                out[name] = reg
+        return out
+
+    def _coupled(self, config: PaddleRun) -> list:
+        regs = self._regularizers(config)
+        fused = config.optimizer == "Momentum"   # Momentum fuses L2Decay into its op, coeff a C float
+        l2 = {n: (f32(r.coeff) if fused else r.coeff) for n, r in regs.items() if r.norm == "l2"}
+        l1 = {n: r.coeff for n, r in regs.items() if r.norm == "l1"}
+        return rules_from_coefficients(l2) + rules_from_coefficients(l1, norm="l1", l1_at_zero=L1_AT_ZERO)
+
+    @staticmethod
+    def _decoupled(config: PaddleRun) -> list:
+        if config.optimizer != "AdamW":
+            return []
+        coeff = f32(config.value("weight_decay"))
+        names = config.apply_decay_param_fun
+        decayed = TENSORS if names is None else [PADDLE_NAMES[n] for n in names]
+        return rules_from_coefficients({n: coeff for n in TENSORS if n in decayed}, coupling="decoupled", scale="lr")
+
+    @staticmethod
+    def _clip(config: PaddleRun, task: Task):
+        if config.grad_clip is None:
+            return None
+        kind, threshold = config.grad_clip.kind
+        if kind == "ClipGradByNorm" and task.dtype == "float64":
+            raise InputError("", "grad_clip", "ClipGradByNorm must run in float32: clip_by_norm has no float64 CPU "
+                             "kernel in Paddle 3.3.1 (RuntimeError: kernel not registered for float64)",
+                             {kind: threshold})
+        neutral = {"ClipGradByGlobalNorm": "global_norm", "ClipGradByNorm": "tensor_norm", "ClipGradByValue": "value"}
+        return Clip(kind=neutral[kind], threshold=threshold, eps=0.0, position="loss_gradient")
+
+    # ---------------------------------------------------------------- precision and realize
+    def inherent(self, semantics: Semantics, task: Task) -> Semantics:
+        from .paddle_realize import inherent
+
+        return inherent(semantics)
+
+    def realize(self, semantics: Semantics, task: Task) -> dict:
+        from .paddle_realize import realize
+
+        run = realize(semantics)
+        back = self.describe(self.parse(run), task).neutral()
+        if back != semantics.neutral():
+            from wdparity.run.backend import Inexpressible
+
+            raise Inexpressible("Paddle's spelling of these rules describes back in its canonical form (coupled L2, "
+                                f"coupled L1, decoupled; one regularizer per tensor): {back['decay']}; nearest: that "
+                                "setting")
+        return run
+
+    # ---------------------------------------------------------------- inside the worker
+    def build(self, job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
+        import paddle
+
+        task, run, dtype = job["task"], PaddleRun.model_validate(job["run"]), job["dtype"]
+        paddle.set_device("cpu")
+        paddle.set_default_dtype(dtype)
+        d = int(np.asarray(data["w0"]).size)
+
+        def attr(a):
+            if a is None or a.regularizer is None:
+                return None
+            reg = a.regularizer
+            cls = paddle.regularizer.L2Decay if reg.norm == "l2" else paddle.regularizer.L1Decay
+            return paddle.ParamAttr(regularizer=cls(reg.coeff))
+
+        with paddle.utils.unique_name.guard():   # a fresh program's names: linear_0.w_0, linear_0.b_0
+            net = paddle.nn.Linear(d, 1, weight_attr=attr(run.weight_attr), bias_attr=attr(run.bias_attr))
+        net.weight.set_value(np.asarray(data["w0"], dtype=dtype).reshape(d, 1))
+        net.bias.set_value(np.asarray(data["b0"], dtype=dtype).reshape(1))
+        steps = len(batches(data["order"], int(task["batch_size"])))
+        lr = scheduler(paddle, task.get("schedule") or {"kind": "constant"}, run.lr, steps)
+        kwargs = {"learning_rate": lr, "parameters": net.parameters()}
+        for key in KEYWORDS[run.optimizer]:
+            value = getattr(run, key)
+            if key == "learning_rate" or value is None:
+                continue
+            if key == "weight_decay" and isinstance(value, Regularizer):
+                cls = paddle.regularizer.L2Decay if value.norm == "l2" else paddle.regularizer.L1Decay
+                value = cls(value.coeff)
+            elif key == "grad_clip":
+                kind, threshold = value.kind
+                value = getattr(paddle.nn, kind)(threshold)
+            elif key == "apply_decay_param_fun":
+                value = (lambda names: lambda name: name in names)(frozenset(value))
+            kwargs[key] = value
+        optimizer = getattr(paddle.optimizer, run.optimizer)(**kwargs)
+        X = paddle.to_tensor(np.asarray(data["X_train"], dtype=dtype))
+        y = paddle.to_tensor(np.asarray(data["y_train"], dtype=dtype).reshape(-1, 1))
+        return SimpleNamespace(paddle=paddle, net=net, optimizer=optimizer, lr=lr, X=X, y=y,
+                               half=task["loss"] == "half_mse", scheduled=not isinstance(lr, float))
+
+    def step(self, s: SimpleNamespace, rows: np.ndarray, t: int) -> None:
+        idx = s.paddle.to_tensor(rows)
+        loss = s.paddle.nn.functional.mse_loss(s.net(s.paddle.gather(s.X, idx)), s.paddle.gather(s.y, idx))
+        if s.half:
+            loss = loss / 2
+        loss.backward()
+        s.optimizer.step()
+        s.optimizer.clear_grad()
+        if s.scheduled:
+            s.lr.step()
+
+    def read(self, s: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+        return s.net.weight.numpy().ravel(), s.net.bias.numpy()
+
+
+def cosine(total: int, floor: float):
+    """The neutral cosine multiplier, held at `floor` after `total` (paddle.optimizer.lr.LambdaDecay's lr_lambda)."""
+    return lambda t: floor + (1.0 - floor) * (1.0 + math.cos(math.pi * min(t, total) / total)) / 2.0
+
+
+def scheduler(paddle, schedule: dict, lr: float, steps: int):
+    """The run's schedule as a paddle.optimizer.lr scheduler, stepped once per optimizer step (a float: constant).
+    step: StepDecay; cosine: LambdaDecay of the neutral formula (CosineAnnealingDecay's recursive form differs)."""
+    if schedule["kind"] == "step":
+        return paddle.optimizer.lr.StepDecay(lr, step_size=int(schedule["every"]), gamma=float(schedule["factor"]))
+    if schedule["kind"] == "cosine":
+        return paddle.optimizer.lr.LambdaDecay(lr, cosine(int(schedule["total"]), float(schedule.get("floor", 0.0))))
+    return lr
+
+
+backend = PaddleBackend()

@@ -1,0 +1,177 @@
+"""paddle.optimizer's class names, keywords and defaults (PaddlePaddle 3.3.1), the regularizer and clip tables a case
+file writes, and the run's validation. Read from the installed signatures (tests/test_paddle_facts.py compares them);
+the sources of every statement: docs/adapters/paddle.md.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import model_validator
+
+from wdparity.run.adapter import check_keywords
+from wdparity.spec.models import NonNeg, Positive, Strict, Unit, fail
+
+# One row per class: the constructor's numeric defaults (None: learning_rate has no default, it must be given)
+DEFAULTS = {
+    "SGD": {"learning_rate": 1e-3},
+    "Momentum": {"learning_rate": 1e-3, "momentum": 0.9},
+    "Adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
+    "AdamW": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 0.01},
+    "RMSProp": {"learning_rate": None, "rho": 0.95, "epsilon": 1e-6, "momentum": 0.0},
+    "Adagrad": {"learning_rate": None, "epsilon": 1e-6, "initial_accumulator_value": 0.0},
+    "Adadelta": {"learning_rate": 1e-3, "epsilon": 1e-6, "rho": 0.95},
+    "Adamax": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
+    "NAdam": {"learning_rate": 2e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "momentum_decay": 4e-3},
+    "RAdam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
+    "Lamb": {"learning_rate": 1e-3, "lamb_weight_decay": 0.01, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-6},
+}
+# Each class's keywords besides `parameters` and `name` (the installed signatures, in order)
+KEYWORDS = {
+    "SGD": ("learning_rate", "weight_decay", "grad_clip", "multi_precision"),
+    "Momentum": ("learning_rate", "momentum", "use_nesterov", "weight_decay", "grad_clip", "multi_precision",
+                 "rescale_grad", "use_multi_tensor"),
+    "Adam": ("learning_rate", "beta1", "beta2", "epsilon", "weight_decay", "grad_clip", "lazy_mode", "multi_precision",
+             "use_multi_tensor", "amsgrad"),
+    "AdamW": ("learning_rate", "beta1", "beta2", "epsilon", "weight_decay", "use_lowprecision_moment", "lr_ratio",
+              "apply_decay_param_fun", "grad_clip", "lazy_mode", "multi_precision", "amsgrad"),
+    "RMSProp": ("learning_rate", "rho", "epsilon", "momentum", "centered", "weight_decay", "grad_clip"),
+    "Adagrad": ("learning_rate", "epsilon", "weight_decay", "grad_clip", "initial_accumulator_value"),
+    "Adadelta": ("learning_rate", "epsilon", "rho", "weight_decay", "grad_clip"),
+    "Adamax": ("learning_rate", "beta1", "beta2", "epsilon", "weight_decay", "grad_clip"),
+    "NAdam": ("learning_rate", "beta1", "beta2", "epsilon", "momentum_decay", "weight_decay", "grad_clip"),
+    "RAdam": ("learning_rate", "beta1", "beta2", "epsilon", "weight_decay", "grad_clip"),
+    "Lamb": ("learning_rate", "lamb_weight_decay", "beta1", "beta2", "epsilon", "grad_clip",
+             "exclude_from_weight_decay_fn", "multi_precision", "always_adapt"),
+}
+MUST_BE_OFF = {
+    "multi_precision": "master weights are kept for float16/bfloat16 parameters only (optimizer.py:1168), which this "
+                       "adapter does not train",
+    "lazy_mode": "lazy_mode updates only the rows of a sparse (SelectedRows) gradient (adam.py), not modelled here",
+    "use_multi_tensor": "the fused multi-tensor path is not modelled by this adapter",
+    "use_lowprecision_moment": "float16 moments are not modelled by this adapter",
+}
+# nn.Linear's parameters as Paddle names them in a fresh program (paddle.utils.unique_name.guard()): the names
+# apply_decay_param_fun and exclude_from_weight_decay_fn receive
+PADDLE_NAMES = {"linear_0.w_0": "weight", "linear_0.b_0": "bias"}
+NEUTRAL_NAMES = {v: k for k, v in PADDLE_NAMES.items()}
+
+
+class Regularizer(Strict):
+    """paddle.regularizer.L2Decay(coeff) (gradient term coeff*w) or L1Decay(coeff) (coeff*sign(w)): one of the two."""
+
+    L2Decay: Optional[NonNeg] = None
+    L1Decay: Optional[NonNeg] = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.L2Decay is None) == (self.L1Decay is None):
+            raise fail("L2Decay", self.L2Decay, "write exactly one of L2Decay = c or L1Decay = c")
+        return self
+
+    @property
+    def norm(self) -> str:
+        return "l2" if self.L2Decay is not None else "l1"
+
+    @property
+    def coeff(self) -> float:
+        return self.L2Decay if self.L2Decay is not None else self.L1Decay
+
+
+class ParamAttr(Strict):
+    """paddle.ParamAttr(regularizer=...) of one nn.Linear parameter (weight_attr / bias_attr)."""
+
+    regularizer: Optional[Regularizer] = None
+
+
+class GradClip(Strict):
+    """grad_clip = paddle.nn.ClipGradByGlobalNorm(clip_norm) | ClipGradByNorm(clip_norm) | ClipGradByValue(max)."""
+
+    ClipGradByGlobalNorm: Optional[Positive] = None
+    ClipGradByNorm: Optional[Positive] = None
+    ClipGradByValue: Optional[Positive] = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if sum(v is not None for v in (self.ClipGradByGlobalNorm, self.ClipGradByNorm, self.ClipGradByValue)) != 1:
+            raise fail("grad_clip", self.model_dump(exclude_none=True), "write exactly one of ClipGradByGlobalNorm, "
+                       "ClipGradByNorm, ClipGradByValue")
+        return self
+
+    @property
+    def kind(self) -> tuple[str, float]:
+        for key in ("ClipGradByGlobalNorm", "ClipGradByNorm", "ClipGradByValue"):
+            if getattr(self, key) is not None:
+                return key, getattr(self, key)
+        raise AssertionError
+
+
+def check_names(key: str, names: Optional[list[str]]) -> None:
+    for name in names or []:
+        if name not in PADDLE_NAMES:
+            raise fail(key, names, f"names {name!r}: the parameters of paddle.nn.Linear here are named "
+                       f"{sorted(PADDLE_NAMES)} (a fresh paddle.utils.unique_name.guard())")
+
+
+class PaddleRun(Strict):
+    optimizer: Literal["SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam",
+                       "Lamb"]
+    learning_rate: Optional[Positive] = None
+    momentum: Optional[Unit] = None
+    use_nesterov: Optional[bool] = None
+    beta1: Optional[Unit] = None
+    beta2: Optional[Unit] = None
+    epsilon: Optional[Positive] = None
+    rho: Optional[Unit] = None
+    centered: Optional[bool] = None
+    initial_accumulator_value: Optional[NonNeg] = None
+    momentum_decay: Optional[Positive] = None
+    amsgrad: Optional[bool] = None
+    # a float is L2Decay(float) (optimizer.py:269-272); or a table {L2Decay = c} / {L1Decay = c}
+    weight_decay: Optional[NonNeg | Regularizer] = None
+    # AdamW's filter as data: the Paddle names it returns True for (None: every parameter is decayed)
+    apply_decay_param_fun: Optional[list[str]] = None
+    lr_ratio: Optional[float] = None
+    lamb_weight_decay: Optional[NonNeg] = None
+    exclude_from_weight_decay_fn: Optional[list[str]] = None
+    always_adapt: Optional[bool] = None
+    rescale_grad: Optional[Positive] = None
+    multi_precision: Optional[bool] = None
+    lazy_mode: Optional[bool] = None
+    use_multi_tensor: Optional[bool] = None
+    use_lowprecision_moment: Optional[bool] = None
+    grad_clip: Optional[GradClip] = None
+    weight_attr: Optional[ParamAttr] = None
+    bias_attr: Optional[ParamAttr] = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        check_keywords(self, self.optimizer, KEYWORDS, "paddle.optimizer.{optimizer}")
+        for key, why in MUST_BE_OFF.items():
+            if getattr(self, key):
+                raise fail(key, True, f"must be false: {why}")
+        if self.lr_ratio is not None:
+            raise fail("lr_ratio", self.lr_ratio, "is not modelled: AdamW's lr_ratio(param) scales one tensor's lr "
+                       "(the Adam step and the decay, adamw.py), a per-tensor learning rate outside the neutral model")
+        if self.rescale_grad is not None and self.rescale_grad != 1.0:
+            raise fail("rescale_grad", self.rescale_grad, "must be 1.0 here: Momentum multiplies the gradient by it "
+                       "before the momentum op (momentum.py:96), not modelled by this adapter")
+        if self.learning_rate is None and DEFAULTS[self.optimizer]["learning_rate"] is None:
+            raise fail("learning_rate", None, f"is required: paddle.optimizer.{self.optimizer}'s learning_rate has "
+                       "no default")
+        if self.use_nesterov and self.optimizer == "Momentum" and self.value("momentum") == 0:
+            raise fail("use_nesterov", True, "needs momentum > 0 here (the neutral Nesterov needs a momentum)")
+        if self.optimizer == "AdamW" and isinstance(self.weight_decay, Regularizer):
+            raise fail("weight_decay", self.weight_decay.model_dump(exclude_none=True), "must be a float for AdamW "
+                       "(paddle.optimizer.AdamW takes float | Tensor, its decoupled coefficient)")
+        check_names("apply_decay_param_fun", self.apply_decay_param_fun)
+        check_names("exclude_from_weight_decay_fn", self.exclude_from_weight_decay_fn)
+        return self
+
+    def value(self, key: str):
+        v = getattr(self, key)
+        return DEFAULTS[self.optimizer].get(key) if v is None else v
+
+    @property
+    def lr(self) -> float:
+        return self.value("learning_rate")
