@@ -1,0 +1,97 @@
+"""Inside the worker: an mlx.nn.Linear trained as an MLX user trains it.
+
+nn.value_and_grad(model, loss_fn), optionally mlx.optimizers.clip_grad_norm on the gradients, then
+optimizer.update(model, grads) and mx.eval(model.parameters(), optimizer.state); the task's schedule is an
+mlx.optimizers schedule (step_decay, cosine_decay) passed as the learning_rate callable. Imports MLX.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from types import SimpleNamespace
+
+import numpy as np
+
+from .mlx_vocab import KEYWORDS, MlxRun
+
+
+def learning_rate(mx, optim, run: MlxRun, schedule: dict, as_array):
+    """The learning_rate argument: the float (or array) itself, or the schedule callable MLX evaluates at
+    optimizer.step (0 on the first update: the scheduler is called before the step is incremented)."""
+    lr = run.learning_rate
+    if schedule["kind"] == "step":
+        return optim.step_decay(as_array(lr), as_array(float(schedule["factor"])), int(schedule["every"]))
+    if schedule["kind"] == "cosine":
+        total, floor = int(schedule["total"]), float(schedule.get("floor", 0.0))
+        # decay_steps as an array too: (math.pi / decay_steps) * step is float32 for a Python int (schedulers.py:89)
+        steps = total if as_array is float else as_array(float(total))
+        return optim.cosine_decay(as_array(lr), steps, as_array(floor * lr))
+    return as_array(lr)
+
+
+def build(job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+
+    mx.set_default_device(mx.cpu)
+    task, run = job["task"], MlxRun.model_validate(job["run"])
+    dtype = {"float32": mx.float32, "float64": mx.float64}[job["dtype"]]
+    as_array = (lambda x: mx.array(x, dtype=dtype)) if run.hyperparameters_as_arrays else float
+    X = np.asarray(data["X_train"], dtype=job["dtype"])
+    y = np.asarray(data["y_train"], dtype=job["dtype"]).reshape(-1, 1)
+    d = X.shape[1]
+
+    model = nn.Linear(d, 1)
+    model.set_dtype(dtype)   # mx.array(numpy float64) would be float32 without dtype=: every array names it
+    model.update({"weight": mx.array(np.asarray(data["w0"]).reshape(1, d), dtype=dtype),
+                  "bias": mx.array(np.asarray(data["b0"]).reshape(1), dtype=dtype)})
+
+    kwargs = {k: getattr(run, k) for k in KEYWORDS[run.optimizer] if getattr(run, k) is not None}
+    kwargs["learning_rate"] = learning_rate(mx, optim, run, task.get("schedule") or {"kind": "constant"}, as_array)
+    if "betas" in KEYWORDS[run.optimizer] and run.hyperparameters_as_arrays and dtype == mx.float64:
+        # float64 betas keep b**step float64; in float32 they stay Python floats (1 - float32(b) would cancel)
+        kwargs["betas"] = [as_array(b) for b in run.get("betas")]
+    optimizer = getattr(optim, run.optimizer)(**kwargs)
+
+    half = task["loss"] == "half_mse"
+    terms = []
+    if run.penalty:
+        terms += [(name, "l2", run.penalty.l2) for name in run.penalty.params if run.penalty.l2]
+        terms += [(name, "l1", run.penalty.l1) for name in run.penalty.params if run.penalty.l1]
+
+    def loss_fn(model, X, y):
+        loss = nn.losses.mse_loss(model(X), y)
+        if half:
+            loss = loss / 2
+        params = model.parameters()
+        for name, kind, coef in terms:   # the loss penalty, term by term as a user adds it
+            p = params[name]
+            loss = loss + coef * (mx.sum(mx.square(p)) if kind == "l2" else mx.sum(mx.abs(p)))
+        return loss
+
+    value_and_grad = nn.value_and_grad(model, loss_fn)
+
+    def step(X, y):
+        loss, grads = value_and_grad(model, X, y)
+        if run.clip_grad_norm is not None:
+            grads, _ = optim.clip_grad_norm(grads, run.clip_grad_norm)
+        optimizer.update(model, grads)
+        return loss
+
+    if run.compile:
+        state = [model.state, optimizer.state]
+        step = partial(mx.compile, inputs=state, outputs=state)(step)
+    return SimpleNamespace(mx=mx, model=model, optimizer=optimizer, step=step, X=X, y=y, dtype=dtype)
+
+
+def train_step(s: SimpleNamespace, rows: np.ndarray) -> None:
+    mx = s.mx
+    s.step(mx.array(s.X[rows], dtype=s.dtype), mx.array(s.y[rows], dtype=s.dtype))
+    mx.eval(s.model.parameters(), s.optimizer.state)
+
+
+def read(s: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+    if s.model.weight.dtype != s.dtype:
+        raise RuntimeError(f"MLX trained in {s.model.weight.dtype}, not {s.dtype}")
+    return np.array(s.model.weight).reshape(-1), np.array(s.model.bias).reshape(())
