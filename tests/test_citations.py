@@ -14,7 +14,7 @@ from wdparity.tools import citations
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = citations.frameworks()
-PACKAGES = ("torch", "keras", "optax", "jax", "tensorflow")      # site-packages paths checked where installed
+PACKAGES = ("torch", "keras", "optax", "jax", "tensorflow", "paddle", "mlx", "tf_keras", "fastai")   # checked where installed
 REPO_DIRS = ("benchmarks", "tests", "docs", "src", "backends")   # repository paths, always checked
 
 
@@ -40,14 +40,18 @@ def _installed_version(name: str) -> str | None:
         site = _mxnet_site()
         dist = sorted(site.glob("mxnet-*.dist-info")) if site else []
         return dist[0].name[len("mxnet-"):-len(".dist-info")] if dist else None
-    try:
-        return importlib.metadata.version(name).split("+")[0]
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    for dist in importlib.metadata.packages_distributions().get(name, [name]):   # paddle -> paddlepaddle
+        try:
+            return importlib.metadata.version(dist).split("+")[0]
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
-def test_the_four_frameworks_have_citation_files():
-    assert FRAMEWORKS == ["keras", "mxnet", "optax", "torch"]
+def test_every_registered_framework_has_a_citation_file():
+    from wdparity.run import registry
+
+    assert FRAMEWORKS == sorted(name for name in registry.targets() if name != "numpy")
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
