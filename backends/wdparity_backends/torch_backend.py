@@ -24,7 +24,7 @@ from wdparity.spec.models import TENSORS, Semantics, Task
 from wdparity.spec.rules import penalty_terms, rules_from_coefficients
 
 from .torch_clip import clip_spec, clipper, realize_clip, refuse_terms
-from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun, set_up
+from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun, batch_loss, linear_model, set_up
 from .torch_run import scheduler as lr_scheduler
 from .torch_vocab import COUPLED_ONLY, DECOUPLED_CALL, DECOUPLED_SOURCE, native_optimizer, optimizer_spec
 
@@ -156,14 +156,7 @@ class TorchBackend(Adapter):
 
         task, run = job["task"], TorchRun.model_validate(job["run"])
         dtype = set_up(torch, job["dtype"])
-        X = torch.as_tensor(data["X_train"], dtype=dtype)
-        y = torch.as_tensor(data["y_train"], dtype=dtype).reshape(-1, 1)   # (n, 1): no (n, n) broadcast in MSELoss
-        d = X.shape[1]
-
-        net = nn.Linear(d, 1, dtype=dtype)
-        with torch.no_grad():
-            net.weight.copy_(torch.as_tensor(data["w0"], dtype=dtype).reshape(1, d))
-            net.bias.copy_(torch.as_tensor(data["b0"], dtype=dtype).reshape(1))
+        net, X, y = linear_model(torch, data, dtype)
         tensors = {"weight": net.weight, "bias": net.bias}
 
         if run.param_groups is not None:   # exactly the user's groups: a tensor they do not name stays frozen
@@ -187,13 +180,7 @@ class TorchBackend(Adapter):
     def step(self, s: SimpleNamespace, rows: np.ndarray, t: int) -> None:
         index = s.torch.as_tensor(rows)
         s.optimizer.zero_grad()
-        loss = s.mse(s.net(s.X[index]), s.y[index])
-        if s.half:
-            loss = loss / 2
-        for name, kind, coef in s.penalty:   # the loss penalty, term by term as a user adds it
-            p = s.tensors[name]
-            loss = loss + coef * (s.torch.sum(p.pow(2)) if kind == "l2" else s.torch.sum(s.torch.abs(p)))
-        loss.backward()
+        batch_loss(s, index).backward()   # the loss penalty, term by term as a user adds it
         if s.clip is not None:   # between backward() and step(): the loss's gradient, not step()'s weight_decay
             s.clip()
         s.optimizer.step()

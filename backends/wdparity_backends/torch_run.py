@@ -190,6 +190,31 @@ def set_up(torch, dtype: str):
     return torch_dtype
 
 
+def linear_model(torch, data: dict, dtype):
+    """nn.Linear(d, 1) in `dtype` with the task's initial weight and bias copied in bit-identically, and the
+    training data as tensors (y as (n, 1): no (n, n) broadcast in MSELoss). Shared with the fastai adapter."""
+    X = torch.as_tensor(data["X_train"], dtype=dtype)
+    y = torch.as_tensor(data["y_train"], dtype=dtype).reshape(-1, 1)
+    d = X.shape[1]
+    net = torch.nn.Linear(d, 1, dtype=dtype)
+    with torch.no_grad():
+        net.weight.copy_(torch.as_tensor(data["w0"], dtype=dtype).reshape(1, d))
+        net.bias.copy_(torch.as_tensor(data["b0"], dtype=dtype).reshape(1))
+    return net, X, y
+
+
+def batch_loss(s, index):
+    """The loss of the rows `index` as a user writes it: MSELoss (halved for half_mse) plus the loss penalty, term by
+    term; `s` holds torch, net, X, y, mse, half, penalty ((tensor, kind, coef) terms) and tensors (name -> param)."""
+    loss = s.mse(s.net(s.X[index]), s.y[index])
+    if s.half:
+        loss = loss / 2
+    for name, kind, coef in s.penalty:
+        p = s.tensors[name]
+        loss = loss + coef * (s.torch.sum(p.pow(2)) if kind == "l2" else s.torch.sum(s.torch.abs(p)))
+    return loss
+
+
 def scheduler(torch, optimizer, schedule: dict, lr: float, steps: int):
     """The run's schedule as torch.optim.lr_scheduler objects (stepped once per optimizer step)."""
     sched = torch.optim.lr_scheduler

@@ -1,0 +1,182 @@
+"""The `fastai` backend: fastai.optimizer's SGD, RMSProp, Adam, RAdam, QHAdam and Lamb with `wd` and `decouple_wd`,
+the splitter's parameter groups and the Learner's wd_bn_bias, as a fastai user writes them.
+
+fastai's `decouple_wd=True` (every function's default) is "true weight decay", p *= 1 - lr*wd before the step;
+`decouple_wd=False` is l2_reg, wd*p added to the gradient. A Learner excludes every bias from weight decay by
+default (wd_bn_bias=False). The model is torch's nn.Linear set up as the torch adapter does (torch_run.py); the
+optimizer is stepped as the Learner does, its lr set per step by set_hyper as ParamScheduler does. Every
+statement this adapter makes about fastai 2.8.12: docs/adapters/fastai.md.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from wdparity.run.adapter import Adapter, refuse_clip, refuse_l1
+from wdparity.run.backend import Inexpressible
+from wdparity.spec.models import TENSORS, Semantics, Task
+from wdparity.spec.rules import penalty_terms, rules_from_coefficients
+
+from .fastai_optimizers import native_optimizer, optimizer_spec
+from .fastai_vocab import FastaiRun
+from .torch_run import batch_loss, linear_model, set_up
+
+FASTAI_L1_AT_ZERO = 0.0   # torch's autograd: d|w|/dw at 0 is 0 (the loss is torch's)
+
+
+class FastaiBackend(Adapter):
+    name = "fastai"
+    modules = ("fastai", "torch")
+    install_hint = "pip install fastai"
+    Config = FastaiRun
+
+    def findings(self, config: FastaiRun, task: Task) -> list[dict]:
+        """Documented departures from what a reader of the call may expect: modelled ones are in describe()."""
+        out = []
+        if config.optimizer == "Adam" and config.wd is None:
+            out.append({"id": "adam-default-true-weight-decay", "modelled": True,
+                        "text": "fastai's Adam decays by default: wd = 0.01, decouple_wd = True (p *= 1 - lr*0.01 per "
+                                "step), with sqr_mom = 0.99 and eps = 1e-5 (torch's Adam: 0, 0.999, 1e-8)",
+                        "source": "fastai/optimizer.py:233-245"})
+        if config.optimizer == "RMSProp" and config.eps is not None and config.eps != 1e-8:
+            out.append({"id": "rmsprop-eps-dropped", "modelled": True,
+                        "text": f"RMSProp(eps={config.eps:g}) steps with eps = 1e-8: the eps keyword never reaches "
+                                "the Optimizer, rms_prop_step's default is used",
+                        "source": "fastai/optimizer.py:195,211"})
+        if config.excludes_bias:
+            out.append({"id": "learner-excludes-bias", "modelled": True,
+                        "text": "Learner(wd_bn_bias=False), the default, sets do_wd = False on every bias (and "
+                                "BatchNorm parameter): the Linear layer's bias is not decayed, by wd nor by l2_reg",
+                        "source": "fastai/learner.py:121,198-199; fastai/torch_core.py:688-693"})
+        if config.optimizer == "Lamb":
+            out.append({"id": "lamb-trust-ratio-capped-at-10", "modelled": False,
+                        "text": "Lamb caps the trust ratio at 10, q = min(rms(p)/rms(step), 10); the neutral LAMB "
+                                "has no cap, so a run whose ratio exceeds 10 departs from its semantics",
+                        "source": "fastai/optimizer.py:349"})
+        return out
+
+    def describe(self, config: FastaiRun, task: Task) -> Semantics:
+        """Neutral semantics of a fastai run. Rule order: gradient-coupled (l2_reg's wd, then the penalty's), then
+        decoupled (true weight decay)."""
+        optimizer = optimizer_spec(config, config.effective_lr)
+        decoupled = bool(config.get("decouple_wd"))
+        wd = rules_from_coefficients(config.per_tensor_wd(), coupling="decoupled" if decoupled else "gradient",
+                                     scale="lr" if decoupled else None)
+        pen = config.penalty.rules(l1_at_zero=FASTAI_L1_AT_ZERO) if config.penalty else []
+        return Semantics(optimizer=optimizer, decay=pen + wd if decoupled else wd + pen, loss=task.loss,
+                         schedule=task.schedule, frozen=config.frozen)
+
+    def realize(self, semantics: Semantics, task: Task) -> dict:
+        opt, rules = semantics.optimizer, list(semantics.decay)
+        run = native_optimizer(opt)   # refuses the optimizer fields no fastai function computes
+        refuse_l1(rules, FASTAI_L1_AT_ZERO, "fastai")
+        refuse_clip(semantics, {}, "fastai")
+        for r in rules:
+            if r.schedule is not None and r.schedule.kind != "constant":
+                raise Inexpressible(f"fastai's wd is one hyperparameter per parameter group, scheduled only by hand; "
+                                    f"nearest: the constant wd = {r.coefficient}, which differs once the rule's schedule "
+                                    "moves")
+        decoupled = [r for r in rules if r.coupling == "decoupled"]
+        for r in decoupled:
+            if r.effective_scale != "lr":
+                what = ("the same decay lr_t*lambda/lr = eta_t*lambda, up to rounding" if r.effective_scale == "schedule"
+                        else "the same decay under a constant schedule; under a schedule it follows eta_t")
+                raise Inexpressible(f"fastai's true weight decay is p *= 1 - lr_t*wd with the scheduled lr (fastai/"
+                                    f"optimizer.py:138-140); nearest: {run['optimizer']}(wd={r.coefficient}/lr = "
+                                    f"{r.coefficient / opt.lr:.6g}), {what}")
+        wd_rules = decoupled or [r for r in rules if r.norm == "l2"]
+        per: dict[str, float] = {}
+        rest = [r for r in rules if not any(r is w for w in wd_rules)]
+        for r in wd_rules:
+            if per.keys() & set(r.params):
+                if decoupled:
+                    raise Inexpressible(f"fastai's {run['optimizer']} takes one wd per parameter group (fastai/"
+                                        "optimizer.py:138-140); nearest: one decoupled rule per tensor with the summed "
+                                        "coefficient (same to first order)")
+                rest.append(r)   # a second coupled rule on a tensor: the loss penalty
+                continue
+            per.update({name: r.coefficient for name in r.params})
+        l2 = [r for r in rest if r.norm == "l2"]
+        l1 = [r for r in rest if r.norm == "l1"]
+        if len(l2) > 1 or len(l1) > 1 or (l2 and l1 and l2[0].params != l1[0].params):
+            raise Inexpressible("one `penalty` table holds one L2 and one L1 term on one list of tensors; nearest: "
+                                "merge the rules (sum the coefficients on each tensor)")
+        trained = [name for name in TENSORS if name not in semantics.frozen]
+        values = [per.get(name, 0.0) for name in trained]
+        if semantics.frozen or len(set(values)) > 1:
+            run["param_groups"] = [[name] for name in trained]
+            run["wd"] = values if len(values) > 1 else values[0]
+        else:
+            run["wd"] = values[0]   # always written: Adam's default wd is 0.01
+        if per and not decoupled:
+            run["decouple_wd"] = False
+        penalty = {}
+        if l2:
+            penalty.update({"l2": l2[0].coefficient / 2.0, "params": list(l2[0].params)})
+        if l1:
+            penalty.update({"l1": l1[0].coefficient, "params": list(l1[0].params)})
+        return {**run, **({"penalty": penalty} if penalty else {})}
+
+    # ---------------------------------------------------------------- inside the worker
+    def build(self, job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
+        import torch
+        from fastai import optimizer as fo
+
+        run = FastaiRun.model_validate(job["run"])
+        net, X, y = linear_model(torch, data, set_up(torch, job["dtype"]))
+        tensors = {"weight": net.weight, "bias": net.bias}
+        keywords = {k: getattr(run, k) for k in run.model_fields_set if getattr(run, k) is not None
+                    and k not in ("optimizer", "lr", "param_groups", "learner", "wd_bn_bias", "penalty")}
+        opt_func = getattr(fo, run.optimizer)
+        groups = [[tensors[name] for name in group] for group in run.param_groups] if run.param_groups else None
+        if run.learner:
+            opt = learner_opt(torch, net, opt_func, keywords, run, groups)
+        else:
+            opt = opt_func(groups if groups else list(net.parameters()), lr=run.lr, **keywords)
+        return SimpleNamespace(torch=torch, net=net, tensors=tensors, opt=opt, X=X, y=y, mse=torch.nn.MSELoss(),
+                               half=job["task"]["loss"] == "half_mse", penalty=penalty_terms(run.penalty),
+                               lr=run.effective_lr, schedule=job["task"].get("schedule") or {"kind": "constant"},
+                               cos=cosine(run.effective_lr, job["task"].get("schedule") or {}))
+
+    def step(self, s: SimpleNamespace, rows: np.ndarray, t: int) -> None:
+        kind = s.schedule["kind"]
+        if kind == "step":   # ParamScheduler's way: set_hyper('lr', value) before the batch (callback/schedule.py:99)
+            s.opt.set_hyper("lr", s.lr * float(s.schedule["factor"]) ** (t // int(s.schedule["every"])))
+        elif kind == "cosine":
+            s.opt.set_hyper("lr", s.cos(min(t, int(s.schedule["total"])) / int(s.schedule["total"])))
+        batch_loss(s, s.torch.as_tensor(rows)).backward()
+        s.opt.step()   # Learner._do_one_batch: backward, step, zero_grad (fastai/learner.py)
+        s.opt.zero_grad()
+
+    def read(self, s: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+        return s.net.weight.detach().numpy(), s.net.bias.detach().numpy()
+
+
+def learner_opt(torch, net, opt_func, keywords: dict, run: FastaiRun, groups):
+    """The optimizer Learner.create_opt builds: opt_func(splitter(model), lr=learn.lr), then do_wd = False on
+    the biases unless wd_bn_bias (fastai/learner.py:189-201). No data is needed to build it."""
+    from functools import partial
+
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+
+    extra = {} if run.wd_bn_bias is None else {"wd_bn_bias": run.wd_bn_bias}
+    extra.update({} if run.lr is None else {"lr": run.lr})
+    extra.update({"splitter": lambda m: groups} if groups else {})
+    learn = Learner(DataLoaders(), net, loss_func=torch.nn.MSELoss(), opt_func=partial(opt_func, **keywords), **extra)
+    learn.create_opt()
+    return learn.opt
+
+
+def cosine(lr: float, schedule: dict):
+    """fastai's SchedCos(lr, floor*lr), called with pos = min(t, total)/total (callback/schedule.py:49,54)."""
+    if schedule.get("kind") != "cosine":
+        return None
+    from fastai.callback.schedule import SchedCos
+
+    return SchedCos(lr, float(schedule.get("floor", 0.0)) * lr)
+
+
+backend = FastaiBackend()
