@@ -1,4 +1,4 @@
-"""Two additions of the frameworks issue (18) to the neutral model, against steps derived by hand.
+"""Additions of the frameworks issue (18) to the neutral model, against steps derived by hand.
 
 - Adam and Adamax without bias correction (MLX's `Adam`/`AdamW`, `bias_correction=False` by default, and its
   `Adamax`, which never corrects m): d = m/(sqrt(v) + eps), d = m/(u + eps).
@@ -129,3 +129,42 @@ def test_translate_carries_a_run_level_schedule_into_the_table_or_refuses(tmp_pa
     assert "schedule" not in translate(str(case), "b", "numpy").table
     with pytest.raises(Inexpressible):
         translate(str(case), "a", "torch")
+
+
+# ---------------------------------------------------------------- Paddle's Adamax epsilon, fastai's LAMB cap
+def test_adamax_epsilon_on_the_decayed_infinity_norm_by_hand():
+    """Paddle: u = max(b2*u + eps, |g|) (paddle/phi/kernels/impl/adamax_kernel_impl.h)."""
+    b1, b2, eps, lr = 0.9, 0.999, 1e-3, 0.01
+    data, got = trained({"name": "adamax", "lr": lr, "betas": [b1, b2], "eps": eps, "eps_placement": "in_max_decayed"}, 5)
+    m, u = np.zeros(9), np.zeros(9)
+
+    def direction(g, t, m=m, u=u):
+        m[:] = b1 * m + (1 - b1) * g
+        u[:] = np.maximum(b2 * u + eps, np.abs(g))
+        return m / (1 - b1 ** t) / u
+
+    close(got, replay(data, 5, direction, lr))
+    _, in_max = trained({"name": "adamax", "lr": lr, "betas": [b1, b2], "eps": eps, "eps_placement": "in_max"}, 5)
+    assert np.max(np.abs(in_max - got)) > 1e-9
+
+
+def test_a_capped_lamb_trust_ratio_by_hand():
+    """fastai's lamb_step: q = min(||w||/||step||, 10), its rms ratio being the norm ratio."""
+    b1, b2, eps, lr, cap = 0.9, 0.999, 1e-6, 0.01, 0.5   # ||w||/||d|| ~ 0.9 on the weight
+    opt = {"name": "lamb", "lr": lr, "betas": [b1, b2], "eps": eps, "decay_placement": "after"}
+    data, got = trained({**opt, "max_trust_ratio": cap}, 4)
+    theta = np.append(data["w0"], 0.0)
+    m, v = np.zeros(9), np.zeros(9)
+    for t in range(1, 5):
+        g = grad(data, theta)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        d = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        new = theta.copy()
+        for part in (slice(0, 8), slice(8, 9)):
+            wn, dn = np.linalg.norm(theta[part]), np.linalg.norm(d[part])
+            r = 1.0 if wn == 0 or dn == 0 else min(wn / dn, cap)
+            new[part] = theta[part] - lr * r * d[part]
+        theta = new
+        close(got[t], theta)
+    _, uncapped = trained(opt, 4)
+    assert np.max(np.abs(uncapped - got)) > 1e-6   # the cap binds on this task

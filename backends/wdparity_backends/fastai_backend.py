@@ -51,9 +51,9 @@ class FastaiBackend(Adapter):
                                 "BatchNorm parameter): the Linear layer's bias is not decayed, by wd nor by l2_reg",
                         "source": "fastai/learner.py:121,198-199; fastai/torch_core.py:688-693"})
         if config.optimizer == "Lamb":
-            out.append({"id": "lamb-trust-ratio-capped-at-10", "modelled": False,
-                        "text": "Lamb caps the trust ratio at 10, q = min(rms(p)/rms(step), 10); the neutral LAMB "
-                                "has no cap, so a run whose ratio exceeds 10 departs from its semantics",
+            out.append({"id": "lamb-trust-ratio-capped-at-10", "modelled": True,
+                        "text": "Lamb caps the trust ratio at 10, q = min(rms(p)/rms(step), 10) (LambSpec.max_trust_ratio; "
+                                "optax's and Keras's LAMB have no cap)",
                         "source": "fastai/optimizer.py:349"})
         return out
 

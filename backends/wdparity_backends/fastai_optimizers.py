@@ -32,7 +32,8 @@ def optimizer_spec(run: FastaiRun, lr: float):
         return RadamSpec(name="radam", lr=lr, betas=betas, eps=get("eps"), eps_placement="corrected",
                          threshold=5.0, threshold_inclusive=False)
     if name == "Lamb":   # weight_decay runs first, so the trust ratio sees the decayed p (optimizer.py:365-366)
-        return LambSpec(name="lamb", lr=lr, betas=betas, eps=get("eps"), decay_placement="before")
+        return LambSpec(name="lamb", lr=lr, betas=betas, eps=get("eps"), decay_placement="before",
+                        max_trust_ratio=10.0)   # q = min(r1/r2, 10) (optimizer.py:349)
     # Adam, and QHAdam with nu_1 = nu_2 = 1: m_hat / (sqrt(v_hat) + eps) (optimizer.py:225-227, 285-287)
     return AdamSpec(name="adam", lr=lr, betas=betas, eps=get("eps"), eps_placement="corrected")
 
@@ -87,6 +88,9 @@ def refuse_fields(opt) -> None:
         raise Inexpressible("fastai's Lamb decays p (weight_decay) before lamb_step computes the trust ratio from the "
                             "decayed p (fastai/optimizer.py:365-366); nearest: decay_placement = \"before\" (identical "
                             "without decoupled decay, written once)")
+    if name == "lamb" and opt.max_trust_ratio != 10.0:
+        raise Inexpressible("fastai's lamb_step caps the trust ratio at 10, q = min(r1/r2, 10) (fastai/optimizer.py:349); "
+                            "nearest: max_trust_ratio = 10, identical while every ratio stays below 10")
 
 
 def native_optimizer(opt) -> dict[str, Any]:

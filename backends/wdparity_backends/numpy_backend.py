@@ -44,7 +44,7 @@ class NumpyRun(Strict):
     momentum_form: Optional[Literal["buffer", "velocity"]] = None
     betas: Optional[list[Unit]] = Field(None, min_length=2, max_length=2)
     eps: Optional[Positive] = None
-    eps_placement: Optional[Literal["corrected", "uncorrected", "in_max", "outside"]] = None
+    eps_placement: Optional[Literal["corrected", "uncorrected", "in_max", "outside", "in_max_decayed"]] = None
     bias_correction_dtype: Optional[Literal["float32"]] = None
     amsgrad: Optional[Literal["v", "v_hat"]] = None
     rho: Optional[Unit] = None
@@ -59,10 +59,12 @@ class NumpyRun(Strict):
     threshold: Optional[Positive] = None
     threshold_inclusive: Optional[bool] = None
     decay_placement: Optional[Literal["inside_trust_ratio", "before", "after"]] = None
+    max_trust_ratio: Optional[Positive] = None
     decay_rate: Optional[Positive] = None
-    clip_threshold: Optional[Positive] = None
+    # Adafactor's clip and parameter scale; false is "none" (TOML has no null; AdafactorSpec None)
+    clip_threshold: Optional[Union[Positive, Literal[False]]] = None
     relative_step: Optional[bool] = None
-    parameter_scale: Optional[Positive] = None
+    parameter_scale: Optional[Union[Positive, Literal[False]]] = None
     decay_rate_dtype: Optional[Literal["float32"]] = None
     decay: list[DecayRule] = Field(default_factory=list)
     penalty: Optional[Penalty] = None
@@ -87,6 +89,9 @@ class NumpyBackend(Backend):
                  if v is not None and k not in ("optimizer", "decay", "penalty", "hyper_dtype", "frozen", "clip")}
         if given.get("momentum_decay") == "constant":
             given["momentum_decay"] = None
+        for key in ("clip_threshold", "parameter_scale"):
+            if given.get(key) is False:
+                given[key] = None
         optimizer = SPECS[config.optimizer](name=config.optimizer, **given)
         decay = list(config.decay) + (config.penalty.rules(l1_at_zero=0.0) if config.penalty else [])
         return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule,
@@ -96,6 +101,8 @@ class NumpyBackend(Backend):
         opt = {k: v for k, v in semantics.optimizer.model_dump().items() if v is not None}
         if semantics.optimizer.name == "nadam" and semantics.optimizer.momentum_decay is None:
             opt["momentum_decay"] = "constant"
+        if semantics.optimizer.name == "adafactor":
+            opt.update({k: False for k in ("clip_threshold", "parameter_scale") if getattr(semantics.optimizer, k) is None})
         run = {"optimizer": opt.pop("name"), **opt}
         if semantics.decay:
             keep_source = semantics.hyper_dtype != "float64" or semantics.clip is not None

@@ -82,6 +82,9 @@ def scale_by_adamax(b1, b2, eps, placement: str, dtype, h=float, bias_correction
         if placement == "in_max":
             u = {k: np.maximum(b2_ * u[k], jitter(rr, np.abs(g[k]) + eps_, lambda: np.abs(g[k]) + eps_)) for k in g}
             out = {k: (m[k] / bc1) / u[k] for k in g}
+        elif placement == "in_max_decayed":
+            u = {k: np.maximum(jitter(rr, b2_ * u[k] + eps_, lambda: b2_ * u[k] + eps_), np.abs(g[k])) for k in g}
+            out = {k: (m[k] / bc1) / u[k] for k in g}
         else:
             u = {k: np.maximum(b2_ * u[k], np.abs(g[k])) for k in g}
             out = {k: (m[k] / bc1) / (u[k] + eps_) for k in g}
@@ -173,9 +176,9 @@ def _norms(x: dict, grid: bool) -> dict:
             for k, v in x.items()}
 
 
-def trust_ratio(weights=None) -> Transform:
-    """LAMB's per-tensor trust ratio: u * ||w|| / ||u||, 1 where either norm is 0. `weights(p, t)`: the w whose
-    norm is taken (default: the params before the step)."""
+def trust_ratio(weights=None, cap=None) -> Transform:
+    """LAMB's per-tensor trust ratio: u * ||w|| / ||u||, 1 where either norm is 0, at most `cap` (None: no cap).
+    `weights(p, t)`: the w whose norm is taken (default: the params before the step)."""
 
     def update(u, state, p, t):
         grid = u["weight"].ndim == 2
@@ -184,7 +187,8 @@ def trust_ratio(weights=None) -> Transform:
         out = {}
         for k, x in u.items():
             with np.errstate(divide="ignore", invalid="ignore"):
-                r = np.where((wn[k] == 0) | (un[k] == 0), 1.0, wn[k] / un[k]).astype(x.dtype)
+                ratio = wn[k] / un[k] if cap is None else np.minimum(wn[k] / un[k], cap)   # the 1 is never capped
+                r = np.where((wn[k] == 0) | (un[k] == 0), 1.0, ratio).astype(x.dtype)
             out[k] = x * (r[:, None] if (grid and x.ndim == 2) else r)
         return _rounded(current(), out, 4), state
 
@@ -207,12 +211,12 @@ def lamb_core(opt: dict, lr, schedule: dict, dtype, h, decoupled: list[tuple[dic
                 out[k] = out[k] + per_config(amplitude, out[k]) * decay_direction(p[k], rule["norm"], rule["l1_at_zero"])
         return out
 
-    placement = opt["decay_placement"]
+    placement, cap = opt["decay_placement"], opt.get("max_trust_ratio")
     if placement == "inside_trust_ratio":
         inside = stateless(lambda u, p, t: with_terms(u, p, 1.0, t))
-        return [adam, inside, trust_ratio(), scale_by_lr(lr, schedule, dtype, h)]
+        return [adam, inside, trust_ratio(cap=cap), scale_by_lr(lr, schedule, dtype, h)]
     if placement == "before":
         def decayed(p, t):
             return with_terms(p, p, -(lr * multiplier(schedule, t)), t)
-        return [adam, trust_ratio(decayed), scale_by_lr(lr, schedule, dtype, h)]
-    return [adam, trust_ratio(), scale_by_lr(lr, schedule, dtype, h)]
+        return [adam, trust_ratio(decayed, cap), scale_by_lr(lr, schedule, dtype, h)]
+    return [adam, trust_ratio(cap=cap), scale_by_lr(lr, schedule, dtype, h)]

@@ -28,7 +28,7 @@ FIELD_CAUSES = {
     "bias_correction_dtype": "precision", "lr_decay": "schedule", "decay_placement": "coupling",
     # Adafactor
     "decay_rate": "second-moment", "clip_threshold": "clipping", "relative_step": "schedule",
-    "parameter_scale": "lr-scaling", "decay_rate_dtype": "precision",
+    "parameter_scale": "lr-scaling", "decay_rate_dtype": "precision", "max_trust_ratio": "lr-scaling",
 }
 # betas[0]: the first moment's rate, betas[1] the second's (Adam, Adamax, NAdam, RAdam); Lion's are both momentum
 BETA_CAUSES = {"lion": ("momentum", "momentum")}

@@ -127,7 +127,8 @@ class AdamaxSpec(Strict):
     lr: Positive
     betas: list[Unit] = _betas((0.9, 0.999))
     eps: Positive = 1e-8
-    eps_placement: Literal["in_max", "outside"] = "in_max"
+    # "in_max_decayed" (Paddle): u = max(b2*u + eps, |g|), d = m_hat/u (paddle/phi/kernels/impl/adamax_kernel_impl.h)
+    eps_placement: Literal["in_max", "outside", "in_max_decayed"] = "in_max"
     # False: m is not bias-corrected, d = m/u (MLX's Adamax, mlx/optimizers/optimizers.py)
     bias_correction: bool = True
 
@@ -180,6 +181,8 @@ class LambSpec(Strict):
     betas: list[Unit] = _betas((0.9, 0.999))
     eps: Positive = 1e-6
     decay_placement: Literal["inside_trust_ratio", "before", "after"] = "inside_trust_ratio"
+    # r = min(r, max_trust_ratio): fastai's lamb_step caps the ratio at 10 (fastai/optimizer.py); None: no cap
+    max_trust_ratio: Optional[Positive] = None
 
 
 class AdafactorSpec(Strict):

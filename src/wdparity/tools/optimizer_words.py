@@ -68,8 +68,9 @@ def _adagrad(opt: dict) -> str:
 
 
 def _adamax(opt: dict) -> str:
-    place = ("u = max(b2*u, |g| + eps), direction m_hat/u: epsilon inside the max" if opt["eps_placement"] == "in_max"
-             else "u = max(b2*u, |g|), direction m_hat/(u + eps): epsilon outside the max")
+    place = {"in_max": "u = max(b2*u, |g| + eps), direction m_hat/u: epsilon inside the max, on |g|",
+             "in_max_decayed": "u = max(b2*u + eps, |g|), direction m_hat/u: epsilon inside the max, on b2*u",
+             "outside": "u = max(b2*u, |g|), direction m_hat/(u + eps): epsilon outside the max"}[opt["eps_placement"]]
     if not opt.get("bias_correction", True):
         place = place.replace("m_hat", "m") + " (m not bias-corrected)"
     return f"Adamax, lr {opt['lr']:g}, betas ({opt['betas'][0]:g}, {opt['betas'][1]:g}), eps {opt['eps']:g}, {place}"
@@ -119,7 +120,8 @@ SENTENCES: dict[str, Callable[[dict], str]] = {
                        "direction u scaled per tensor by the trust ratio ||w||/||u||; the decoupled decay "
                        + {"inside_trust_ratio": "inside u (u = d + lambda*w, scaled by the ratio too)",
                           "before": "applied to w first, the ratio taken from the decayed w",
-                          "after": "outside the ratio"}[o["decay_placement"]]),
+                          "after": "outside the ratio"}[o["decay_placement"]]
+                       + (f"; the ratio capped at {o['max_trust_ratio']:g}" if o.get("max_trust_ratio") else "")),
     "adafactor": _adafactor,
 }
 
@@ -140,7 +142,8 @@ def column(opt: dict) -> str:
         label = {"rmsprop": "RMSprop", "adagrad": "Adagrad"}[name]
         return f"{label}, ε {'inside' if opt['eps_in_sqrt'] else 'outside'} the root"
     if name == "adamax":
-        text = f"Adamax, ε {'inside' if opt['eps_placement'] == 'in_max' else 'outside'} the max"
+        text = "Adamax, ε " + {"in_max": "inside the max (on |g|)", "in_max_decayed": "inside the max (on β2·u)",
+                               "outside": "outside the max"}[opt["eps_placement"]]
         return text + ("" if opt.get("bias_correction", True) else ", m not bias-corrected")
     if name == "nadam":
         psi = opt["momentum_decay"]
@@ -173,10 +176,11 @@ FIELD_VARIANTS: dict[str, list[tuple[str, list[Any], str]]] = {
                 ("initial_scale", [0.0], "v_0 = 0"), ("bias_correction", [False], "no bias correction")],
     "adagrad": [("eps_in_sqrt", [True, False], "epsilon inside/outside the root"),
                 ("initial_accumulator", [0.0, 0.1], "initial accumulator"), ("lr_decay", [0.0], "no lr_decay")],
-    "adamax": [("eps_placement", ["in_max", "outside"], "epsilon inside/outside the max"),
+    "adamax": [("eps_placement", ["in_max", "outside", "in_max_decayed"], "epsilon inside/outside the max"),
                ("bias_correction", [True, False], "bias correction of m")],
     "nadam": [("momentum_decay", [0.004, 1.0, None], "NAdam momentum schedule")],
-    "lamb": [("decay_placement", ["inside_trust_ratio", "before", "after"], "where the decay meets the trust ratio")],
+    "lamb": [("decay_placement", ["inside_trust_ratio", "before", "after"], "where the decay meets the trust ratio"),
+             ("max_trust_ratio", [None], "trust ratio uncapped")],
     "adafactor": [("decay_placement", ["before", "after"], "parameter scale from the decayed or the current w"),
                   ("relative_step", [True, False], "relative step size min(lr, 1/sqrt(k))"),
                   ("decay_rate_dtype", [None, "float32"], "k^-decay_rate exact or in float32")],
