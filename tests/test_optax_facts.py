@@ -146,9 +146,10 @@ FAMILY_PROBE = textwrap.dedent("""
     x64 = bool(jax.config.jax_enable_x64)
     out = {"x64": x64}
 
-    def defaults(fn, skip=()):
+    def defaults(fn, skip=()):   # a dtype default (adafactor's dtype_momentum=jnp.float32) by its name
         return {k: (None if p.default is None else "<required>" if p.default is inspect.Parameter.empty
-                    else p.default) for k, p in inspect.signature(fn).parameters.items() if k not in skip}
+                    else np.dtype(p.default).name if isinstance(p.default, type) else p.default)
+                for k, p in inspect.signature(fn).parameters.items() if k not in skip}
     out["aliases"] = {n: defaults(getattr(optax, n), ("learning_rate",)) for n in ALIASES}
     out["transforms"] = {n: defaults(getattr(optax, n)) for n in _KINDS}
 

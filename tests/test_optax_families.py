@@ -96,7 +96,6 @@ def test_describe_the_families(run, optimizer, decay):
 
 # ---------------------------------------------------------------- knobs outside the neutral model, by name
 @pytest.mark.parametrize("run, key, words", [
-    ({"optimizer": "adafactor", "learning_rate": 0.1}, "optimizer", "factors the second moment"),
     ({"optimizer": "yogi", "learning_rate": 0.1}, "optimizer", "modelled optax aliases"),
     ({"optimizer": "adadelta"}, "learning_rate", "climbs the loss"),
     ({"optimizer": "rmsprop", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True}, "nesterov", "neutral RMSprop"),
@@ -150,6 +149,8 @@ GRID_PROBE = grid_probe("""
             {"optimizer": "rmsprop", "learning_rate": 0.01, "momentum": 0.5, "centered": True},
             {"optimizer": "amsgrad", "learning_rate": 0.01}, {"optimizer": "adagrad", "learning_rate": 0.01},
             {"optimizer": "radam", "learning_rate": 0.01, "b2": 0.99},
+            {"optimizer": "adafactor", "learning_rate": 0.05, "momentum": 0.5, "dtype_momentum": "float64",
+             "weight_decay_rate": 0.1, "weight_decay_mask": ["weight"]},
             {"chain": [{"transform": "add_decayed_weights", "weight_decay": 0.1}, {"transform": "scale_by_rms"},
                        {"transform": "trace", "decay": 0.9}, {"transform": "scale_by_learning_rate",
                                                               "learning_rate": 0.01}]}]
@@ -180,6 +181,10 @@ def test_the_families_batch_as_their_serial_runs(x64, tol):
     {"optimizer": "adamaxw", "learning_rate": 0.016, "b2": 0.996, "eps": 7e-7, "weight_decay": 0.26},
     {"optimizer": "radam", "learning_rate": 0.017, "b1": 0.87, "threshold": 5.5, "nesterov": False},
     {"optimizer": "lion", "learning_rate": 0.018, "b1": 0.88, "b2": 0.98, "weight_decay": 0.28, "mask": ["bias"]},
+    {"optimizer": "adafactor", "learning_rate": 0.019, "min_dim_size_to_factor": 64, "decay_rate": 0.79,
+     "decay_offset": 0, "multiply_by_parameter_scale": False, "clipping_threshold": 1.9, "momentum": 0.59,
+     "dtype_momentum": "float64", "weight_decay_rate": 0.29, "eps": 1e-29, "factored": False,
+     "weight_decay_mask": ["bias"]},
     {"chain": [{"transform": "scale_by_stddev", "decay": 0.89, "eps": 8e-7, "initial_scale": 0.29,
                 "eps_in_sqrt": False, "bias_correction": True}, {"transform": "trace", "decay": 0.59}, LR]},
     {"chain": [{"transform": "scale_by_rss", "initial_accumulator_value": 0.31, "eps": 9e-7}, LR]},

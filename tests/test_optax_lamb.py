@@ -34,7 +34,7 @@ def lamb(run: dict) -> tuple[dict, list]:
 def test_lamb_alias_decays_inside_the_trust_ratio():
     opt, rules = lamb({"optimizer": "lamb", "learning_rate": 0.01, "weight_decay": 0.1, "mask": ["weight"]})
     assert opt == {"name": "lamb", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-6,
-                   "decay_placement": "inside_trust_ratio"}    # eps 1e-6: alias.py:1238
+                   "decay_placement": "inside_trust_ratio", "max_trust_ratio": None}    # eps 1e-6: alias.py:1238
     assert rules == [("decoupled", 0.1, ["weight"], None)]
     assert lamb({"optimizer": "lamb", "learning_rate": 0.01})[1] == []   # weight_decay 0.0 by default (alias.py:1240)
 
@@ -165,7 +165,7 @@ def test_every_battery_schedule_extra_moves_the_reference():
     """A decay schedule that never changed lambda_t within the run would prove nothing about its count."""
     extras = backend.battery_extras()
     names = [n for n, (_, run) in extras.items() if "'schedule': " in str(run)]
-    assert len(names) == 5, names
+    assert len(names) == 6, names   # the five scheduled weight_decay extras and adafactor-exponential-wd-penalty
     for name in names:
         task, run = extras[name]
         t = Task.model_validate({**fidelity.BATTERY_TASK, **task, "dtype": "float64"})

@@ -21,6 +21,7 @@ from wdparity.engine.data import loss_factor
 from wdparity.run.adapter import Adapter
 from wdparity.spec.models import OPTIMIZER_SPECS, Semantics, Task
 
+from . import optax_adafactor as adafactor
 from .optax_describe import alias_chain, describe_chain
 from .optax_jax import dense_loss, dense_params, require_x64, transformation, x64_env
 from .optax_realize import JAX_L1_AT_ZERO, RADAM_FLOAT32, bias_correction_dtype, realize
@@ -58,7 +59,7 @@ class OptaxBackend(Adapter):
 
     def findings(self, config: OptaxRun, task: Task) -> list[dict]:
         """Documented departures from what a reader of the call may expect, each modelled by describe()."""
-        out = []
+        out = self._adafactor_findings(config) if config.optimizer == "adafactor" else []
         for (alias, key), (ident, text, source) in DEFAULT_FINDINGS.items():
             if config.optimizer == alias and getattr(config, key) is None:
                 out.append({"id": ident, "modelled": True, "text": text, "source": source})
@@ -110,8 +111,11 @@ class OptaxBackend(Adapter):
         return out
 
     def describe(self, config: OptaxRun, task: Task) -> Semantics:
-        chain = list(config.chain) if config.chain is not None else alias_chain(config)
-        opt, rules, clip = describe_chain(chain, task.schedule.kind)
+        if config.optimizer == "adafactor":   # no chain of its parts is read (optax_adafactor.py)
+            (opt, rules), clip = adafactor.describe(config, task), None
+        else:
+            chain = list(config.chain) if config.chain is not None else alias_chain(config)
+            opt, rules, clip = describe_chain(chain, task.schedule.kind)
         if config.penalty:
             rules += config.penalty.rules(l1_at_zero=JAX_L1_AT_ZERO)
         if opt["name"] == "adam":
@@ -120,8 +124,12 @@ class OptaxBackend(Adapter):
         return Semantics(optimizer=optimizer, decay=rules, loss=task.loss, schedule=task.schedule, clip=clip)
 
     def inherent(self, semantics: Semantics, task: Task) -> Semantics:
-        """optax's Adam computes its bias corrections from float32 betas in every float32 run (no x64)."""
+        """optax's Adam computes its bias corrections from float32 betas in every float32 run (no x64); its
+        Adafactor computes k^(-decay_rate) in float32 in every run (optax/_src/factorized.py:31-32)."""
         semantics = super().inherent(semantics, task)
+        if semantics.optimizer.name == "adafactor":
+            opt = semantics.optimizer.model_copy(update={"decay_rate_dtype": "float32"})
+            return semantics.model_copy(update={"optimizer": opt})
         if semantics.optimizer.name == "adam":
             opt = semantics.optimizer.model_copy(update={"bias_correction_dtype": bias_correction_dtype(task)})
             return semantics.model_copy(update={"optimizer": opt})
@@ -129,6 +137,22 @@ class OptaxBackend(Adapter):
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
         return realize(semantics, task)
+
+    def _adafactor_findings(self, config: OptaxRun) -> list[dict]:
+        out = [{"id": "adafactor-decay-rate-float32", "modelled": True,
+                "text": "optax.adafactor computes b2_k = 1 - k^(-decay_rate) in float32 even under x64",
+                "source": "optax/_src/factorized.py:31-32"}]
+        if config.learning_rate is None:
+            out.append({"id": "adafactor-no-learning-rate", "modelled": True,
+                        "text": "optax.adafactor's default learning_rate None scales by nothing: the step is the "
+                                "clipped direction times max(1e-3, rms(w)) alone",
+                        "source": "optax/_src/alias.py:225,312-315"})
+        if config.weight_decay_rate:
+            out.append({"id": "adafactor-weight-decay-unscaled", "modelled": True,
+                        "text": "optax.adafactor adds weight_decay_rate*w after the learning rate, the parameter "
+                                "scale and the momentum: w -= lambda*w, not scaled by the learning rate",
+                        "source": "optax/_src/alias.py:320-325"})
+        return out
 
     # ---------------------------------------------------------------- inside the worker
     record_checks = False   # a jitted step per batch, the stop rule applied to the record afterwards

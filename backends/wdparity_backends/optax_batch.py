@@ -35,7 +35,7 @@ import numpy as np
 
 from wdparity.engine.data import batches, loss_factor
 
-VARYING = ("learning_rate", "weight_decay", "step_size", "init_value", "l1", "l2")
+VARYING = ("learning_rate", "weight_decay", "weight_decay_rate", "step_size", "init_value", "l1", "l2")
 
 
 def _varying(node: Any, path: tuple = ()) -> list[tuple]:

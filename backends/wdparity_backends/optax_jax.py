@@ -10,6 +10,7 @@ import numpy as np
 
 from wdparity.spec.models import TENSORS
 
+from .optax_adafactor import clip_threshold
 from .optax_schedules import build as weight_decay_value
 from .optax_vocab import OptaxRun
 
@@ -86,11 +87,14 @@ def transformation(optax, run: OptaxRun, schedule, dtype=np.float64):
 
     if run.chain is not None:
         return optax.chain(*[build(t) for t in run.chain])
-    lr = schedule(run.learning_rate) or run.learning_rate
+    lr = None if run.learning_rate is None else schedule(run.learning_rate) or run.learning_rate
     given = run.given()
+    if run.optimizer == "adafactor" and run.clipping_threshold is False:   # false: optax's None, no clip
+        given["clipping_threshold"] = clip_threshold(run)
     for key in ("mask", "weight_decay_mask"):
         if key in given:
             given[key] = mask(given[key])
-    if "weight_decay" in given:
-        given["weight_decay"] = weight_decay_value(optax, given["weight_decay"], dtype)
+    for key in ("weight_decay", "weight_decay_rate"):
+        if key in given:
+            given[key] = weight_decay_value(optax, given[key], dtype)
     return getattr(optax, run.optimizer)(learning_rate=lr, **given)

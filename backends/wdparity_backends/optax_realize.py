@@ -10,6 +10,7 @@ from wdparity.run.adapter import refuse_clip, refuse_frozen, refuse_l1, refuse_n
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import TENSORS, Semantics, Task
 
+from . import optax_adafactor as adafactor
 from .optax_schedules import native as weight_decay
 
 JAX_L1_AT_ZERO = 1.0   # jax.grad(jnp.abs)(0.0) == 1.0 (lax.py:4715); tests/test_optax_backend.py measures it
@@ -218,6 +219,8 @@ def _penalty(rules: list) -> dict:
 def realize(semantics: Semantics, task: Task) -> dict:
     opt, rules = semantics.optimizer, list(semantics.decay)
     refuse_frozen(semantics, "optax.transforms.freeze / set_to_zero, optax/transforms/_freezing.py:29")
+    if opt.name == "adafactor":
+        return adafactor.realize(semantics, task, _penalty)
     clip = _clip(semantics)
     refuse(opt, task)
     # a clip sees a loss penalty and not the optimizer's own term, so the rules that came from the loss stay there

@@ -14,6 +14,7 @@ from pydantic import Discriminator, Tag, model_validator
 from wdparity.run.adapter import check_keywords
 from wdparity.spec.models import Finite, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
 
+from . import optax_adafactor as adafactor
 from .optax_schedules import AliasWeightDecay, WeightDecay, check_alias, check_name
 
 B, ADAM = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}, {"eps_root": 0.0, "mu_dtype": None}
@@ -34,25 +35,24 @@ ALIASES: dict[str, dict[str, Any]] = {
     "radam": {**B, "eps_root": 0.0, "threshold": 5.0, "nesterov": False},
     "lion": {"b1": 0.9, "b2": 0.99, "mu_dtype": None, "weight_decay": 1e-3, "mask": None},
     "lamb": {"b1": 0.9, "b2": 0.999, "eps": 1e-6, "eps_root": 0.0, "weight_decay": 0.0, "mask": None},
+    "adafactor": {"min_dim_size_to_factor": 128, "decay_rate": 0.8, "decay_offset": 0,   # alias.py:224-236
+                  "multiply_by_parameter_scale": True, "clipping_threshold": 1.0, "momentum": None,
+                  "dtype_momentum": "float32", "weight_decay_rate": None, "eps": 1e-30, "factored": True,
+                  "weight_decay_mask": None},
 }
 ALIAS_KEYS = {name: tuple(keys) for name, keys in ALIASES.items()}
-# optax aliases outside the neutral model (yet), refused by name
-NOT_MODELLED = {
-    "adafactor": "Adafactor factors the second moment and clips and rescales by parameter RMS "
-                 "(optax/_src/alias.py:303-326)",
-}
+# optax aliases outside the neutral model (yet), refused by name (none left: adafactor is optax_adafactor.py)
+NOT_MODELLED: dict[str, str] = {}
 # optax's other clipping transforms, outside the neutral Clip (global norm, per-tensor norm, value), refused by name
 CLIPS_NOT_MODELLED = {
-    "clip_by_block_rms": "clip_by_block_rms divides each tensor by max(1, sqrt(mean(u^2))/threshold) "
-                         "(optax/transforms/_clipping.py:66-70): an RMS bound, i.e. a norm bound of "
-                         "threshold*sqrt(size) per tensor (weight: threshold*sqrt(d), bias: threshold), which one "
-                         "neutral threshold does not hold",
+    "clip_by_block_rms": adafactor.CLIP_REASON,
     "adaptive_grad_clip": "adaptive_grad_clip bounds each unit (a kernel column) by clipping*max(||w_unit||, eps), "
                           "relative to the parameters (optax/transforms/_clipping.py:334-344)",
     "per_example_global_norm_clip": "per_example_global_norm_clip is a function of per-example gradients (a batch "
                                     "axis, optax/transforms/_clipping.py:120-168), not a chain transform",
     "per_example_layer_norm_clip": "per_example_layer_norm_clip is a function of per-example gradients (a batch "
                                    "axis, optax/transforms/_clipping.py:171-249), not a chain transform",
+    **adafactor.CHAIN_REFUSED,
 }
 LAMB_SCHEDULED = ("must be a number with LAMB's trust ratio after it: a scheduled decay inside LAMB's ratio is outside the "
                   "neutral model (its inside term is lambda*w with a constant lambda)")
@@ -294,6 +294,15 @@ class OptaxRun(Strict):
     rho: Optional[Unit] = None
     weight_decay_mask: Optional[list[str]] = None
     threshold: Optional[Positive] = None
+    # optax.adafactor's own (optax_adafactor.py); clipping_threshold false: None (no clip; TOML has no null)
+    min_dim_size_to_factor: Optional[int] = None
+    decay_rate: Optional[Positive] = None
+    decay_offset: Optional[int] = None
+    multiply_by_parameter_scale: Optional[bool] = None
+    clipping_threshold: Optional[Union[Literal[False], Positive]] = None
+    dtype_momentum: Optional[str] = None
+    weight_decay_rate: Optional[AliasWeightDecay] = None
+    factored: Optional[bool] = None
     chain: Optional[list[ChainItem]] = None
     penalty: Optional[Penalty] = None
 
@@ -308,6 +317,7 @@ class OptaxRun(Strict):
         if isinstance(name, str) and name not in ALIASES:
             raise fail("optimizer", name, f"must be one of the modelled optax aliases {list(ALIASES)}")
         check_name("weight_decay", data.get("weight_decay"))
+        check_name("weight_decay_rate", data.get("weight_decay_rate"))
         chain = data.get("chain")
         for i, t in enumerate(chain if isinstance(chain, list) else []):
             if not isinstance(t, dict):
@@ -345,7 +355,7 @@ class OptaxRun(Strict):
             return self
         if self.optimizer is None:
             raise fail("optimizer", None, f"is required (one of {list(ALIASES)}) unless a `chain` is given")
-        if self.learning_rate is None:
+        if self.learning_rate is None and self.optimizer != "adafactor":   # adafactor's None: no lr scaling
             why = (": its default None makes scale_by_learning_rate the identity (optax/_src/alias.py:144,220; "
                    "transform.py:1000-1001), so the update +d climbs the loss" if self.optimizer == "adadelta" else "")
             raise fail("learning_rate", None, f"is required by optax.{self.optimizer}{why}")
@@ -355,6 +365,8 @@ class OptaxRun(Strict):
                 check_tensors(key, getattr(self, key))
         refuse_knobs(self.given())
         check_alias("weight_decay", self.weight_decay)
+        if self.optimizer == "adafactor":
+            adafactor.check(self)
         if self.optimizer == "lamb" and isinstance(self.weight_decay, Strict):   # optax.lamb adds it inside the ratio
             raise fail("weight_decay", self.weight_decay.model_dump(), LAMB_SCHEDULED)
         if self.optimizer in ("sgd", "rmsprop") and self.nesterov and self.momentum is None:
