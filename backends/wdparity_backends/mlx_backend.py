@@ -1,10 +1,11 @@
-"""The `mlx` backend: mlx.optimizers' SGD, RMSprop, Adagrad, AdaDelta, Adam, AdamW, Adamax and Lion (MLX 0.32.4,
-Linux CPU), loss penalties and clip_grad_norm, as an MLX user writes them.
+"""The `mlx` backend: mlx.optimizers' SGD, RMSprop, Adagrad, AdaDelta, Adam, AdamW, Adamax, Lion and Adafactor
+(MLX 0.32.4, Linux CPU), MultiOptimizer for per-tensor decay, loss penalties and clip_grad_norm, as an MLX user
+writes them.
 
 MLX's Adam and AdamW do not bias-correct by default (bias_correction=False: the first step is ~3.16x torch's);
-AdamW's default weight_decay is 0.01, decoupled; SGD's is coupled. describe() is mlx_describe.py, realize()
-mlx_realize.py, the worker's training loop mlx_train.py (nn.value_and_grad, optimizer.update, mx.eval). Every
-statement about MLX, with its source and the test that measures it: docs/adapters/mlx.md.
+AdamW's default weight_decay is 0.01, decoupled; SGD's is coupled. describe() is mlx_describe.py (Adafactor:
+mlx_adafactor.py), realize() mlx_realize.py, the worker's training loop mlx_train.py (nn.value_and_grad,
+optimizer.update, mx.eval). Every statement about MLX, with its source and its test: docs/adapters/mlx.md.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import numpy as np
 from wdparity.run.adapter import Adapter
 from wdparity.spec.models import Semantics, Task
 
+from .mlx_adafactor import decay_rate_dtype
 from .mlx_describe import MLX_L1_AT_ZERO, bias_correction_dtype, describe, float32_lr
+from .mlx_findings import class_findings
 from .mlx_realize import realize
-from .mlx_vocab import MlxRun
+from .mlx_vocab import MULTI, MlxRun
 
 __all__ = ["MLX_L1_AT_ZERO", "MlxBackend", "backend"]
 
@@ -31,36 +34,19 @@ class MlxBackend(Adapter):
 
     def findings(self, config: MlxRun, task: Task) -> list[dict]:
         """Documented departures from what a reader of the call may expect, each modelled by describe()."""
-        out = []
-        if config.optimizer in ("Adam", "AdamW") and not config.get("bias_correction"):
-            out.append({"id": "adam-no-bias-correction", "modelled": True,
-                        "text": f"mlx.optimizers.{config.optimizer} does not bias-correct its moments by default "
-                                "(bias_correction=False): w -= lr*m/(sqrt(v) + eps), a first step (1-b1)/sqrt(1-b2) "
-                                "= 3.16x torch's at the default betas",
-                        "source": "mlx/optimizers/optimizers.py:503,548-549"})
-        if config.optimizer == "AdamW" and config.weight_decay is None:
-            out.append({"id": "adamw-default-weight-decay", "modelled": True,
-                        "text": "mlx.optimizers.AdamW's default weight_decay is 0.01 (torch's too), decoupled: "
-                                "w *= 1 - lr_t*weight_decay before the Adam step",
-                        "source": "mlx/optimizers/optimizers.py:584,600-603"})
-        if config.optimizer == "Adamax":
-            out.append({"id": "adamax-no-bias-correction", "modelled": True,
-                        "text": "mlx.optimizers.Adamax does not bias-correct m, and adds eps outside the max: "
-                                "lr*m/(max(b2*u, |g|) + eps)", "source": "mlx/optimizers/optimizers.py:654-659"})
-        if config.optimizer == "Adagrad" and config.eps is None:
-            out.append({"id": "adagrad-eps", "modelled": True,
-                        "text": "mlx.optimizers.Adagrad's default eps is 1e-8 (torch's: 1e-10), outside the root",
-                        "source": "mlx/optimizers/optimizers.py:379,404"})
-        if config.optimizer == "SGD" and config.get("dampening") and config.get("momentum"):
-            out.append({"id": "sgd-dampening-first-step", "modelled": True,
-                        "text": "mlx.optimizers.SGD dampens the first step too (v_1 = (1-d)*g; torch: buf_1 = g): "
-                                "the run is SGD at lr*(1-d) without dampening",
-                        "source": "mlx/optimizers/optimizers.py:283-287"})
+        out: list[dict] = []
+        for sub, _ in config.groups():
+            out += [f for f in class_findings(sub) if f["id"] not in {g["id"] for g in out}]
         if float32_lr(config, task):
             out.append({"id": "learning-rate-float32", "modelled": True,
                         "text": "a Python-float learning_rate is stored as mx.array(learning_rate), float32, and cast "
                                 "to the parameters' dtype at each step: a float64 run steps with the float32-rounded lr",
                         "source": "mlx/optimizers/optimizers.py:153,281"})
+        if config.optimizer == MULTI:
+            out.append({"id": "multi-optimizer-per-tensor", "modelled": True,
+                        "text": "MultiOptimizer hands each parameter to the first optimizer whose filter takes its "
+                                "path, the last one taking the rest: the tensors' decay is their optimizer's",
+                        "source": "mlx/optimizers/optimizers.py:184-207"})
         if config.clip_grad_norm is not None:
             out.append({"id": "clip-grad-norm-eps", "modelled": True,
                         "text": "clip_grad_norm scales by min(max_norm / (total_norm + 1e-6), 1) over every tensor",
@@ -74,9 +60,12 @@ class MlxBackend(Adapter):
         return describe(config, task)
 
     def inherent(self, semantics: Semantics, task: Task) -> Semantics:
-        """A float32 run's bias corrections come from float32 betas (as in describe)."""
+        """A float32 run's bias corrections and Adafactor's b2 come from float32 hyperparameters (as in describe)."""
         semantics = super().inherent(semantics, task)
         opt = semantics.optimizer
+        if opt.name == "adafactor":   # a float32 run computes step**decay_rate in float32
+            return semantics.model_copy(update={"optimizer": opt.model_copy(update={
+                "decay_rate_dtype": decay_rate_dtype(task)})})
         if opt.name == "adam":
             dtype = bias_correction_dtype(opt.bias_correction, task)
             return semantics.model_copy(update={"optimizer": opt.model_copy(update={"bias_correction_dtype": dtype})})

@@ -14,7 +14,6 @@ import numpy as np
 
 from wdparity.spec.errors import InputError
 from wdparity.spec.models import (
-    TENSORS,
     AdadeltaSpec,
     AdagradSpec,
     AdamaxSpec,
@@ -29,14 +28,16 @@ from wdparity.spec.models import (
 )
 from wdparity.spec.rules import rules_from_coefficients
 
-from .mlx_vocab import MlxRun
+from . import mlx_adafactor as adafactor
+from .mlx_vocab import MULTI, MlxOptimizer, MlxRun
 
 MLX_L1_AT_ZERO = 0.0    # mx.grad of mx.abs at 0 is 0 (measured in tests/test_mlx_facts.py)
 CLIP_EPS = 1e-6         # clip_grad_norm: max_norm / (total_norm + 1e-6) (mlx/optimizers/optimizers.py:1007)
 
 
 def float32_lr(config: MlxRun, task: Task) -> bool:
-    """The lr MLX steps with is the float32 rounding of learning_rate (a Python float in a float64 run)."""
+    """The lr MLX steps with is the float32 rounding of learning_rate (a Python float in a float64 run); under
+    Adafactor's relative_step, min(1e-2, rsqrt(step)) is float32 in any case (mlx_adafactor.py)."""
     return task.dtype == "float64" and not config.hyperparameters_as_arrays
 
 
@@ -48,6 +49,9 @@ def check_precision(config: MlxRun, task: Task) -> None:
                          "float32 only (1.6e-4 relative near its zeros, measured in tests/test_mlx_facts.py), which "
                          "the neutral cosine schedule does not state; nearest: the same run in float32",
                          task.schedule.kind)
+    for i, (sub, _) in enumerate(config.groups()):
+        if sub.optimizer == "Adafactor":
+            adafactor.check(sub, task, bool(config.hyperparameters_as_arrays), where(config, i))
     if not float32_lr(config, task):
         return
     if task.schedule.kind != "constant":
@@ -56,16 +60,22 @@ def check_precision(config: MlxRun, task: Task) -> None:
                          "return float32 arrays (decay_rate ** step and (pi/decay_steps)*step are float32, "
                          "mlx/optimizers/schedulers.py:58,89), which the neutral schedule does not state",
                          config.hyperparameters_as_arrays)
-    if config.optimizer in ("Adam", "AdamW") and config.get("bias_correction"):
+    if any(sub.optimizer in ("Adam", "AdamW") and sub.get("bias_correction") for sub, _ in config.groups()):
         raise InputError("", "hyperparameters_as_arrays", "must be true for a float64 Adam(bias_correction=True): "
                          "with Python betas, b1**step and b2**step are float32 (step is a uint64 array) and so are "
                          "both corrections (mlx/optimizers/optimizers.py:543-544)", config.hyperparameters_as_arrays)
 
 
-def optimizer_spec(config: MlxRun, task: Task):
+def where(config: MlxRun, i: int) -> str:
+    return f"optimizers[{i}]." if config.optimizer == MULTI else ""
+
+
+def optimizer_spec(sub: MlxOptimizer, config: MlxRun, task: Task):
     """The neutral optimizer: the class's family, unset keywords at the constructor's defaults."""
-    name, get = config.optimizer, config.get
-    lr = float(np.float32(config.learning_rate)) if float32_lr(config, task) else config.learning_rate
+    name, get = sub.optimizer, sub.get
+    lr = float(np.float32(sub.learning_rate)) if float32_lr(config, task) and sub.learning_rate else sub.learning_rate
+    if name == "Adafactor":
+        return adafactor.spec(sub, task, lr)
     if name == "SGD":
         momentum, dampening = get("momentum"), get("dampening")
         if momentum > 0 and dampening > 0:
@@ -95,22 +105,40 @@ def bias_correction_dtype(corrected: bool, task: Task):
     return "float32" if corrected and task.dtype == "float32" else None
 
 
+def one_optimizer(config: MlxRun, task: Task):
+    """The neutral optimizer of every group: MultiOptimizer's must all be one (the neutral model has one
+    optimizer per run, decay rules per tensor), else a validation error naming where they differ."""
+    specs = [optimizer_spec(sub, config, task) for sub, _ in config.groups()]
+    first = specs[0].model_dump()
+    for i, other in enumerate(specs[1:], 1):
+        theirs = other.model_dump()
+        if theirs != first:
+            diff = {k: (first.get(k), theirs.get(k)) for k in first.keys() | theirs.keys() if first.get(k) != theirs.get(k)}
+            raise InputError("", f"optimizers[{i}]", "must be the same neutral optimizer as optimizers[0] up to its "
+                             "weight_decay: the neutral model has one optimizer per run, with per-tensor decay rules "
+                             f"(they differ in {diff}); nearest: the same class and keywords in every sub-optimizer",
+                             config.optimizers[i].optimizer)
+    return specs[0]
+
+
 def describe(config: MlxRun, task: Task) -> Semantics:
     """SGD: weight_decay*w added to the gradient first (coupled), through momentum and dampening. AdamW: w*(1 -
     lr_t*weight_decay) before the Adam step (decoupled, scale lr). Lion: the same when weight_decay > 0. The
-    others have no weight_decay. A penalty is a loss term (coupled, via the loss). clip_grad_norm clips the loss's
-    gradient (the penalty's included) before SGD adds its weight_decay inside update()."""
+    others have no weight_decay (Adafactor's is refused). MultiOptimizer: each tensor's weight_decay is its
+    sub-optimizer's. A penalty is a loss term (coupled, via the loss). clip_grad_norm clips the loss's gradient
+    (the penalty's included) before SGD adds its weight_decay inside update()."""
     check_precision(config, task)
-    optimizer = optimizer_spec(config, task)
-    wd = config.get("weight_decay") if config.optimizer in ("SGD", "AdamW", "Lion") else 0.0
-    per = {name: wd for name in TENSORS}
-    rules: list[DecayRule] = []
-    if config.optimizer == "SGD":
-        rules += rules_from_coefficients(per, coupling="gradient")
+    optimizer = one_optimizer(config, task)
+    coupled: dict[str, float] = {}
+    decoupled: dict[str, float] = {}
+    for sub, names in config.groups():
+        if sub.optimizer in ("SGD", "AdamW", "Lion"):
+            per = coupled if sub.optimizer == "SGD" else decoupled
+            per.update({name: sub.get("weight_decay") for name in names})
+    rules: list[DecayRule] = rules_from_coefficients(coupled, coupling="gradient")
     if config.penalty:
         rules += config.penalty.rules(l1_at_zero=MLX_L1_AT_ZERO)
-    if config.optimizer in ("AdamW", "Lion"):
-        rules += rules_from_coefficients(per, coupling="decoupled", scale="lr")
+    rules += rules_from_coefficients(decoupled, coupling="decoupled", scale="lr")
     clip = (Clip(kind="global_norm", threshold=config.clip_grad_norm, eps=CLIP_EPS, position="loss_gradient")
             if config.clip_grad_norm is not None else None)
     return Semantics(optimizer=optimizer, decay=rules, loss=task.loss, schedule=task.schedule, clip=clip)

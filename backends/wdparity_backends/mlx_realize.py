@@ -10,21 +10,26 @@ from typing import Any
 from wdparity.run.adapter import refuse_frozen, refuse_l1
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import TENSORS, Semantics, Task
+from wdparity.spec.rules import coefficients
 
+from . import mlx_adafactor as adafactor
 from .mlx_describe import CLIP_EPS, MLX_L1_AT_ZERO
+from .mlx_vocab import MULTI, TOP_LEVEL
 
 CLASSES = {"sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "AdaDelta", "adam": "Adam",
-           "adamax": "Adamax", "lion": "Lion"}
+           "adamax": "Adamax", "lion": "Lion", "adafactor": "Adafactor"}
 DECOUPLED = {"adam": "AdamW", "lion": "Lion"}   # the classes whose weight_decay is w *= 1 - lr_t*weight_decay
 NO_WEIGHT_DECAY = ("RMSprop", "Adagrad", "AdaDelta", "Adam", "Adamax")
 
 
-def native_optimizer(opt) -> dict[str, Any]:
+def native_optimizer(opt, task: Task) -> dict[str, Any]:
     """The class and keywords (besides weight_decay) that compute `opt`, or Inexpressible."""
     name = opt.name
+    if name == "adafactor":
+        return adafactor.native(opt, task)
     if name not in CLASSES:
         raise Inexpressible(f"mlx.optimizers has no {name} (its classes: SGD, RMSprop, Adagrad, AdaDelta, Adam, AdamW, "
-                            "Adamax, Lion, Adafactor, Muon); nearest: the same run through an adapter whose framework "
+                            "Adamax, Lion, Adafactor, Muon, MultiOptimizer); nearest: the same run through an adapter whose framework "
                             f"has {name} (torch, optax)")
     run: dict[str, Any] = {"optimizer": CLASSES[name], "learning_rate": opt.lr}
     if name == "sgd":
@@ -75,9 +80,24 @@ def native_optimizer(opt) -> dict[str, Any]:
     return run
 
 
+def multi(run: dict[str, Any], cls: str, plain: str, per: dict[str, float]) -> dict[str, Any]:
+    """MultiOptimizer, one sub-optimizer per distinct coefficient (tensors in TENSORS order, the last group the
+    fallback): `cls` with weight_decay where it is nonzero, `plain` (the class without it) where it is 0."""
+    top = {k: run.pop(k) for k in TOP_LEVEL if k in run}
+    groups: dict[float, list[str]] = {}
+    for name in TENSORS:
+        groups.setdefault(per[name], []).append(name)
+    subs = []
+    for coef, names in groups.items():
+        sub = {**run, "optimizer": cls if coef else plain, **({"weight_decay": coef} if coef else {})}
+        subs.append({**sub, "params": names})
+    del subs[-1]["params"]
+    return {"optimizer": MULTI, "optimizers": subs, **top}
+
+
 def realize(semantics: Semantics, task: Task) -> dict:
     opt, rules = semantics.optimizer, list(semantics.decay)
-    run = native_optimizer(opt)
+    run = native_optimizer(opt, task)
     refuse_frozen(semantics, "mlx.optimizers update every parameter of the tree they are given; a frozen tensor "
                              "(model.freeze(keys=...)) has no gradient")
     refuse_l1(rules, MLX_L1_AT_ZERO, "mlx")
@@ -98,21 +118,32 @@ def realize(semantics: Semantics, task: Task) -> dict:
     coupled = [r for r in rules if r.coupling == "gradient"]
     if decoupled:
         r = decoupled[0]
+        if opt.name == "adafactor":
+            raise Inexpressible(f"{adafactor.WEIGHT_DECAY_REASON}; nearest: Adafactor without weight_decay")
         cls = DECOUPLED.get(opt.name)
         if cls is None:
             raise Inexpressible(f"mlx.optimizers.{run['optimizer']} has no decoupled weight_decay (only AdamW and Lion "
                                 f"decay w *= 1 - lr_t*weight_decay, optimizers.py:602,723); nearest: a coupled L2 "
                                 f"`penalty` with l2 = {r.coefficient / 2:g}, different from the first step")
-        if len(decoupled) > 1 or r.params != list(TENSORS) or r.effective_scale != "lr":
-            raise Inexpressible(f"mlx.optimizers.{cls}'s weight_decay decays every parameter it updates by "
-                                f"w *= 1 - lr_t*weight_decay (optimizers.py:602,723); nearest: {cls}(weight_decay="
-                                f"{r.coefficient}) on every tensor, lr-scaled")
-        run.update({"optimizer": cls, "weight_decay": r.coefficient})
-    sgd_wd = [r for r in coupled if opt.name == "sgd" and r.norm == "l2" and r.params == list(TENSORS)
-              and not (clip is not None and r.via_loss)]
-    if sgd_wd:
-        run["weight_decay"] = sgd_wd[0].coefficient
-        coupled = [r for r in coupled if r is not sgd_wd[0]]
+        if any(r.effective_scale != "lr" for r in decoupled):
+            raise Inexpressible(f"mlx.optimizers.{cls}'s weight_decay decays each parameter it updates by "
+                                f"w *= 1 - lr_t*weight_decay (optimizers.py:602,723), scaled by lr_t; nearest: "
+                                f"{cls}(weight_decay={r.coefficient}), lr-scaled (per tensor through MultiOptimizer)")
+        per = coefficients(decoupled, coupling="decoupled")
+        if len(set(per.values())) == 1:
+            run.update({"optimizer": cls, "weight_decay": r.coefficient})
+        else:   # weight-only decay, or a coefficient per tensor: AdamW/Lion on some tensors, Adam/Lion on the rest
+            run = multi(run, cls, run["optimizer"], per)
+    if opt.name == "sgd":
+        # SGD's weight_decay is added after clip_grad_norm; a loss penalty is clipped with the loss
+        usable = [r for r in coupled if r.norm == "l2" and not (clip is not None and r.via_loss)]
+        per = coefficients(usable)
+        if len(usable) == 1 and usable[0].params == list(TENSORS):
+            run["weight_decay"] = usable[0].coefficient
+            coupled = [r for r in coupled if r is not usable[0]]
+        elif len(usable) > 1 or (clip is not None and usable):   # per-tensor weight_decay: one SGD per coefficient
+            run = multi(run, "SGD", "SGD", per)
+            coupled = [r for r in coupled if r not in usable]
     if clip is not None and any(not r.via_loss for r in coupled):
         raise Inexpressible("under clip_grad_norm a coupled term other than SGD's weight_decay can only be a loss "
                             "penalty, which is clipped with the loss (optimizers.py:1005-1008); nearest: the same "
@@ -121,8 +152,8 @@ def realize(semantics: Semantics, task: Task) -> dict:
     l1 = [r for r in coupled if r.norm == "l1"]
     if len(l2) > 1 or len(l1) > 1 or (l2 and l1 and l2[0].params != l1[0].params):
         raise Inexpressible("one `penalty` holds one L2 and one L1 term on one list of tensors, and only SGD has a "
-                            "weight_decay (on every tensor); nearest: merge the rules (sum the coefficients on each "
-                            "tensor)")
+                            "weight_decay (per tensor through MultiOptimizer); nearest: merge the rules (sum the "
+                            "coefficients on each tensor)")
     penalty: dict[str, Any] = {}
     if l2:
         penalty.update({"l2": l2[0].coefficient / 2.0, "params": list(l2[0].params)})

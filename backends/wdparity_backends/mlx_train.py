@@ -2,7 +2,8 @@
 
 nn.value_and_grad(model, loss_fn), optionally mlx.optimizers.clip_grad_norm on the gradients, then
 optimizer.update(model, grads) and mx.eval(model.parameters(), optimizer.state); the task's schedule is an
-mlx.optimizers schedule (step_decay, cosine_decay) passed as the learning_rate callable. Imports MLX.
+mlx.optimizers schedule (step_decay, cosine_decay) passed as the learning_rate callable; a MultiOptimizer gets
+one filter (path, array) -> path in params per sub-optimizer but the last. Imports MLX.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .mlx_vocab import KEYWORDS, MlxRun
+from .mlx_vocab import KEYWORDS, MULTI, MlxRun
 
 
-def learning_rate(mx, optim, run: MlxRun, schedule: dict, as_array):
+def learning_rate(mx, optim, run, schedule: dict, as_array):
     """The learning_rate argument: the float (or array) itself, or the schedule callable MLX evaluates at
     optimizer.step (0 on the first update: the scheduler is called before the step is incremented)."""
     lr = run.learning_rate
@@ -27,6 +28,21 @@ def learning_rate(mx, optim, run: MlxRun, schedule: dict, as_array):
         steps = total if as_array is float else as_array(float(total))
         return optim.cosine_decay(as_array(lr), steps, as_array(floor * lr))
     return as_array(lr)
+
+
+def make(optim, sub, schedule: dict, as_array, dtype, run: MlxRun):
+    """One mlx.optimizers class with the sub-run's keywords (a MultiOptimizer's sub-run, or the run itself)."""
+    import mlx.core as mx
+
+    kwargs = {k: getattr(sub, k) for k in KEYWORDS[sub.optimizer] if getattr(sub, k) is not None}
+    if sub.learning_rate is not None:
+        kwargs["learning_rate"] = learning_rate(mx, optim, sub, schedule, as_array)
+    if "betas" in KEYWORDS[sub.optimizer] and run.hyperparameters_as_arrays and dtype == mx.float64:
+        # float64 betas keep b**step float64; in float32 they stay Python floats (1 - float32(b) would cancel)
+        kwargs["betas"] = [as_array(b) for b in sub.get("betas")]
+    if sub.optimizer == "Adafactor" and run.hyperparameters_as_arrays and dtype == mx.float64:
+        kwargs["decay_rate"] = as_array(sub.get("decay_rate"))   # step**decay_rate float64 (optimizers.py:830)
+    return getattr(optim, sub.optimizer)(**kwargs)
 
 
 def build(job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
@@ -47,12 +63,13 @@ def build(job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
     model.update({"weight": mx.array(np.asarray(data["w0"]).reshape(1, d), dtype=dtype),
                   "bias": mx.array(np.asarray(data["b0"]).reshape(1), dtype=dtype)})
 
-    kwargs = {k: getattr(run, k) for k in KEYWORDS[run.optimizer] if getattr(run, k) is not None}
-    kwargs["learning_rate"] = learning_rate(mx, optim, run, task.get("schedule") or {"kind": "constant"}, as_array)
-    if "betas" in KEYWORDS[run.optimizer] and run.hyperparameters_as_arrays and dtype == mx.float64:
-        # float64 betas keep b**step float64; in float32 they stay Python floats (1 - float32(b) would cancel)
-        kwargs["betas"] = [as_array(b) for b in run.get("betas")]
-    optimizer = getattr(optim, run.optimizer)(**kwargs)
+    schedule = task.get("schedule") or {"kind": "constant"}
+    if run.optimizer == MULTI:   # each tensor's path ("weight", "bias") to the first filter that takes it
+        subs = [make(optim, sub, schedule, as_array, dtype, run) for sub in run.optimizers]
+        filters = [partial(lambda names, path, array: path in names, tuple(sub.params)) for sub in run.optimizers[:-1]]
+        optimizer = optim.MultiOptimizer(subs, filters)
+    else:
+        optimizer = make(optim, run, schedule, as_array, dtype, run)
 
     half = task["loss"] == "half_mse"
     terms = []
