@@ -63,6 +63,10 @@ def meaning(sem: dict, lam: float) -> dict[str, str]:
                 "step on w": " ".join(step) or "—",
                 "tensors": " + ".join(t for t in ("weight", "bias") if t in tensors)}
     cols["optimizer"] = optimizer_words.column(opt)
+    schedule = sem.get("schedule", {"kind": "constant"})
+    if schedule["kind"] == "inverse_time":   # a schedule the setting itself carries (the table's task has none)
+        rate = schedule["rate"]
+        cols["optimizer"] += f"; lr_t = lr/(1 + {'λ' if lam and abs(rate / lam - 1) < 1e-6 else f'{rate:g}'}·t): a schedule"
     cols["precision"] = sem.get("hyper_dtype", "float64")
     return cols
 
