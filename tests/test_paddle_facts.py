@@ -1,6 +1,6 @@
 """What the paddle adapter states about PaddlePaddle 3.3.1, measured natively: signatures and defaults, the float32
 hyperparameters, clipping before regularization, ParamAttr overrides, Paddle's parameter names, the schedulers, and
-the classes it does not model (Adamax, Lamb) or leaves to native cases (RAdam in float64)."""
+RAdam in float64, left to native cases (Adamax, Lamb and trainable = false: test_paddle_adamax_lamb_frozen.py)."""
 
 from __future__ import annotations
 
@@ -127,25 +127,6 @@ def test_cosine_annealing_decay_is_recursive_and_lambda_decay_gives_the_neutral_
     assert b[10:] == [0.1] * 20 and max(a[11:]) > 0.2   # the annealing one rises again after T_max
 
 
-def test_adamax_puts_epsilon_on_b2_u_inside_the_max():
-    from wdparity.engine import reference
-
-    task = Task.model_validate({**fidelity.BATTERY_TASK, "dtype": "float64"})
-    data = make_data(task.model_dump())
-    paddle.set_default_dtype("float64")
-    with paddle.utils.unique_name.guard():
-        net = paddle.nn.Linear(12, 1)
-    net.weight.set_value(data["w0"].reshape(12, 1)), net.bias.set_value(np.zeros(1))
-    opt = paddle.optimizer.Adamax(0.01, epsilon=1e-3, parameters=net.parameters())
-    x = paddle.to_tensor(data["X_train"][:4]), paddle.to_tensor(data["y_train"][:4].reshape(-1, 1))
-    loss = paddle.nn.functional.mse_loss(net(x[0]), x[1]) / 2
-    loss.backward(), opt.step()
-    g = (data["X_train"][:4].T @ (data["X_train"][:4] @ data["w0"] - data["y_train"][:4])) / 4
-    u = np.maximum(np.abs(g), 1e-3)              # max(|g|, b2*0 + eps)
-    assert np.allclose(net.weight.numpy().ravel(), data["w0"] - 0.01 * g / u, rtol=1e-12)
-    assert reference is not None
-
-
 def test_radam_float64_off_its_closed_form_by_rounding_only():
     run = {"optimizer": "RAdam", "learning_rate": 0.01, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8,
            "weight_decay": 0.3}
@@ -155,29 +136,3 @@ def test_radam_float64_off_its_closed_form_by_rounding_only():
     assert not out["holds"] and out["max_rel_err"] < 1e-11
     task32, data32, native32 = train(run, "float32", init="zeros")
     assert holds(sem, task32, data32, native32, "float32")
-
-
-def test_lamb_is_off_the_neutral_lamb():
-    f = lambda x: float(np.float32(x))   # noqa: E731
-    task = Task.model_validate({**fidelity.BATTERY_TASK, "dtype": "float64"})
-    data = make_data(task.model_dump())
-    paddle.set_default_dtype("float64")
-    with paddle.utils.unique_name.guard():
-        net = paddle.nn.Linear(12, 1)
-    net.weight.set_value(data["w0"].reshape(12, 1)), net.bias.set_value(np.zeros(1))
-    opt = paddle.optimizer.Lamb(0.01, lamb_weight_decay=0.4, parameters=net.parameters())
-    from wdparity.engine.data import batches
-    W = [data["w0"]]
-    B = [0.0]
-    X, y = paddle.to_tensor(data["X_train"]), paddle.to_tensor(data["y_train"].reshape(-1, 1))
-    for rows in batches(data["order"], 4):
-        idx = paddle.to_tensor(rows)
-        (paddle.nn.functional.mse_loss(net(paddle.gather(X, idx)), paddle.gather(y, idx)) / 2).backward()
-        opt.step(), opt.clear_grad()
-        W.append(net.weight.numpy().ravel()), B.append(float(net.bias.numpy()[0]))
-    sem = {"optimizer": {"name": "lamb", "lr": 0.01, "betas": [f(0.9), f(0.999)], "eps": f(1e-6)},
-           "decay": [{"coupling": "decoupled", "coefficient": f(0.4), "scale": "lr"}]}
-    from wdparity.spec.models import Semantics
-    out = fidelity.fidelity(Semantics.model_validate(sem).neutral(), {"weight": np.array(W), "bias": np.array(B)},
-                            data, 4, "float64")
-    assert not out["holds"] and 1e-7 < out["max_rel_err"] < 1e-4

@@ -1,12 +1,12 @@
-"""The `paddle` backend: paddle.optimizer's SGD, Momentum, Adam(W), RMSProp, Adagrad, Adadelta, NAdam and RAdam in
-dygraph, with L2Decay/L1Decay regularizers (the optimizer's weight_decay, or a ParamAttr's per parameter), AdamW's
-apply_decay_param_fun and grad_clip, as a Paddle user writes them.
+"""The `paddle` backend: paddle.optimizer's SGD, Momentum, Adam(W), RMSProp, Adagrad, Adadelta, Adamax, NAdam, RAdam
+and Lamb in dygraph, with L2Decay/L1Decay regularizers (the optimizer's weight_decay, or a ParamAttr's per parameter),
+ParamAttr(trainable=False), AdamW's apply_decay_param_fun, Lamb's exclude_from_weight_decay_fn and grad_clip, as a
+Paddle user writes them.
 
 describe() states what each knob means in neutral terms, including the hyperparameters Paddle's kernels take as C
-floats (Momentum's mu and fused L2 coefficient, AdamW's coeff, RMSProp's/Adadelta's rho and epsilon, NAdam's and
-RAdam's betas and epsilon): their float32 values, so a float64 run meets the float64 reference; realize() writes the
-Paddle setting (paddle_realize.py); build/step/read train nn.Linear with the real optimizer and paddle.optimizer.lr
-schedulers. Every statement about Paddle 3.3.1, with its source and the test that measures it: docs/adapters/paddle.md.
+floats: their float32 values, so a float64 run meets the float64 reference; realize() writes the Paddle setting
+(paddle_realize.py); build/step/read train nn.Linear with the real optimizer and paddle.optimizer.lr schedulers.
+Every statement about Paddle 3.3.1, with its source and the test that measures it: docs/adapters/paddle.md.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from wdparity.spec.models import (
     TENSORS,
     AdadeltaSpec,
     AdagradSpec,
+    AdamaxSpec,
     AdamSpec,
     Clip,
+    LambSpec,
     NadamSpec,
     RadamSpec,
     RmspropSpec,
@@ -40,13 +42,21 @@ L1_AT_ZERO = 0.0   # L1Decay adds coeff*sign(w), sign(0) = 0 (regularizer.py); m
 # Hyperparameters each class hands its C++ kernel as a C float (the attribute's type), measured in the facts tests
 FLOAT32 = {"Momentum": ("momentum", "L2 coefficient (fused regularization_coeff)"), "AdamW": ("coeff",),
            "RMSProp": ("rho", "epsilon", "momentum"), "Adadelta": ("rho", "epsilon"),
-           "NAdam": ("beta1", "beta2", "epsilon", "momentum_decay"), "RAdam": ("beta1", "beta2", "epsilon")}
-NOT_MODELLED = {
-    "Adamax": "paddle's adamax kernel adds epsilon to b2*u inside the max, u = max(|g|, b2*u + eps) "
-              "(paddle/phi/kernels/impl/adamax_kernel_impl.h:55-56), neither the neutral in_max (max(b2*u, |g| + eps)) "
-              "nor outside (max(b2*u, |g|) + eps) placement",
-    "Lamb": "paddle's Lamb (lamb_kernel_impl.h, lamb_functors.h) measures 6.7e-6 relative off the neutral LAMB with "
-            "its float32 hyperparameters in float64 (tests/test_paddle_facts.py), a difference not yet located",
+           "Adamax": ("beta1", "beta2", "epsilon"), "NAdam": ("beta1", "beta2", "epsilon", "momentum_decay"),
+           "RAdam": ("beta1", "beta2", "epsilon"), "Lamb": ("beta1", "beta2", "epsilon", "lamb_weight_decay")}
+# In float64 the beta-power accumulators meet a float32 beta: Adamax's moment takes beta1 as a C float while its
+# Beta1Pow is filled with the float64 beta1 and scaled by it (adamax.py:214-219, 330-333): 1 - b1^t exact, m with
+# float32(b1); Lamb's Beta1Pow/Beta2Pow are filled with the float64 beta and multiplied by the kernel's float32 one
+# (lamb.py:219-241, lamb_functors.h:385-386): 1 - b*float32(b)^(t-1). The neutral model has neither, so float64
+# needs betas float32 represents exactly (both conventions are then one).
+BETA_POWS = {
+    "Adamax": (("beta1",), "its moment takes beta1 as a C float (adamax_kernel_impl.h:44,61-62) but Beta1Pow is filled "
+               "with the float64 beta1 and scaled by it each step (adamax.py:214-219,330-333), so 1 - b1^t is exact "
+               "while m uses float32(b1): 2.4e-7 relative off either neutral reading at beta1 = 0.9 (tests/"
+               "test_paddle_adamax_lamb_frozen.py)"),
+    "Lamb": (("beta1", "beta2"), "Beta1Pow/Beta2Pow are filled with the float64 betas (lamb.py:219-241) and "
+             "multiplied by the kernel's float32 ones (lamb_functors.h:385-386), so step t corrects by 1 - b*float32(b)^"
+             "(t-1): 6.7e-6 relative off the neutral LAMB at beta2 = 0.999 (tests/test_paddle_adamax_lamb_frozen.py)"),
 }
 
 
@@ -86,6 +96,16 @@ class PaddleBackend(Adapter):
             out.append({"id": "param-attr-regularizer-overrides", "modelled": True,
                         "source": "paddle/optimizer/optimizer.py:1775-1779",
                         "text": "a ParamAttr regularizer replaces the optimizer's weight_decay for that parameter"})
+        if opt == "Lamb":
+            out.append({"id": "lamb-trust-ratio-only-with-decay", "modelled": True,
+                        "source": "paddle/phi/kernels/impl/lamb_kernel_impl.h:262-273",
+                        "text": "Lamb takes the trust ratio only where lamb_weight_decay > 0 or always_adapt; "
+                                "otherwise r = 1 and it is Adam"})
+        if config.frozen:
+            out.append({"id": "trainable-false-frozen", "modelled": True, "source": "paddle/optimizer/optimizer.py:2053",
+                        "text": "ParamAttr(trainable=False) is stop_gradient = True: the optimizer skips the tensor, "
+                                "so no gradient step, regularizer or decay reaches it, and a global-norm clip counts "
+                                "only the trained tensor's gradient"})
         if config.grad_clip is not None:
             out.append({"id": "clip-before-regularization", "modelled": True,
                         "source": "paddle/optimizer/optimizer.py:1713-1717",
@@ -96,9 +116,14 @@ class PaddleBackend(Adapter):
     def describe(self, config: PaddleRun, task: Task) -> Semantics:
         """Neutral semantics of a Paddle dygraph run (rules: coupled L2, coupled L1, then AdamW's decoupled)."""
         opt, v = config.optimizer, config.value
-        if opt in NOT_MODELLED:
-            raise InputError("", "optimizer", f"is not modelled by this adapter: {NOT_MODELLED[opt]}", opt)
-        lr = config.lr
+        if opt in BETA_POWS and task.dtype == "float64":
+            keys, why = BETA_POWS[opt]
+            for key in keys:
+                if f32(v(key)) != v(key):
+                    raise InputError("", key, f"must be a float32 value in a float64 run of paddle.optimizer.{opt} "
+                                     f"(e.g. {f32(v(key))!r}): {why}; the neutral model has no such correction",
+                                     v(key))
+        lr, frozen = config.lr, config.frozen
         if opt == "SGD":
             optimizer = SgdSpec(name="sgd", lr=lr)
         elif opt == "Momentum":
@@ -116,6 +141,11 @@ class PaddleBackend(Adapter):
                                     initial_accumulator=v("initial_accumulator_value"))
         elif opt == "Adadelta":
             optimizer = AdadeltaSpec(name="adadelta", lr=lr, rho=f32(v("rho")), eps=f32(v("epsilon")))
+        elif opt == "Adamax":   # u = max(|g|, b2*u + eps) (adamax_kernel_impl.h:63-64)
+            optimizer = AdamaxSpec(name="adamax", lr=lr, betas=[f32(v("beta1")), f32(v("beta2"))],
+                                   eps=f32(v("epsilon")), eps_placement="in_max_decayed")
+        elif opt == "Lamb":
+            optimizer = self._lamb(config, frozen)
         elif opt == "NAdam":
             optimizer = NadamSpec(name="nadam", lr=lr, betas=[f32(v("beta1")), f32(v("beta2"))],
                                   eps=f32(v("epsilon")), momentum_decay=f32(v("momentum_decay")))
@@ -123,8 +153,30 @@ class PaddleBackend(Adapter):
             optimizer = RadamSpec(name="radam", lr=lr, betas=[f32(v("beta1")), f32(v("beta2"))], eps=f32(v("epsilon")),
                                   eps_placement="uncorrected", threshold=5.0, threshold_inclusive=False)
         decay = self._coupled(config) + self._decoupled(config)
-        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule,
+        return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule, frozen=frozen,
                          clip=self._clip(config, task))
+
+    @staticmethod
+    def _lamb_decayed(config: PaddleRun) -> dict[str, float]:
+        """Each trained tensor's lamb_weight_decay as the kernel sees it (float32; 0 where excluded)."""
+        excluded = {PADDLE_NAMES[n] for n in config.exclude_from_weight_decay_fn or []}
+        coeff = f32(config.value("lamb_weight_decay"))
+        return {n: (0.0 if n in excluded else coeff) for n in TENSORS if n not in config.frozen}
+
+    def _lamb(self, config: PaddleRun, frozen: list[str]):
+        """LAMB when every trained tensor gets the trust ratio, Adam when none does: the kernel takes the norms only
+        if weight_decay > 0 or always_adapt, else r = 1 (lamb_kernel_impl.h:262-273, lamb_functors.h:447-450)."""
+        v = config.value
+        adapted = {n: bool(c > 0 or config.always_adapt) for n, c in self._lamb_decayed(config).items()}
+        common = {"lr": config.lr, "betas": [f32(v("beta1")), f32(v("beta2"))], "eps": f32(v("epsilon"))}
+        if all(adapted.values()):   # m_hat/(sqrt(v_hat) + eps) + wd*w, inside the ratio (lamb_functors.h:181-185)
+            return LambSpec(name="lamb", decay_placement="inside_trust_ratio", **common)
+        if not any(adapted.values()):
+            return AdamSpec(name="adam", eps_placement="corrected", **common)
+        raise InputError("", "exclude_from_weight_decay_fn", "excludes " + str(config.exclude_from_weight_decay_fn) +
+                         " without always_adapt: Paddle's Lamb then skips the trust ratio of that tensor only (weight_"
+                         "decay 0, lamb_kernel_impl.h:262) while the other keeps it; the neutral LAMB has one trust "
+                         "ratio for all; write always_adapt = true", config.exclude_from_weight_decay_fn)
 
     @staticmethod
     def _regularizers(config: PaddleRun) -> dict[str, Regularizer]:
@@ -136,7 +188,7 @@ class PaddleBackend(Adapter):
         out = {}
         for name, attr in (("weight", config.weight_attr), ("bias", config.bias_attr)):
             reg = attr.regularizer if attr is not None and attr.regularizer is not None else top
-            if reg is not None:
+            if reg is not None and name not in config.frozen:   # a frozen tensor has no gradient to regularize
                 out[name] = reg
         return out
 
@@ -147,14 +199,18 @@ class PaddleBackend(Adapter):
         l1 = {n: r.coeff for n, r in regs.items() if r.norm == "l1"}
         return rules_from_coefficients(l2) + rules_from_coefficients(l1, norm="l1", l1_at_zero=L1_AT_ZERO)
 
-    @staticmethod
-    def _decoupled(config: PaddleRun) -> list:
+    def _decoupled(self, config: PaddleRun) -> list:
+        """AdamW's decay (apply_decay_param_fun's tensors) and Lamb's (inside the trust ratio), never on a frozen one
+        (optimizer.step skips stop_gradient parameters, optimizer.py:2053-2054)."""
+        if config.optimizer == "Lamb" and isinstance(self._lamb(config, config.frozen), LambSpec):
+            return rules_from_coefficients(self._lamb_decayed(config), coupling="decoupled", scale="lr")
         if config.optimizer != "AdamW":
             return []
         coeff = f32(config.value("weight_decay"))
         names = config.apply_decay_param_fun
         decayed = TENSORS if names is None else [PADDLE_NAMES[n] for n in names]
-        return rules_from_coefficients({n: coeff for n in TENSORS if n in decayed}, coupling="decoupled", scale="lr")
+        return rules_from_coefficients({n: coeff for n in TENSORS if n in decayed and n not in config.frozen},
+                                       coupling="decoupled", scale="lr")
 
     @staticmethod
     def _clip(config: PaddleRun, task: Task):
@@ -166,6 +222,9 @@ class PaddleBackend(Adapter):
                              "kernel in Paddle 3.3.1 (RuntimeError: kernel not registered for float64)",
                              {kind: threshold})
         neutral = {"ClipGradByGlobalNorm": "global_norm", "ClipGradByNorm": "tensor_norm", "ClipGradByValue": "value"}
+        if kind == "ClipGradByGlobalNorm" and config.frozen:
+            # a frozen tensor has no gradient, so the global norm is the one trained tensor's own (clip.py)
+            return Clip(kind="tensor_norm", threshold=threshold, eps=0.0, position="loss_gradient")
         return Clip(kind=neutral[kind], threshold=threshold, eps=0.0, position="loss_gradient")
 
     # ---------------------------------------------------------------- precision and realize
@@ -197,11 +256,11 @@ class PaddleBackend(Adapter):
         d = int(np.asarray(data["w0"]).size)
 
         def attr(a):
-            if a is None or a.regularizer is None:
+            if a is None:
                 return None
             reg = a.regularizer
-            cls = paddle.regularizer.L2Decay if reg.norm == "l2" else paddle.regularizer.L1Decay
-            return paddle.ParamAttr(regularizer=cls(reg.coeff))
+            cls = None if reg is None else paddle.regularizer.L2Decay if reg.norm == "l2" else paddle.regularizer.L1Decay
+            return paddle.ParamAttr(regularizer=None if reg is None else cls(reg.coeff), trainable=a.trainable)
 
         with paddle.utils.unique_name.guard():   # a fresh program's names: linear_0.w_0, linear_0.b_0
             net = paddle.nn.Linear(d, 1, weight_attr=attr(run.weight_attr), bias_attr=attr(run.bias_attr))
@@ -220,8 +279,10 @@ class PaddleBackend(Adapter):
             elif key == "grad_clip":
                 kind, threshold = value.kind
                 value = getattr(paddle.nn, kind)(threshold)
-            elif key == "apply_decay_param_fun":
+            elif key == "apply_decay_param_fun":   # called with the parameter's name (adamw.py:479-484)
                 value = (lambda names: lambda name: name in names)(frozenset(value))
+            elif key == "exclude_from_weight_decay_fn":   # called with the parameter itself (lamb.py)
+                value = (lambda names: lambda param: param.name in names)(frozenset(value))
             kwargs[key] = value
         optimizer = getattr(paddle.optimizer, run.optimizer)(**kwargs)
         X = paddle.to_tensor(np.asarray(data["X_train"], dtype=dtype))

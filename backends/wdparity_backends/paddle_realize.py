@@ -1,5 +1,6 @@
 """realize() for the paddle backend: the paddle.optimizer class, keywords, regularizers (weight_decay, ParamAttr),
-AdamW's apply_decay_param_fun and grad_clip for given neutral semantics, refusing by name, with the nearest Paddle
+ParamAttr(trainable=False), AdamW's apply_decay_param_fun, Lamb's exclude_from_weight_decay_fn and always_adapt
+and grad_clip for given neutral semantics, refusing by name, with the nearest Paddle
 setting, what Paddle does not compute; and inherent(), the float32 rounding of the hyperparameters Paddle's
 kernels take as C floats. Sources: docs/adapters/paddle.md.
 """
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from wdparity.run.adapter import refuse_frozen, refuse_l1, refuse_no_bias_correction
+from wdparity.run.adapter import refuse_l1, refuse_no_bias_correction
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import TENSORS, Semantics
 from wdparity.spec.rules import coefficients
@@ -22,7 +23,7 @@ RADAM_FLOAT64 = ("paddle.optimizer.RAdam computes rho_t by a recursion of its ow
                  "lands 4.6e-13 relative off the closed form's, beyond the float64 rounding envelope (tests/"
                  "test_paddle_facts.py); the battery trains every realized table in float64 too, so realize() "
                  "leaves RAdam to the native cases; nearest: RAdam(beta1, beta2, epsilon) as written, in float32")
-FAMILIES = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "nadam", "radam")
+FAMILIES = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "radam", "lamb")
 
 
 def f32(x: float) -> float:
@@ -42,9 +43,13 @@ def inherent(semantics: Semantics) -> Semantics:
         upd = {"momentum": f32(opt.momentum)}
         rules = [r.model_copy(update={"coefficient": f32(r.coefficient)}) if r.norm == "l2" and r.coupling == "gradient"
                  else r for r in rules]
-    elif opt.name == "adam":
+    elif opt.name in ("adam", "lamb"):   # AdamW's coeff and Lamb's weight_decay are C floats
         rules = [r.model_copy(update={"coefficient": f32(r.coefficient)}) if r.coupling == "decoupled" else r
                  for r in rules]
+        if opt.name == "lamb":
+            upd = {"betas": [f32(b) for b in opt.betas], "eps": f32(opt.eps)}
+    elif opt.name == "adamax":
+        upd = {"betas": [f32(b) for b in opt.betas], "eps": f32(opt.eps)}
     elif opt.name == "rmsprop":
         upd = {"rho": f32(opt.rho), "eps": f32(opt.eps), "momentum": f32(opt.momentum)}
     elif opt.name == "adadelta":
@@ -60,13 +65,8 @@ def inherent(semantics: Semantics) -> Semantics:
 def native_optimizer(opt, decoupled: bool) -> dict[str, Any]:
     name = opt.name
     if name not in FAMILIES:
-        why = {"adamax": "paddle.optimizer.Adamax adds epsilon to b2*u inside the max (adamax_kernel_impl.h:55-56), a "
-                         "placement the neutral Adamax lacks; nearest: the same run through torch.optim.Adamax",
-               "lamb": "paddle.optimizer.Lamb is not modelled by this adapter (6.7e-6 off the neutral LAMB, "
-                       "unexplained); nearest: the same run through optax.lamb",
-               "lion": "paddle.optimizer has no Lion (paddle/optimizer/__init__.py); nearest: the same run through "
-                       "optax.lion"}
-        raise Inexpressible(why[name])
+        raise Inexpressible(f"paddle.optimizer has no {name} (paddle/optimizer/__init__.py); nearest: the same run "
+                            f"through optax.{name}")
     refuse_no_bias_correction(opt, "paddle.optimizer")
     if name == "sgd":
         if opt.dampening:
@@ -110,6 +110,19 @@ def native_optimizer(opt, decoupled: bool) -> dict[str, Any]:
                 "initial_accumulator_value": opt.initial_accumulator}
     if name == "adadelta":
         return {"optimizer": "Adadelta", "learning_rate": opt.lr, "rho": opt.rho, "epsilon": opt.eps}
+    if name == "adamax":
+        if opt.eps_placement != "in_max_decayed":
+            raise Inexpressible("paddle.optimizer.Adamax keeps u = max(|g|, b2*u + eps) (adamax_kernel_impl.h:63-64), "
+                                "epsilon on the decayed norm; nearest: eps_placement = \"in_max_decayed\"")
+        return {"optimizer": "Adamax", "learning_rate": opt.lr, "beta1": opt.betas[0], "beta2": opt.betas[1],
+                "epsilon": opt.eps}
+    if name == "lamb":
+        if opt.decay_placement != "inside_trust_ratio" or opt.max_trust_ratio is not None:
+            raise Inexpressible("paddle.optimizer.Lamb adds lamb_weight_decay*w to the Adam direction inside the "
+                                "trust ratio (lamb_functors.h:183-185) and does not cap the ratio; nearest: "
+                                "decay_placement = \"inside_trust_ratio\", max_trust_ratio none")
+        return {"optimizer": "Lamb", "learning_rate": opt.lr, "beta1": opt.betas[0], "beta2": opt.betas[1],
+                "epsilon": opt.eps}
     if name == "nadam":
         if opt.momentum_decay is None:
             raise Inexpressible("paddle.optimizer.NAdam schedules its momentum, mu_t = b1*(1 - 0.5*0.96^(t*"
@@ -123,8 +136,8 @@ def native_optimizer(opt, decoupled: bool) -> dict[str, Any]:
 
 
 def realize(semantics: Semantics) -> dict:
-    opt, rules = semantics.optimizer, list(semantics.decay)
-    refuse_frozen(semantics, "stop_gradient = True / ParamAttr(trainable=False)")
+    opt, rules, frozen = semantics.optimizer, list(semantics.decay), list(semantics.frozen)
+    trained = [n for n in TENSORS if n not in frozen]
     decoupled = [r for r in rules if r.coupling == "decoupled"]
     run = native_optimizer(opt, bool(decoupled))
     refuse_l1(rules, 0.0, "Paddle")
@@ -132,42 +145,74 @@ def realize(semantics: Semantics) -> dict:
         if r.schedule is not None and r.schedule.kind != "constant":
             raise Inexpressible(f"Paddle's regularizers and AdamW's weight_decay are constants; nearest: the constant "
                                 f"coefficient {r.coefficient}")
-    clip = semantics.clip
-    if clip is not None:
-        if clip.position != "loss_gradient":
-            raise Inexpressible("Paddle clips the loss's gradient and appends the regularization after it "
-                                "(optimizer.py:1713-1717); nearest: position \"loss_gradient\"")
-        if clip.kind == "tensor_norm":
-            raise Inexpressible("paddle.nn.ClipGradByNorm has no float64 CPU kernel (clip_by_norm), and the battery "
-                                "trains each realized table in float64 too; nearest: ClipGradByNorm in a float32 case")
-        if clip.eps:
-            raise Inexpressible(f"ClipGradByGlobalNorm scales by clip_norm/max(norm, clip_norm), no epsilon; nearest: "
-                                f"eps 0 instead of {clip.eps:g}")
-        if any(r.via_loss for r in rules):
-            raise Inexpressible("this adapter has no loss penalty: Paddle's regularizers are appended after the "
-                                "clipping, never clipped; nearest: the rule with via_loss = false")
-        kind = {"global_norm": "ClipGradByGlobalNorm", "value": "ClipGradByValue"}[clip.kind]
-        run["grad_clip"] = {kind: clip.threshold}
+    if semantics.clip is not None:
+        run["grad_clip"] = grad_clip(semantics, rules)
     if decoupled:
-        if opt.name != "adam":
-            raise Inexpressible(f"paddle.optimizer has a decoupled weight decay only in AdamW; its {run['optimizer']}'s "
-                                "weight_decay is an L2Decay regularizer (gradient coupling); nearest: "
-                                f"weight_decay = {decoupled[0].coefficient:g} (coupled)")
-        if any(r.effective_scale != "lr" for r in decoupled):
-            raise Inexpressible("AdamW decays w -= lr_t*coeff*w, scaled by the scheduled lr; nearest: scale \"lr\" "
-                                "with coeff = lambda/lr")
-        per = coefficients(decoupled, "l2", "decoupled")
-        values = {c for c in per.values() if c}
-        if len(values) != 1 or any(r.norm != "l2" for r in decoupled):
-            raise Inexpressible("AdamW has one weight_decay, applied to the parameters apply_decay_param_fun "
-                                "selects; nearest: one coefficient on those tensors")
-        run["weight_decay"] = values.pop()
-        decayed = [n for n in TENSORS if per[n]]
-        if decayed != list(TENSORS):
-            run["apply_decay_param_fun"] = [NEUTRAL_NAMES[n] for n in decayed]
+        decoupled_decay(run, opt, decoupled, trained)
     elif run["optimizer"] == "AdamW":
         run["weight_decay"] = 0.0
-    coupled = [r for r in rules if r.coupling == "gradient"]
+    elif run["optimizer"] == "Lamb":   # the trust ratio without a decay needs always_adapt (lamb_kernel_impl.h:262)
+        run.update(lamb_weight_decay=0.0, always_adapt=True)
+    attrs = coupled_decay(run, [r for r in rules if r.coupling == "gradient"], trained, bool(decoupled))
+    for n in frozen:   # ParamAttr(trainable=False): stop_gradient, skipped by the optimizer (optimizer.py:2053)
+        attrs.setdefault(n, {})["trainable"] = False
+    run.update({f"{n}_attr": a for n, a in attrs.items()})
+    return run
+
+
+def grad_clip(semantics: Semantics, rules: list) -> dict:
+    clip = semantics.clip
+    if clip.position != "loss_gradient":
+        raise Inexpressible("Paddle clips the loss's gradient and appends the regularization after it "
+                            "(optimizer.py:1713-1717); nearest: position \"loss_gradient\"")
+    if clip.eps:
+        raise Inexpressible(f"Paddle's norm clips scale by clip_norm/max(norm, clip_norm), no epsilon; nearest: "
+                            f"eps 0 instead of {clip.eps:g}")
+    if any(r.via_loss for r in rules):
+        raise Inexpressible("this adapter has no loss penalty: Paddle's regularizers are appended after the "
+                            "clipping, never clipped; nearest: the rule with via_loss = false")
+    if clip.kind == "global_norm" and semantics.frozen:
+        raise Inexpressible(f"a frozen parameter ({semantics.frozen}, trainable = false) has no gradient, so "
+                            "ClipGradByGlobalNorm's norm is the trained tensor's alone; nearest: clip kind "
+                            "\"tensor_norm\", which is what it computes then")
+    if clip.kind == "tensor_norm":
+        if semantics.frozen:   # one trained tensor: its own norm is the global norm over the trained ones
+            return {"ClipGradByGlobalNorm": clip.threshold}
+        raise Inexpressible("paddle.nn.ClipGradByNorm has no float64 CPU kernel (clip_by_norm), and the battery "
+                            "trains each realized table in float64 too; nearest: ClipGradByNorm in a float32 case")
+    return {{"global_norm": "ClipGradByGlobalNorm", "value": "ClipGradByValue"}[clip.kind]: clip.threshold}
+
+
+def decoupled_decay(run: dict, opt, decoupled: list, trained: list[str]) -> None:
+    """AdamW's weight_decay and apply_decay_param_fun, or Lamb's lamb_weight_decay (always_adapt and
+    exclude_from_weight_decay_fn when a trained tensor is not decayed)."""
+    if opt.name not in ("adam", "lamb"):
+        raise Inexpressible(f"paddle.optimizer has a decoupled weight decay only in AdamW and Lamb; its "
+                            f"{run['optimizer']}'s weight_decay is an L2Decay regularizer (gradient coupling); nearest: "
+                            f"weight_decay = {decoupled[0].coefficient:g} (coupled)")
+    if any(r.effective_scale != "lr" for r in decoupled):
+        raise Inexpressible("AdamW decays w -= lr_t*coeff*w, scaled by the scheduled lr; nearest: scale \"lr\" "
+                            "with coeff = lambda/lr")
+    per = coefficients(decoupled, "l2", "decoupled")
+    values = {c for c in per.values() if c}
+    if len(values) != 1 or any(r.norm != "l2" for r in decoupled):
+        raise Inexpressible(f"{run['optimizer']} has one weight decay coefficient, applied to the parameters its "
+                            "filter selects; nearest: one coefficient on those tensors")
+    decayed = [n for n in TENSORS if per[n]]
+    skipped = [NEUTRAL_NAMES[n] for n in trained if n not in decayed]
+    if run["optimizer"] == "Lamb":
+        run["lamb_weight_decay"] = values.pop()
+        if skipped:   # an excluded tensor keeps its trust ratio only with always_adapt
+            run.update(always_adapt=True, exclude_from_weight_decay_fn=skipped)
+    else:
+        run["weight_decay"] = values.pop()
+        if skipped:
+            run["apply_decay_param_fun"] = [NEUTRAL_NAMES[n] for n in decayed]
+
+
+def coupled_decay(run: dict, coupled: list, trained: list[str], decoupled: bool) -> dict[str, dict]:
+    """The coupled rules as the optimizer's weight_decay (one L2/L1 on every trained tensor; Lamb has none) or
+    ParamAttr regularizers; returns the attrs by neutral name."""
     per: dict[str, dict] = {}
     for r in coupled:
         for n in r.params:
@@ -175,12 +220,11 @@ def realize(semantics: Semantics) -> dict:
                 raise Inexpressible("a Paddle parameter takes one regularizer (its ParamAttr's, else the optimizer's "
                                     "weight_decay); nearest: one rule per tensor with the summed coefficient")
             per[n] = {"L2Decay" if r.norm == "l2" else "L1Decay": r.coefficient}
-    if per:
-        same = len(per) == len(TENSORS) and len({str(v) for v in per.values()}) == 1
-        if same and not decoupled:
-            reg = per[TENSORS[0]]
-            run["weight_decay"] = reg["L2Decay"] if "L2Decay" in reg else reg
-        else:
-            for n, reg in per.items():
-                run[f"{n}_attr"] = {"regularizer": reg}
-    return run
+    if not per:
+        return {}
+    same = sorted(per) == sorted(trained) and len({str(v) for v in per.values()}) == 1
+    if same and not decoupled and run["optimizer"] != "Lamb":
+        reg = per[trained[0]]
+        run["weight_decay"] = reg["L2Decay"] if "L2Decay" in reg else reg
+        return {}
+    return {n: {"regularizer": reg} for n, reg in per.items()}

@@ -79,9 +79,11 @@ class Regularizer(Strict):
 
 
 class ParamAttr(Strict):
-    """paddle.ParamAttr(regularizer=...) of one nn.Linear parameter (weight_attr / bias_attr)."""
+    """paddle.ParamAttr(regularizer=..., trainable=...) of one nn.Linear parameter (weight_attr / bias_attr);
+    trainable = false makes it stop_gradient = True (framework.py:7903-7905), never updated."""
 
     regularizer: Optional[Regularizer] = None
+    trainable: bool = True   # ParamAttr's default (param_attr.py:99)
 
 
 class GradClip(Strict):
@@ -166,7 +168,14 @@ class PaddleRun(Strict):
                        "(paddle.optimizer.AdamW takes float | Tensor, its decoupled coefficient)")
         check_names("apply_decay_param_fun", self.apply_decay_param_fun)
         check_names("exclude_from_weight_decay_fn", self.exclude_from_weight_decay_fn)
+        if len(self.frozen) == 2:
+            raise fail("bias_attr", {"trainable": False}, "leaves nothing to train: weight_attr is trainable = false too")
         return self
+
+    @property
+    def frozen(self) -> list[str]:
+        """The tensors a ParamAttr(trainable=False) freezes (neutral names)."""
+        return [n for n, a in (("weight", self.weight_attr), ("bias", self.bias_attr)) if a is not None and not a.trainable]
 
     def value(self, key: str):
         v = getattr(self, key)
