@@ -16,7 +16,7 @@ from wdparity_backends.fastai_backend import backend
 NEEDS_FASTAI = pytest.mark.skipif(importlib.util.find_spec("fastai") is None, reason="fastai not installed")
 TASK = Task.model_validate(fidelity.BATTERY_TASK)
 BOTH = ["weight", "bias"]
-REALIZED, INEXPRESSIBLE = 40, 265   # the neutral LAMB rows are uncapped: fastai caps its trust ratio at 10
+REALIZED, INEXPRESSIBLE = 55, 250   # the neutral LAMB rows are uncapped: fastai caps its trust ratio at 10
 
 
 def describe(run: dict, **task) -> dict:
@@ -34,8 +34,10 @@ REASON = {"dampened": "no dampening", "nesterov": "no nesterov", "velocity": 'mo
           "rmsprop_velocity": "momentum = 0", "rmsprop_velocity_centered": "centered = false",
           "rmsprop_initial_scale": "initial_scale = 0", "rmsprop_bias_corrected": "eps_in_sqrt = false",
           "radam": 'eps_placement = "corrected"', "radam_corrected": "threshold = 5",
-          "adam_no_bias_correction": "bias_correction = true", "lamb": 'decay_placement = "before"',
+          "lamb": 'decay_placement = "before"',
           "lamb_after": 'decay_placement = "before"', "lamb_before": "max_trust_ratio = 10"}
+CLIP_REASON = {"clip_global_exact": "eps hard-coded", "clip_tensor": "one norm over every parameter",
+               "clip_value": "no value-clipping callback", "clip_after_decay": "so wd is never clipped"}
 MISSING = {"adagrad", "adagrad_in_sqrt", "adagrad_lr_decay", "adadelta", "adadelta_small_eps", "adamax", "adamax_outside",
            "adamax_no_bias_correction", "nadam", "nadam_keras", "nadam_constant", "lion"}
 
@@ -44,13 +46,19 @@ def test_round_trip_over_the_neutral_battery():
     expressed, reasons = fidelity.round_trip("fastai")
     assert (len(expressed), len(reasons)) == (REALIZED, INEXPRESSIBLE)
     rows = [n.split("-")[0] for n in expressed]
-    assert {row: rows.count(row) for row in set(rows)} == {"sgd": 8, "momentum": 8, "adam": 8, "adam_eps": 8,
-                                                             "rmsprop": 8}
+    assert {row: rows.count(row) for row in set(rows)} == {"sgd": 11, "momentum": 11, "adam": 11, "adam_eps": 8,
+                                                             "rmsprop": 8, "adam_no_bias_correction": 6}
+    assert {n for n in expressed if "-clip_" in n} == {f"{o}-{d}-clip_global-{rest}-half_mse" for o, d, rest in [
+        ("sgd", "coupled", "cosine-normal"), ("sgd", "penalty", "constant-zeros"), ("sgd", "decoupled", "step-normal"),
+        ("momentum", "coupled", "cosine-zeros"), ("momentum", "penalty", "constant-normal"),
+        ("momentum", "decoupled", "step-zeros"), ("adam", "coupled", "cosine-normal"),
+        ("adam", "penalty", "constant-zeros"), ("adam", "decoupled", "step-normal")]} and all(
+        expressed[n]["learner"] and expressed[n]["gradient_clip"] == 0.1 for n in expressed if "-clip_" in n)
     assert all("nearest" in r for r in reasons.values())
     for n, r in reasons.items():
-        row = n.split("-")[0]
-        if "-clip_" in n:
-            assert "no gradient clipping is modelled here" in r, (n, r)
+        row, clip = n.split("-")[0], next((part for part in n.split("-") if part.startswith("clip_")), None)
+        if clip:
+            assert CLIP_REASON[clip] in r, (n, r)
         elif row in MISSING:
             assert "fastai.optimizer has no" in r, (n, r)
         elif row in REASON:
@@ -80,7 +88,18 @@ def test_realize_writes_fastai_idioms():
                                                         "bias_correction": True}})
     assert backend.realize(corrected, TASK) == {"optimizer": "QHAdam", "lr": 0.01, "sqr_mom": 0.9, "eps": 1e-6,
                                                 "nu_1": 0.0, "nu_2": 1.0, "wd": 0.0}
-    for sem in (seed, adamw, plain, frozen, corrected):
+    clipped = Semantics.model_validate({"optimizer": {"name": "sgd", "lr": 0.1}, "decay": [
+        {"coefficient": 0.3}, {"coefficient": 0.2, "params": ["weight"], "via_loss": True}],
+        "clip": {"kind": "global_norm", "threshold": 0.5, "eps": 1e-6}})
+    assert backend.realize(clipped, TASK) == {"optimizer": "SGD", "lr": 0.1, "wd": 0.3, "decouple_wd": False,
+                                              "penalty": {"l2": 0.1, "params": ["weight"]}, "learner": True,
+                                              "gradient_clip": 0.5, "wd_bn_bias": True}
+    uncorrected = Semantics.model_validate({"optimizer": {"name": "adam", "lr": 0.003, "betas": [0.9, 0.999],
+                                                          "bias_correction": False},
+                                            "decay": [{"coupling": "decoupled", "coefficient": 0.4}]})
+    assert backend.realize(uncorrected, TASK) == {"optimizer": "RMSProp", "lr": 0.0002999999999999999, "mom": 0.9,
+                                                  "sqr_mom": 0.999, "wd": 4.000000000000001}
+    for sem in (seed, adamw, plain, frozen, corrected, clipped, uncorrected):
         assert backend.describe(backend.parse(backend.realize(sem, TASK)), TASK).neutral() == sem.neutral()
 
 
@@ -95,9 +114,18 @@ def test_realize_refuses_what_fastai_cannot_do():
         ({"name": "adam", "lr": 0.02}, [{"coupling": "decoupled", "coefficient": 0.01, "scale": "schedule"}],
          "Adam(wd=0.01/lr = 0.5)"),
     ]
+    uncorrected = {"name": "adam", "lr": 0.01, "bias_correction": False}
+    cases += [({**uncorrected, "eps": 1e-7}, [], "eps = 1e-8 (RMSProp drops its eps"),
+              ({**uncorrected, "betas": [0.0, 0.99]}, [], "betas[0] > 0"),
+              ({"name": "sgd", "lr": 0.1}, [{"coefficient": 0.1}, {"coefficient": 0.2, "params": ["weight"]}],
+               "a second coupled term that the clipping does not see"),
+              ({"name": "sgd", "lr": 0.1}, [{"coefficient": 0.1}, {"coupling": "decoupled", "coefficient": 0.2}],
+               "decouple_wd is one flag per optimizer")]
+    clip = {"kind": "global_norm", "threshold": 0.5, "eps": 1e-6}
     for opt, decay, words in cases:
         with pytest.raises(Inexpressible) as err:
-            backend.realize(Semantics.model_validate({"optimizer": opt, "decay": decay}), TASK)
+            backend.realize(Semantics.model_validate({"optimizer": opt, "decay": decay, **(
+                {"clip": clip} if "clipping" in words or "one flag" in words else {})}), TASK)
         assert words in str(err.value), str(err.value)
 
 
@@ -116,6 +144,9 @@ def test_realize_refuses_what_fastai_cannot_do():
                                         "decay_placement": "before", "max_trust_ratio": 10.0}),
     ({"optimizer": "QHAdam", "lr": 0.1, "nu_1": 1.0}, {"name": "adam", "lr": 0.1, "betas": [0.999, 0.999], "eps": 1e-8,
                                                        "eps_placement": "corrected", "bias_correction": True}),
+    ({"optimizer": "RMSProp", "lr": 0.01, "mom": 0.75, "eps": 0.5}, {"name": "adam", "lr": 0.04, "betas": [0.75, 0.99],
+                                                                   "eps": 1e-8, "eps_placement": "corrected",
+                                                                   "bias_correction": False}),
     ({"optimizer": "Adam", "learner": True}, {"name": "adam", "lr": 1e-3, "betas": [0.9, 0.99], "eps": 1e-5,
                                               "eps_placement": "corrected", "bias_correction": True}),
 ])
@@ -137,6 +168,12 @@ def test_wd_couplings_groups_and_the_learner():
     only_weight = {"optimizer": "Adam", "lr": 0.1, "param_groups": [["weight"]]}
     assert rules(only_weight) == [("l2", "decoupled", 0.01, "lr", ["weight"])]
     assert describe(only_weight)["frozen"] == ["bias"]
+    # RMSProp(mom): the neutral lr is lr/(1-mom), so true weight decay lr*wd is lr'*(wd*(1-mom)); l2_reg is unscaled
+    assert rules({"optimizer": "RMSProp", "lr": 0.01, "mom": 0.75, "wd": 0.2}) == [("l2", "decoupled", 0.05, "lr", BOTH)]
+    assert rules({"optimizer": "RMSProp", "lr": 0.01, "mom": 0.75, "wd": 0.2, "decouple_wd": False}) == [
+        ("l2", "gradient", 0.2, None, BOTH)]
+    clipped = describe({"optimizer": "SGD", "lr": 0.1, "learner": True, "gradient_clip": 0.5})
+    assert clipped["clip"] == {"kind": "global_norm", "threshold": 0.5, "eps": 1e-6, "position": "loss_gradient"}
 
 
 @pytest.mark.parametrize("run, key, words", [
@@ -146,7 +183,14 @@ def test_wd_couplings_groups_and_the_learner():
     ({"optimizer": "SGD"}, "lr", "has no default lr"),
     ({"optimizer": "SGD", "lr": 0.1, "eps": 1e-3}, "eps", "not a keyword of fastai.optimizer.SGD"),
     ({"optimizer": "Adam", "lr": 0.1, "nu_1": 0.5}, "nu_1", "belongs to fastai.optimizer.QHAdam"),
-    ({"optimizer": "RMSProp", "lr": 0.1, "mom": 0.9}, "mom", "averaging raw gradients"),
+    ({"optimizer": "SGD", "lr": 0.1, "gradient_clip": 1.0}, "gradient_clip", "needs learner = true"),
+    ({"optimizer": "SGD", "lr": 0.1, "learner": True, "norm_type": 2.0}, "norm_type", "belongs to gradient_clip"),
+    ({"optimizer": "SGD", "lr": 0.1, "learner": True, "gradient_clip": 1.0, "norm_type": 1.0}, "norm_type",
+     "must be 2.0"),
+    ({"optimizer": "SGD", "lr": 0.1, "learner": True, "gradient_clip": 1.0, "norm_type": float("inf")}, "norm_type",
+     "the largest |g|"),
+    ({"optimizer": "SGD", "lr": 0.1, "learner": True, "gradient_clip": 1.0, "param_groups": [["weight"]]},
+     "gradient_clip", "accumulates"),
     ({"optimizer": "RAdam", "lr": 0.1, "beta": 1.0}, "beta", "SAdam"),
     ({"optimizer": "QHAdam", "lr": 0.1}, "nu_1", "is not modelled"),
     ({"optimizer": "Adam", "lr": 0.1, "wd_bn_bias": True}, "wd_bn_bias", "needs learner = true"),
@@ -184,6 +228,15 @@ def _decays_bias(sem):
     sem["decay"] = [{**r, "params": ["weight", "bias"]} for r in sem["decay"]]
 
 
+def _normalised_momentum(sem):
+    """The neutral RMSprop's momentum (on g/(sqrt(v) + eps)) at fastai's own lr and wd."""
+    from wdparity.spec.optimizers import RmspropSpec
+
+    (b1, b2), f = sem["optimizer"]["betas"], 1 - sem["optimizer"]["betas"][0]
+    sem["optimizer"] = RmspropSpec(name="rmsprop", lr=sem["optimizer"]["lr"] * f, rho=b2, momentum=b1).model_dump()
+    sem["decay"] = [{**r, "coefficient": r["coefficient"] / f} for r in sem["decay"]]
+
+
 @NEEDS_FASTAI
 @pytest.mark.parametrize("case, mutate", [
     ("learner-adam-defaults", _decays_bias),                                    # the Learner's excluded bias
@@ -194,6 +247,11 @@ def _decays_bias(sem):
     ("lamb-true-wd", lambda s: s["optimizer"].update(decay_placement="after")),
     ("lamb-capped-trust-ratio", lambda s: s["optimizer"].update(max_trust_ratio=None)),   # the cap binds
     ("qhadam-as-bias-corrected-rmsprop", lambda s: s["optimizer"].update(bias_correction=False)),
+    ("learner-clip-sgd-l2-reg", lambda s: s["clip"].update(position="after_coupled_decay")),   # wd*p unclipped
+    ("learner-clip-penalty", lambda s: s.update(clip=None)),                                   # the clip binds
+    ("learner-clip-adam-defaults", lambda s: s["clip"].update(eps=0.0, threshold=0.049)),
+    ("rmsprop-momentum-true-wd", _normalised_momentum),   # not momentum on g/(sqrt(v) + eps)
+    ("rmsprop-momentum-l2-reg", lambda s: s["optimizer"].update(lr=0.002)),                  # lr/(1 - mom) it is
 ])
 def test_battery_detects_a_wrong_model(case, mutate):
     detects_a_wrong_model(backend, case, mutate)

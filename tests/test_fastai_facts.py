@@ -9,6 +9,7 @@ import inspect
 import pytest
 
 from wdparity.engine.schedules import multiplier
+from wdparity_backends.fastai_clip import CLIP_EPS, GRADIENT_CLIP_DEFAULTS
 from wdparity_backends.fastai_optimizers import RMSPROP_EPS
 from wdparity_backends.fastai_vocab import DEFAULTS, LEARNER_LR, REFUSED
 
@@ -129,3 +130,71 @@ def test_schedcos_is_the_neutral_cosine(fa):
     cos = SchedCos(0.05, 0.1 * 0.05)
     for t in range(15):
         assert cos(min(t, 10) / 10) == pytest.approx(0.05 * multiplier(sched, t), rel=1e-14, abs=0)
+
+
+def test_gradient_clip_is_clip_grad_norm_before_the_optimizer_callbacks(fa):
+    """GradientClip(max_norm) in the Learner's before_step scales every .grad by max_norm/(||g|| + 1e-6) (the norm
+    over the model's parameters); opt.step() then adds l2_reg's wd*p to the clipped gradient, unclipped."""
+    from functools import partial
+
+    import torch
+    from fastai.callback.training import GradientClip
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+
+    params = inspect.signature(GradientClip).parameters
+    assert {k: p.default for k, p in params.items()} == GRADIENT_CLIP_DEFAULTS
+    net = linear(torch)
+    learn = Learner(DataLoaders(), net, loss_func=torch.nn.MSELoss(), lr=0.1, wd_bn_bias=True,
+                    opt_func=partial(fa.SGD, wd=0.5, decouple_wd=False), cbs=GradientClip(0.2))
+    learn.create_opt()
+    grads = [torch.full_like(p, 3.0) for p in net.parameters()]
+    norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    before = [p.detach().clone() for p in net.parameters()]
+    for p, g in zip(net.parameters(), grads):
+        p.grad = g.clone()
+    learn("before_step")
+    for p, g in zip(net.parameters(), grads):
+        assert torch.equal(p.grad, g * (0.2 / (norm + CLIP_EPS)))
+    learn.opt.step()
+    for p, g, p0 in zip(net.parameters(), grads, before):
+        expect = p0 - 0.1 * (g * (0.2 / (norm + CLIP_EPS)) + 0.5 * p0)
+        assert torch.allclose(p.detach(), expect, rtol=1e-15, atol=0)
+
+
+def test_rmsprop_momentum_is_uncorrected_adam_at_lr_over_1_minus_mom(fa):
+    """RMSProp(mom > 0): grad_avg = mom*grad_avg + g (undampened), p -= lr*grad_avg/(sqrt(sqr_avg) + 1e-8); that is
+    Adam's m = mom*m + (1-mom)*g without bias correction at lr' = lr/(1 - mom), and not momentum on g/(sqrt(v) + eps)."""
+    import torch
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    lr, mom, sqr_mom = 0.01, 0.75, 0.9
+    opt = fa.RMSProp([p], lr=lr, mom=mom, sqr_mom=sqr_mom)
+    m = v = buf = x = y = 0.0
+    for g in (2.0, -1.0, 0.5, 4.0):
+        p.grad = torch.full((1,), g)
+        opt.step()
+        m, v = mom * m + (1 - mom) * g, sqr_mom * v + (1 - sqr_mom) * g * g
+        x -= lr / (1 - mom) * m / (v ** 0.5 + RMSPROP_EPS)
+        buf = mom * buf + g / (v ** 0.5 + RMSPROP_EPS)
+        y -= lr * buf
+    assert float(p.detach()) == pytest.approx(x, rel=1e-13, abs=0)
+    assert abs(float(p.detach()) - y) > 1e-3 * abs(y)   # the neutral RMSprop's momentum is another model
+
+
+def test_fit_one_cycle_and_fit_flat_cos_are_outside_the_neutral_schedules(fa):
+    """combined_cos: a cosine warm-up (fit_one_cycle) or a flat phase (fit_flat_cos) before the cosine decay, its
+    position float32 whatever the default dtype; at pct_start = 0 it is SchedCos up to that float32 position."""
+    import torch
+    from fastai.callback.schedule import SchedCos, combined_cos
+    from fastai.torch_core import tensor
+
+    assert torch.get_default_dtype() == torch.float64 and tensor([0.0, 0.25]).dtype == torch.float32
+    lr = 0.05
+    one_cycle = combined_cos(0.25, lr / 25, lr, lr / 1e5)   # fit_one_cycle's defaults: div 25, div_final 1e5
+    assert one_cycle(0.0) == pytest.approx(lr / 25) and one_cycle(0.25) == pytest.approx(lr)
+    flat = combined_cos(0.75, lr, lr, lr / 1e5)             # fit_flat_cos's pct_start 0.75
+    assert flat(0.5) == lr and flat(0.74) == lr
+    at_zero, cos = combined_cos(0.0, lr, lr, lr / 1e5), SchedCos(lr, lr / 1e5)
+    rel = max(abs(at_zero(t / 10) - cos(t / 10)) / cos(t / 10) for t in range(10))
+    assert 1e-7 < rel < 1e-6   # 4.7e-7: the float32 position, beyond the float64 battery's 1e-9

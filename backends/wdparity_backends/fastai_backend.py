@@ -4,7 +4,8 @@ the splitter's parameter groups and the Learner's wd_bn_bias, as a fastai user w
 fastai's `decouple_wd=True` (every function's default) is "true weight decay", p *= 1 - lr*wd before the step;
 `decouple_wd=False` is l2_reg, wd*p added to the gradient. A Learner excludes every bias from weight decay by
 default (wd_bn_bias=False). The model is torch's nn.Linear set up as the torch adapter does (torch_run.py); the
-optimizer is stepped as the Learner does, its lr set per step by set_hyper as ParamScheduler does. Every
+optimizer is stepped as the Learner does (with learner = true by the Learner's own _do_grad_opt, its callbacks,
+GradientClip for gradient_clip, in before_step), its lr set per step by set_hyper as ParamScheduler does. Every
 statement this adapter makes about fastai 2.8.12: docs/adapters/fastai.md.
 """
 
@@ -14,12 +15,13 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from wdparity.run.adapter import Adapter, refuse_clip, refuse_l1
+from wdparity.run.adapter import Adapter, refuse_l1
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import TENSORS, Semantics, Task
 from wdparity.spec.rules import penalty_terms, rules_from_coefficients
 
-from .fastai_optimizers import native_optimizer, optimizer_spec
+from .fastai_clip import clip_spec, realize_clip, refuse_terms
+from .fastai_optimizers import exact, lr_factor, native_optimizer, optimizer_spec
 from .fastai_vocab import FastaiRun
 from .torch_run import batch_loss, linear_model, set_up
 
@@ -45,11 +47,23 @@ class FastaiBackend(Adapter):
                         "text": f"RMSProp(eps={config.eps:g}) steps with eps = 1e-8: the eps keyword never reaches "
                                 "the Optimizer, rms_prop_step's default is used",
                         "source": "fastai/optimizer.py:195,211"})
+        if config.optimizer == "RMSProp" and config.get("mom"):
+            out.append({"id": "rmsprop-momentum-is-uncorrected-adam", "modelled": True,
+                        "text": f"RMSProp(mom={config.get('mom'):g}) divides an undampened momentum of raw gradients by "
+                                "the current root: Adam without bias correction at lr/(1 - mom), not torch's RMSprop "
+                                "momentum (a buffer of g/(sqrt(v) + eps))",
+                        "source": "fastai/optimizer.py:152-156,190-211"})
         if config.excludes_bias:
             out.append({"id": "learner-excludes-bias", "modelled": True,
                         "text": "Learner(wd_bn_bias=False), the default, sets do_wd = False on every bias (and "
                                 "BatchNorm parameter): the Linear layer's bias is not decayed, by wd nor by l2_reg",
                         "source": "fastai/learner.py:121,198-199; fastai/torch_core.py:688-693"})
+        if config.gradient_clip is not None:
+            out.append({"id": "gradient-clip-before-wd", "modelled": True,
+                        "text": "GradientClip is torch's clip_grad_norm_ in before_step, min(1, max_norm / (norm + "
+                                "1e-6)) over every parameter: it clips the loss's gradient (a penalty included), and "
+                                "the optimizer's wd (l2_reg or true weight decay) comes after it, unclipped",
+                        "source": "fastai/callback/training.py:43; fastai/optimizer.py:113-115,138-149"})
         if config.optimizer == "Lamb":
             out.append({"id": "lamb-trust-ratio-capped-at-10", "modelled": True,
                         "text": "Lamb caps the trust ratio at 10, q = min(rms(p)/rms(step), 10) (LambSpec.max_trust_ratio; "
@@ -61,18 +75,20 @@ class FastaiBackend(Adapter):
         """Neutral semantics of a fastai run. Rule order: gradient-coupled (l2_reg's wd, then the penalty's), then
         decoupled (true weight decay)."""
         optimizer = optimizer_spec(config, config.effective_lr)
-        decoupled = bool(config.get("decouple_wd"))
-        wd = rules_from_coefficients(config.per_tensor_wd(), coupling="decoupled" if decoupled else "gradient",
+        decoupled, f = bool(config.get("decouple_wd")), lr_factor(config)   # f: RMSProp(mom)'s lr' = lr*f
+        per = {k: v / f if decoupled and f != 1 else v for k, v in config.per_tensor_wd().items()}
+        wd = rules_from_coefficients(per, coupling="decoupled" if decoupled else "gradient",
                                      scale="lr" if decoupled else None)
         pen = config.penalty.rules(l1_at_zero=FASTAI_L1_AT_ZERO) if config.penalty else []
         return Semantics(optimizer=optimizer, decay=pen + wd if decoupled else wd + pen, loss=task.loss,
-                         schedule=task.schedule, frozen=config.frozen)
+                         schedule=task.schedule, frozen=config.frozen, clip=clip_spec(config.gradient_clip, None))
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
         opt, rules = semantics.optimizer, list(semantics.decay)
         run = native_optimizer(opt)   # refuses the optimizer fields no fastai function computes
         refuse_l1(rules, FASTAI_L1_AT_ZERO, "fastai")
-        refuse_clip(semantics, {}, "fastai")
+        clipping = realize_clip(semantics)   # {} or learner + gradient_clip; refuses the clips fastai has not
+        refuse_terms(semantics, rules)       # under clipping: a penalty is clipped, l2_reg's wd*p is not
         for r in rules:
             if r.schedule is not None and r.schedule.kind != "constant":
                 raise Inexpressible(f"fastai's wd is one hyperparameter per parameter group, scheduled only by hand; "
@@ -86,7 +102,8 @@ class FastaiBackend(Adapter):
                 raise Inexpressible(f"fastai's true weight decay is p *= 1 - lr_t*wd with the scheduled lr (fastai/"
                                     f"optimizer.py:138-140); nearest: {run['optimizer']}(wd={r.coefficient}/lr = "
                                     f"{r.coefficient / opt.lr:.6g}), {what}")
-        wd_rules = decoupled or [r for r in rules if r.norm == "l2"]
+        wd_rules = decoupled or [r for r in rules if r.norm == "l2"
+                                 and not (semantics.clip is not None and r.via_loss)]   # a penalty, when clipped
         per: dict[str, float] = {}
         rest = [r for r in rules if not any(r is w for w in wd_rules)]
         for r in wd_rules:
@@ -103,6 +120,8 @@ class FastaiBackend(Adapter):
         if len(l2) > 1 or len(l1) > 1 or (l2 and l1 and l2[0].params != l1[0].params):
             raise Inexpressible("one `penalty` table holds one L2 and one L1 term on one list of tensors; nearest: "
                                 "merge the rules (sum the coefficients on each tensor)")
+        if decoupled and run["optimizer"] == "RMSProp" and run.get("mom"):   # describe's coefficient is wd*(1-mom)
+            per = {k: rmsprop_wd(v, run["mom"]) for k, v in per.items()}
         trained = [name for name in TENSORS if name not in semantics.frozen]
         values = [per.get(name, 0.0) for name in trained]
         if semantics.frozen or len(set(values)) > 1:
@@ -112,12 +131,14 @@ class FastaiBackend(Adapter):
             run["wd"] = values[0]   # always written: Adam's default wd is 0.01
         if per and not decoupled:
             run["decouple_wd"] = False
+        if clipping and per.get("bias"):
+            clipping["wd_bn_bias"] = True   # the Learner would exclude the bias from wd otherwise
         penalty = {}
         if l2:
             penalty.update({"l2": l2[0].coefficient / 2.0, "params": list(l2[0].params)})
         if l1:
             penalty.update({"l1": l1[0].coefficient, "params": list(l1[0].params)})
-        return {**run, **({"penalty": penalty} if penalty else {})}
+        return {**run, **({"penalty": penalty} if penalty else {}), **clipping}
 
     # ---------------------------------------------------------------- inside the worker
     def build(self, job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
@@ -128,14 +149,14 @@ class FastaiBackend(Adapter):
         net, X, y = linear_model(torch, data, set_up(torch, job["dtype"]))
         tensors = {"weight": net.weight, "bias": net.bias}
         keywords = {k: getattr(run, k) for k in run.model_fields_set if getattr(run, k) is not None
-                    and k not in ("optimizer", "lr", "param_groups", "learner", "wd_bn_bias", "penalty")}
+                    and k not in ("optimizer", "lr", "param_groups", "learner", "wd_bn_bias", "penalty",
+                                  "gradient_clip", "norm_type")}
         opt_func = getattr(fo, run.optimizer)
         groups = [[tensors[name] for name in group] for group in run.param_groups] if run.param_groups else None
-        if run.learner:
-            opt = learner_opt(torch, net, opt_func, keywords, run, groups)
-        else:
-            opt = opt_func(groups if groups else list(net.parameters()), lr=run.lr, **keywords)
-        return SimpleNamespace(torch=torch, net=net, tensors=tensors, opt=opt, X=X, y=y, mse=torch.nn.MSELoss(),
+        learn = learner(torch, net, opt_func, keywords, run, groups) if run.learner else None
+        opt = learn.opt if learn else opt_func(groups if groups else list(net.parameters()), lr=run.lr, **keywords)
+        return SimpleNamespace(torch=torch, net=net, tensors=tensors, opt=opt, learn=learn, X=X, y=y,
+                               mse=torch.nn.MSELoss(),
                                half=job["task"]["loss"] == "half_mse", penalty=penalty_terms(run.penalty),
                                lr=run.effective_lr, schedule=job["task"].get("schedule") or {"kind": "constant"},
                                cos=cosine(run.effective_lr, job["task"].get("schedule") or {}))
@@ -146,17 +167,32 @@ class FastaiBackend(Adapter):
             s.opt.set_hyper("lr", s.lr * float(s.schedule["factor"]) ** (t // int(s.schedule["every"])))
         elif kind == "cosine":
             s.opt.set_hyper("lr", s.cos(min(t, int(s.schedule["total"])) / int(s.schedule["total"])))
-        batch_loss(s, s.torch.as_tensor(rows)).backward()
-        s.opt.step()   # Learner._do_one_batch: backward, step, zero_grad (fastai/learner.py)
+        loss = batch_loss(s, s.torch.as_tensor(rows))
+        if s.learn is not None:   # the Learner's own: backward, before_step (GradientClip), step, zero_grad
+            s.learn.loss_grad = loss
+            s.learn._do_grad_opt()   # fastai/learner.py:219-222
+            return
+        loss.backward()
+        s.opt.step()
         s.opt.zero_grad()
 
     def read(self, s: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
         return s.net.weight.detach().numpy(), s.net.bias.detach().numpy()
 
 
-def learner_opt(torch, net, opt_func, keywords: dict, run: FastaiRun, groups):
-    """The optimizer Learner.create_opt builds: opt_func(splitter(model), lr=learn.lr), then do_wd = False on
-    the biases unless wd_bn_bias (fastai/learner.py:189-201). No data is needed to build it."""
+def rmsprop_wd(coefficient: float, mom: float) -> float:
+    """The wd of RMSProp(mom) whose true weight decay lr*wd is the neutral lr'*coefficient, lr' = lr/(1 - mom)."""
+    wd = exact(coefficient / (1 - mom), lambda x: x / (1 / (1 - mom)) == coefficient)
+    if wd is None:
+        raise Inexpressible(f"no float wd makes wd*(1 - {mom:g}) = {coefficient!r} exactly; nearest: RMSProp(wd="
+                            f"{coefficient / (1 - mom)!r}, mom={mom:g}), the same up to rounding")
+    return wd
+
+
+def learner(torch, net, opt_func, keywords: dict, run: FastaiRun, groups):
+    """The Learner, its callbacks (GradientClip for gradient_clip) and the optimizer its create_opt builds:
+    opt_func(splitter(model), lr=learn.lr), then do_wd = False on the biases unless wd_bn_bias (fastai/learner.py:
+    189-201). No data is needed to build it."""
     from functools import partial
 
     from fastai.data.core import DataLoaders
@@ -165,9 +201,14 @@ def learner_opt(torch, net, opt_func, keywords: dict, run: FastaiRun, groups):
     extra = {} if run.wd_bn_bias is None else {"wd_bn_bias": run.wd_bn_bias}
     extra.update({} if run.lr is None else {"lr": run.lr})
     extra.update({"splitter": lambda m: groups} if groups else {})
+    if run.gradient_clip is not None:
+        from fastai.callback.training import GradientClip
+
+        norm = {} if run.norm_type is None else {"norm_type": run.norm_type}
+        extra["cbs"] = [GradientClip(max_norm=run.gradient_clip, **norm)]
     learn = Learner(DataLoaders(), net, loss_func=torch.nn.MSELoss(), opt_func=partial(opt_func, **keywords), **extra)
     learn.create_opt()
-    return learn.opt
+    return learn
 
 
 def cosine(lr: float, schedule: dict):

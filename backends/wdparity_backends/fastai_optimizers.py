@@ -6,9 +6,9 @@ fastai/optimizer.py): docs/adapters/fastai.md.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Callable, Optional
 
-from wdparity.run.adapter import refuse_no_bias_correction
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.optimizers import AdamSpec, LambSpec, RadamSpec, RmspropSpec, SgdSpec
 
@@ -23,6 +23,9 @@ def optimizer_spec(run: FastaiRun, lr: float):
     name, get = run.optimizer, run.get
     if name == "SGD":   # average_grad without dampening, momentum_step: the buffer form (optimizer.py:152-173)
         return SgdSpec(name="sgd", lr=lr, momentum=get("mom"))
+    if name == "RMSProp" and get("mom"):   # grad_avg / (sqrt(sqr_avg) + eps): Adam's uncorrected m over 1 - mom
+        return AdamSpec(name="adam", lr=lr / (1 - get("mom")), betas=[get("mom"), get("sqr_mom")], eps=RMSPROP_EPS,
+                        bias_correction=False)
     if name == "RMSProp":   # no bias correction, eps outside the root; the eps keyword is dropped
         return RmspropSpec(name="rmsprop", lr=lr, rho=get("sqr_mom"), eps=RMSPROP_EPS)
     betas = [get("mom"), get("sqr_mom")]
@@ -36,6 +39,44 @@ def optimizer_spec(run: FastaiRun, lr: float):
                         max_trust_ratio=10.0)   # q = min(r1/r2, 10) (optimizer.py:349)
     # Adam, and QHAdam with nu_1 = nu_2 = 1: m_hat / (sqrt(v_hat) + eps) (optimizer.py:225-227, 285-287)
     return AdamSpec(name="adam", lr=lr, betas=betas, eps=get("eps"), eps_placement="corrected")
+
+
+def lr_factor(run: FastaiRun) -> float:
+    """The neutral lr over fastai's: 1/(1 - mom) for RMSProp with mom > 0 (optimizer.py:152-156,190-193), whose
+    undampened grad_avg = mom*grad_avg + g is Adam's m = mom*m + (1-mom)*g over 1 - mom, else 1. fastai's true
+    weight decay lr*wd is then lr'*(wd*(1 - mom)) in the neutral lr' = lr/(1 - mom)."""
+    return 1 / (1 - run.get("mom")) if run.optimizer == "RMSProp" and run.get("mom") else 1.0
+
+
+def exact(x0: float, holds: Callable[[float], bool]) -> Optional[float]:
+    """x0 or a float within 3 ulps of it for which holds(x), so a realized number describes back bit for bit."""
+    for x in [x0] + [_ulps(x0, sign * k) for k in (1, 2, 3) for sign in (1, -1)]:
+        if holds(x):
+            return x
+    return None
+
+
+def _ulps(x: float, k: int) -> float:
+    for _ in range(abs(k)):
+        x = math.nextafter(x, math.inf if k > 0 else -math.inf)
+    return x
+
+
+def uncorrected_adam(opt) -> dict[str, Any]:
+    """Adam without bias correction as fastai's RMSProp(mom=b1, sqr_mom=b2, lr=lr*(1-b1)) (see lr_factor)."""
+    b1, b2 = opt.betas
+    why = ("fastai's only uncorrected momentum step is RMSProp(mom > 0): lr*grad_avg/(sqrt(sqr_avg) + 1e-8), grad_avg "
+           "= mom*grad_avg + g undampened (fastai/optimizer.py:152-156,190-211), Adam's m/(sqrt(v) + eps) at lr' = "
+           "lr/(1 - mom); fastai's Adam always bias-corrects (220-227)")
+    if b1 == 0 or opt.eps != RMSPROP_EPS or opt.amsgrad:
+        what = ("betas[0] > 0 (b1 = 0 is the neutral rmsprop)" if b1 == 0 else "eps = 1e-8 (RMSProp drops its eps, "
+                "optimizer.py:211)" if opt.eps != RMSPROP_EPS else "amsgrad = None")
+        raise Inexpressible(f"{why}; nearest: {what}, different from the first step")
+    lr = exact(opt.lr * (1 - b1), lambda x: x / (1 - b1) == opt.lr)
+    if lr is None:
+        raise Inexpressible(f"{why}; no float lr makes lr/(1 - {b1:g}) = {opt.lr!r} exactly; nearest: RMSProp(lr="
+                            f"{opt.lr * (1 - b1)!r}, mom={b1:g}), the same up to rounding")
+    return {"optimizer": "RMSProp", "lr": lr, "mom": b1, "sqr_mom": b2}
 
 
 def refuse_fields(opt) -> None:
@@ -55,8 +96,7 @@ def refuse_fields(opt) -> None:
             raise Inexpressible("fastai's SGD keeps the buffer form, grad_avg = mom*grad_avg + g, step = -lr_t*grad_avg "
                                 "(fastai/optimizer.py:152-173); nearest: momentum_form = \"buffer\", identical under a "
                                 "constant lr, different once the schedule changes lr")
-    if name == "adam":
-        refuse_no_bias_correction(opt, "fastai")
+    if name == "adam" and opt.bias_correction:
         if opt.eps_placement != "corrected":
             raise Inexpressible("fastai's Adam adds eps to sqrt(sqr_avg/debias2) (fastai/optimizer.py:227); nearest: "
                                 "eps_placement = \"corrected\", whose effective epsilon is smaller by sqrt(1-b2^t)")
@@ -71,8 +111,9 @@ def refuse_fields(opt) -> None:
             what = ("centered = false" if opt.centered else "momentum = 0" if opt.momentum
                     else "initial_scale = 0" if opt.initial_scale else "eps_in_sqrt = false")
             raise Inexpressible("fastai's RMSProp is sqr_avg = sqr_mom*sqr_avg + (1-sqr_mom)*g^2 from zeros, step "
-                                "-lr*g/(sqrt(sqr_avg) + eps), not centered, momentum on raw gradients only (fastai/"
-                                f"optimizer.py:162-166,190-211); nearest: {what}, different from the first step")
+                                "-lr*g/(sqrt(sqr_avg) + eps), not centered; its mom > 0 divides a momentum of raw gradients by the "
+                                "current root, the neutral Adam without bias correction (fastai/optimizer.py:152-166,"
+                                f"190-211); nearest: {what}, different from the first step")
         if not opt.bias_correction and opt.eps != RMSPROP_EPS:
             raise Inexpressible(f"fastai's RMSProp(eps=...) never reaches the step: RMSProp passes no eps to the "
                                 "Optimizer (fastai/optimizer.py:211), rms_prop_step uses its default 1e-8 (195); "
@@ -99,6 +140,8 @@ def native_optimizer(opt) -> dict[str, Any]:
     name = opt.name
     if name == "sgd":
         return {"optimizer": "SGD", "lr": opt.lr, **({"mom": opt.momentum} if opt.momentum else {})}
+    if name == "adam" and not opt.bias_correction:
+        return uncorrected_adam(opt)
     if name == "rmsprop" and opt.bias_correction:
         return {"optimizer": "QHAdam", "lr": opt.lr, "sqr_mom": opt.rho, "eps": opt.eps, "nu_1": 0.0, "nu_2": 1.0}
     if name == "rmsprop":

@@ -59,6 +59,10 @@ class FastaiRun(Strict):
     learner: Optional[bool] = None
     wd_bn_bias: Optional[bool] = None
     penalty: Optional[Penalty] = None   # added to the loss, as a fastai loss_func would
+    # Learner(..., cbs=GradientClip(max_norm=gradient_clip, norm_type=norm_type)) (fastai/callback/training.py:39-43);
+    # norm_type = inf is accepted to be refused
+    gradient_clip: Optional[Positive] = None
+    norm_type: Optional[Annotated[float, Field(allow_inf_nan=True)]] = None
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -68,10 +72,6 @@ class FastaiRun(Strict):
         if self.lr is None and not self.learner:
             raise fail("lr", None, f"is required: fastai.optimizer.{self.optimizer}(params, lr, ...) has no default "
                        "lr (fastai/optimizer.py:178); a Learner's is 1e-3 (learner = true)")
-        if self.optimizer == "RMSProp" and self.mom:
-            raise fail("mom", self.mom, "must be 0 here: fastai's RMSProp with momentum steps -lr*grad_avg/(sqrt(sqr_avg)"
-                       " + eps), grad_avg = mom*grad_avg + g averaging raw gradients (fastai/optimizer.py:152-156,"
-                       "190-193), a form the neutral RMSprop (momentum on g/denominator) does not state")
         if self.beta:
             raise fail("beta", self.beta, "must be 0 here: beta > 0 is SAdam, softplus(denominator, beta) "
                        "(fastai/optimizer.py:258), outside the neutral RAdam")
@@ -83,6 +83,17 @@ class FastaiRun(Strict):
         if self.wd_bn_bias is not None and not self.learner:
             raise fail("wd_bn_bias", self.wd_bn_bias, "is a Learner setting (fastai/learner.py:121,198-199): it needs "
                        "learner = true")
+        if self.gradient_clip is not None and not self.learner:
+            raise fail("gradient_clip", self.gradient_clip, "is the GradientClip callback, which runs inside a Learner "
+                       "(its before_step reads learn.parameters(), fastai/callback/core.py:49-51, fastai/callback/"
+                       "training.py:43): it needs learner = true (without one, a user calls torch's clip_grad_norm_ "
+                       "by hand: the torch adapter's clip_grad_norm)")
+        if self.norm_type is not None and self.gradient_clip is None:
+            raise fail("norm_type", self.norm_type, "belongs to gradient_clip (GradientClip(max_norm, norm_type))")
+        if self.norm_type is not None and self.norm_type != 2.0:
+            raise fail("norm_type", self.norm_type, "must be 2.0 here: the neutral global_norm is the Euclidean norm; "
+                       "GradientClip passes norm_type to torch's clip_grad_norm_, p-norm or, for inf, the largest |g| "
+                       "(fastai/callback/training.py:43, torch/nn/utils/clip_grad.py:95-107)")
         groups = self.groups
         seen: list[str] = []
         for i, group in enumerate(groups):
@@ -91,6 +102,11 @@ class FastaiRun(Strict):
                 raise fail(f"param_groups[{i}]", group, f"names {sorted(set(group) & set(seen))} again: fastai does not "
                            "check, and would step that tensor once per group")
             seen += group
+        if self.gradient_clip is not None and set(seen) != set(TENSORS):
+            raise fail("gradient_clip", self.gradient_clip, f"cannot be used with a tensor no parameter group names "
+                       f"({sorted(set(TENSORS) - set(seen))}) here: opt.zero_grad() zeroes only its groups' parameters "
+                       "(fastai/optimizer.py:106-109), so that tensor's .grad accumulates and GradientClip's "
+                       "clip_grad_norm_(learn.parameters()) counts the sum, which the neutral model does not state")
         if isinstance(self.wd, list) and len(self.wd) != len(groups):
             raise fail("wd", self.wd, f"must hold one value per parameter group ({len(groups)}): fastai asserts it "
                        "(fastai/optimizer.py:62)")
