@@ -26,7 +26,8 @@ PROBE = textwrap.dedent("""
     S, out = keras.optimizers, {}
     G, W0 = np.array([1e-3, -2e-3, 5e-4]), np.array([1.0, -2.0, 3.0])
     G2 = np.array([0.3, 0.1, -0.2])
-    MODELLED = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion", "Lamb")
+    MODELLED = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion", "Lamb",
+                "Adafactor")
 
     def run(opt, grads, w=None, lrs=None):   # from w = 0 the steps are read without cancellation
         v = keras.Variable(np.zeros(3) if w is None else np.asarray(w, "float64"), dtype="float64")
@@ -234,8 +235,8 @@ def test_keras_lamb_decays_w_before_the_trust_ratio(facts):
 
 
 def test_the_refused_optimizers_do_what_their_reasons_say(facts):
-    assert set(NOT_MODELLED) == {"Adafactor", "Ftrl", "Muon"}
-    # Adafactor: the step is relative to the weights (rms(w)-scaled step size)
+    assert set(NOT_MODELLED) == {"Ftrl", "Muon"}
+    # Adafactor (modelled, keras_adafactor.py): the step is relative to the weights (rms(w)-scaled step size)
     small, large = (np.asarray(w) - s * W0 for w, s in zip(facts["adafactor"], (1.0, 2.0)))
     np.testing.assert_allclose(large, 2 * small, rtol=1e-9)
     # Ftrl: w_1 = -(lr*g - (sqrt(n) - sqrt(a))*w_0)/sqrt(n), n = a + g^2, a = 0.1: a proximal solve

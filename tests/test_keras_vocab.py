@@ -140,7 +140,8 @@ def test_realize_and_describe_lamb():
     run = realize(lamb, wd)
     assert run == {"keras_backend": "tensorflow", "optimizer": "Lamb", "learning_rate": 0.01, "beta_1": 0.8,
                    "beta_2": 0.99, "epsilon": 1e-6, "weight_decay": 0.3, "exclude_from_weight_decay": ["bias"]}
-    assert describe(run)["optimizer"] == lamb and rules(run) == [("l2", "decoupled", 0.3, "lr", ["weight"])]
+    assert describe(run)["optimizer"] == {**lamb, "max_trust_ratio": None}
+    assert rules(run) == [("l2", "decoupled", 0.3, "lr", ["weight"])]
     # float64: TensorFlow's float32 beta powers are a precision finding, realize moves to an exact backend
     assert realize(lamb, **{"dtype": "float64"})["keras_backend"] == "jax"
     found = {f["id"] for f in backend.findings(backend.parse(run), TASK)}
@@ -240,7 +241,8 @@ def test_describe_optimizers_and_defaults():
                              "eps_placement": "outside", "bias_correction": True}
     assert opt["Nadam"] == {"name": "nadam", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-7, "momentum_decay": 1.0}
     assert opt["Lion"] == {"name": "lion", "lr": 0.001, "betas": [0.9, 0.99]}
-    assert opt["Lamb"] == {"name": "lamb", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-7, "decay_placement": "before"}
+    assert opt["Lamb"] == {"name": "lamb", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-7, "decay_placement": "before",
+                           "max_trust_ratio": None}
     # TensorFlow float64: Lamb's betas in the moments are Python floats (the beta powers are a precision finding)
     assert describe({"optimizer": "Lamb"}, dtype="float64")["optimizer"]["betas"] == [0.9, 0.999]
     for kb in KERAS_BACKENDS:
@@ -312,7 +314,8 @@ def test_findings_say_decay_is_ignored():
     ({"optimizer": "Lion", "beta_1": 0.0}, "beta_1", "degenerates to SignSGD"),
     ({"optimizer": "Lamb", "amsgrad": True}, "amsgrad", "not a keyword of keras.optimizers.Lamb"),
     ({"optimizer": "Lamb", "rho": 0.9}, "rho", "not a keyword of keras.optimizers.Lamb"),
-    ({"optimizer": "Adafactor"}, "optimizer", "factors the second moment"),
+    ({"optimizer": "Adafactor", "beta_2_decay": 0.0}, "beta_2_decay", "must be < 0"),
+    ({"optimizer": "Adafactor", "epsilon": 1e-7}, "epsilon", "not a keyword of keras.optimizers.Adafactor"),
     ({"optimizer": "Ftrl"}, "optimizer", "FTRL-proximal"),
     ({"optimizer": "Muon"}, "optimizer", "Newton-Schulz"),
     ({"optimizer": "SGD", "weight_decay": 0.1, "exclude_from_weight_decay": ["kernel"]}, "exclude_from_weight_decay",

@@ -1,9 +1,12 @@
 """Measured tf_keras 2.21 facts behind the adapter (each in docs/adapters/tf_keras.toml): the keyword tables are the
 installed signatures, L2(c)'s gradient is 2c*w, the new optimizers raise on decay=, legacy hyperparameters are
-float32 variables, a Python-float schedule is float32, and the new Nadam under tf.function is off NAdam."""
+float32 variables, a Python-float schedule is float32, the new Nadam under tf.function is off NAdam, legacy RMSprop
+(without momentum) and Adagrad add epsilon outside the root, and the import order of Keras 3 and tf_keras changes
+nothing."""
 
 from __future__ import annotations
 
+import functools
 import textwrap
 
 from conftest import run_probe
@@ -78,3 +81,62 @@ def test_new_nadam_under_tf_function_is_off_nadam():
         job = {"task": task.model_dump(), "run": run, "dtype": "float32"}
         errs[name] = compare.max_rel(backend.train(job, data), ref)
     assert errs["legacy.Nadam"] < 1e-4 and errs["Nadam"] > 0.1, errs
+
+
+EPS_PROBE = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    first = os.environ.get("FIRST", "")
+    if first == "keras":
+        import keras
+    import tensorflow as tf, tf_keras
+    if first == "tf_keras":
+        import keras
+    tf_keras.backend.set_floatx("float64")
+    g = np.array([0.3, -0.02, 0.001])
+    out = {}
+    for name, kw in (("RMSprop", {"rho": 0.5}), ("legacy.RMSprop", {"rho": 0.5}),
+                     ("legacy.RMSprop-momentum", {"rho": 0.5, "momentum": 0.5}), ("Adagrad", {}), ("legacy.Adagrad", {})):
+        cls = name.split("-")[0]
+        mod = tf_keras.optimizers.legacy if cls.startswith("legacy.") else tf_keras.optimizers
+        opt = getattr(mod, cls.removeprefix("legacy."))(learning_rate=0.5, epsilon=0.25, **kw)
+        w = tf.Variable(np.zeros(3))
+        opt.apply_gradients([(tf.constant(g), w)])
+        out[name] = w.numpy().tolist()
+    if first:   # a Keras 3 step in the same process: its own result, whatever was imported first
+        v = keras.Variable(np.zeros(3), dtype="float64")
+        keras.optimizers.Adam(0.5).apply_gradients([(keras.ops.convert_to_tensor(g), v)])
+        out["keras3-Adam"] = keras.ops.convert_to_numpy(v).tolist()
+    print(json.dumps(out))
+""")
+
+
+@functools.lru_cache(maxsize=None)
+def _eps_probe(first: str) -> dict:
+    return run_probe(EPS_PROBE, {"FIRST": first})
+
+
+def test_legacy_rmsprop_and_adagrad_add_epsilon_outside_the_root():
+    """One step from w = 0 in float64 (lr 0.5, rho 0.5, epsilon 0.25, all float32-exact): the new RMSprop and Adagrad
+    divide by sqrt(v + eps); legacy.RMSprop without momentum by sqrt(v) + eps (legacy/rmsprop.py:228-247), with
+    momentum by sqrt(v + eps) (ResourceApplyRMSProp, :215-225); legacy.Adagrad by sqrt(s) + eps
+    (ResourceApplyAdagradV2, legacy/adagrad.py:140-154)."""
+    import numpy as np
+
+    got = {k: np.asarray(v) for k, v in _eps_probe("").items()}
+    g, lr, eps = np.array([0.3, -0.02, 0.001]), 0.5, 0.25
+    v, s = 0.5 * g * g, 0.1 + g * g
+    np.testing.assert_allclose(got["RMSprop"], -lr * g / np.sqrt(v + eps), rtol=1e-14)
+    np.testing.assert_allclose(got["legacy.RMSprop"], -lr * g / (np.sqrt(v) + eps), rtol=1e-14)
+    np.testing.assert_allclose(got["legacy.RMSprop-momentum"], -lr * g / np.sqrt(v + eps), rtol=1e-14)
+    np.testing.assert_allclose(got["Adagrad"], -lr * g / np.sqrt(s + eps), rtol=1e-14)
+    np.testing.assert_allclose(got["legacy.Adagrad"], -lr * g / (np.sqrt(s) + eps), rtol=1e-14)
+    assert np.max(np.abs(got["RMSprop"] / got["legacy.RMSprop"] - 1)) > 0.1
+
+
+def test_importing_keras3_before_or_after_tf_keras_changes_nothing():
+    """Separate workers importing Keras 3 first, tf_keras first, or tf_keras alone: the same tf_keras steps to the
+    bit, and the same Keras 3 step (each adapter runs in its own worker; neither import rebinds the other)."""
+    alone, k3_first, tfk_first = (_eps_probe(f) for f in ("", "keras", "tf_keras"))
+    assert k3_first == tfk_first
+    assert {k: v for k, v in k3_first.items() if k != "keras3-Adam"} == alone

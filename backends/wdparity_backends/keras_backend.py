@@ -26,6 +26,7 @@ from wdparity.run.backend import Inexpressible, load_battery
 from wdparity.spec.models import TENSORS, DecayRule, Semantics, Task
 from wdparity.spec.rules import coefficients
 
+from .keras_adafactor import realize_adafactor
 from .keras_optimizers import MODELLED, describe_clip, describe_optimizer, realize_clip, realize_optimizer
 from .keras_vocab import (
     CLIP,
@@ -80,6 +81,11 @@ class KerasBackend(Adapter):
                         "text": "Lamb's weight_decay decays w before update_step, whose trust ratio ||w||/||u|| takes "
                                 "the decayed w (decay_placement \"before\")",
                         "source": "keras/src/optimizers/base_optimizer.py:586-594; keras/src/optimizers/lamb.py:122-132"})
+        if config.optimizer == "Adafactor" and config.weight_decay:
+            out.append({"id": "adafactor-decay-before-parameter-scale", "modelled": True,
+                        "text": "Adafactor's weight_decay decays w before update_step, whose max(epsilon_2, rms(w)) takes "
+                                "the decayed w (decay_placement \"before\")",
+                        "source": "keras/src/optimizers/base_optimizer.py:586-594; keras/src/optimizers/adafactor.py:159"})
         if describe_clip(config) is not None:
             out.append({"id": "clip-before-weight-decay", "modelled": True,
                         "text": "Keras clips the loss's gradient, the regularizers' terms included; weight_decay "
@@ -91,9 +97,13 @@ class KerasBackend(Adapter):
         return out
 
     def inherent(self, semantics: Semantics, task: Task) -> Semantics:
-        """Keras's Adam computes its bias corrections from float32 betas in every float32 run."""
+        """Keras computes Adam's bias corrections from float32 betas and Adafactor's k^beta_2_decay in float32 in every
+        float32 run."""
         if semantics.optimizer.name == "adam" and task.dtype == "float32":
             opt = semantics.optimizer.model_copy(update={"bias_correction_dtype": "float32"})
+            return semantics.model_copy(update={"optimizer": opt})
+        if semantics.optimizer.name == "adafactor" and task.dtype == "float32":   # k^beta_2_decay in float32
+            opt = semantics.optimizer.model_copy(update={"decay_rate_dtype": "float32"})
             return semantics.model_copy(update={"optimizer": opt})
         return semantics
 
@@ -121,10 +131,13 @@ class KerasBackend(Adapter):
         opt = semantics.optimizer
         refuse_frozen(semantics, "a non-trainable variable, e.g. `dense.bias.trainable = False`, "
                                  "keras/src/backend/common/variables.py:335-337")
-        run = {**realize_optimizer(opt), **realize_clip(semantics)}
+        decoupled = [r for r in semantics.decay if r.coupling == "decoupled"]
+        if opt.name == "adafactor":
+            run = {**realize_adafactor(opt, task, bool(decoupled), "keras"), **realize_clip(semantics)}
+        else:
+            run = {**realize_optimizer(opt), **realize_clip(semantics)}
         coupled_l1, coupled_l2 = coefficients(semantics.decay, "l1"), coefficients(semantics.decay, "l2")
         regs = {k: {"l1": coupled_l1[k], "l2": coupled_l2[k] / 2.0} for k in TENSORS}   # L1L2(l2) is a 2*l2 gradient
-        decoupled = [r for r in semantics.decay if r.coupling == "decoupled"]
         l1 = {r.effective_l1_at_zero for r in semantics.decay if r.norm == "l1"}
         refuse_l1(decoupled, None, "Keras")   # the L1 sign at zero picks the Keras backend below
         for rule in decoupled:

@@ -29,9 +29,10 @@ from wdparity.spec.models import (
     Task,
 )
 
+from .keras_adafactor import describe_adafactor
 from .keras_vocab import CLIP, OWN, KerasRun, f32
 
-MODELLED = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion", "lamb")
+MODELLED = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion", "lamb", "adafactor")
 
 
 def describe_optimizer(c: KerasRun, task: Task):
@@ -43,6 +44,9 @@ def describe_optimizer(c: KerasRun, task: Task):
         momentum = cast(c.get("momentum"))   # sgd.py:104
         return SgdSpec(name="sgd", lr=lr, momentum=momentum, nesterov=bool(c.nesterov),
                        momentum_form="velocity" if momentum > 0 else "buffer")   # identical without momentum
+    if opt == "Adafactor":   # epsilon_2 through ops.cast (tf.cast: float32 in float64); beta_2_decay and epsilon_1
+        # enter ops.power/ops.add as Python floats, floatx (float64) there (tests/test_keras_adafactor.py)
+        return describe_adafactor(c.get, task, bool(c.get("weight_decay")), eps2=cast)
     betas = [c.get("beta_1"), c.get("beta_2")] if "beta_1" in OWN[opt] else None
     if opt in ("Adam", "AdamW"):
         # 1 - beta^t from ops.cast(beta, dtype): float32 betas in float32 runs and under tf.cast (TF float64)

@@ -14,8 +14,11 @@ import numpy as np
 from pydantic import model_validator
 
 from wdparity.run.adapter import check_keywords
-from wdparity.spec.models import TENSORS, NonNeg, Positive, Strict, Task, Unit, check_tensors, fail
+from wdparity.spec.models import TENSORS, Finite, NonNeg, Positive, Strict, Task, Unit, check_tensors, fail
 from wdparity.spec.rules import rules_from_coefficients
+
+from .keras_adafactor import KEYWORDS as ADAFACTOR
+from .keras_adafactor import check_beta_2_decay
 
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 # d|w|/dw at w = 0 through each backend's autodiff (tf.abs and torch.abs backward: sign(0) = 0; JAX: the
@@ -24,8 +27,8 @@ L1_AT_ZERO = {"tensorflow": 0.0, "jax": 1.0, "torch": 0.0}
 KERAS_NAME = {"weight": "kernel", "bias": "bias"}
 # Each modelled keras.optimizers class: its learning_rate, weight_decay and own keywords with the installed
 # constructor's defaults (sgd.py:43-59, adam.py:43-56, adamw.py:53-67, rmsprop.py:53-70, adagrad.py:35-50,
-# adadelta.py:40-55, adamax.py:53-69, nadam.py:39-55, lion.py:44-59, lamb.py:38-55; checked against inspect.signature by
-# tests/test_keras_optimizer_facts.py::test_the_keyword_table_is_the_installed_signatures).
+# adadelta.py:40-55, adamax.py:53-69, nadam.py:39-55, lion.py:44-59, lamb.py:38-55, adafactor.py:44-63; checked
+# against inspect.signature by tests/test_keras_optimizer_facts.py::test_the_keyword_table_is_the_installed_signatures).
 _ADAM = {"learning_rate": 0.001, "weight_decay": None, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
 DEFAULTS = {
     "SGD": {"learning_rate": 0.01, "weight_decay": None, "momentum": 0.0, "nesterov": False},
@@ -39,13 +42,12 @@ DEFAULTS = {
     "Nadam": dict(_ADAM),
     "Lion": {"learning_rate": 0.001, "weight_decay": None, "beta_1": 0.9, "beta_2": 0.99},
     "Lamb": dict(_ADAM),
+    "Adafactor": {"learning_rate": 0.001, "weight_decay": None, **ADAFACTOR},   # keras_adafactor.KEYWORDS
 }
 DEFAULT_LR = {name: d["learning_rate"] for name, d in DEFAULTS.items()}
 OWN = {name: tuple(k for k in d if k not in ("learning_rate", "weight_decay")) for name, d in DEFAULTS.items()}
 # keras.optimizers classes outside the neutral model, refused by name with what they do
 NOT_MODELLED = {
-    "Adafactor": "factors the second moment into row and column averages, with a relative step size and update "
-                 "clipping (keras/src/optimizers/adafactor.py:143-213), which no neutral optimizer has",
     "Ftrl": "is FTRL-proximal, a closed-form solve with its own l1/l2 regularization strengths (keras/src/optimizers/"
             "ftrl.py:171-219), which no neutral optimizer has",
     "Muon": "orthogonalizes the momentum of 2-D variables by Newton-Schulz iterations and runs AdamW on the others "
@@ -92,7 +94,8 @@ class KerasRun(Strict):
     """keras.optimizers keywords (DEFAULTS), the Dense layer's regularizers, the Keras backend."""
 
     keras_backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
-    optimizer: Literal["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion", "Lamb"]
+    optimizer: Literal["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion", "Lamb",
+                       "Adafactor"]
     learning_rate: Optional[Positive] = None
     momentum: Optional[Unit] = None
     nesterov: Optional[bool] = None
@@ -103,6 +106,11 @@ class KerasRun(Strict):
     rho: Optional[Unit] = None
     centered: Optional[bool] = None
     initial_accumulator_value: Optional[NonNeg] = None
+    beta_2_decay: Optional[Finite] = None
+    epsilon_1: Optional[Positive] = None
+    epsilon_2: Optional[Positive] = None
+    clip_threshold: Optional[Positive] = None
+    relative_step: Optional[bool] = None
     weight_decay: Optional[NonNeg] = None
     exclude_from_weight_decay: Optional[list[str]] = None
     decay: Optional[NonNeg] = None   # accepted and ignored, as Keras 3 does (DECAY_IGNORED)
@@ -131,6 +139,7 @@ class KerasRun(Strict):
     @model_validator(mode="after")
     def _consistent(self):
         check_keywords(self, self.optimizer, OWN, "keras.optimizers.{optimizer}")
+        check_beta_2_decay(self.beta_2_decay)
         clips = [k for k in CLIP if getattr(self, k) is not None]
         if len(clips) > 1:
             raise fail(clips[1], getattr(self, clips[1]), f"cannot be set with {clips[0]}: Keras raises ValueError "
@@ -191,6 +200,12 @@ def precision_findings(config: KerasRun, task: Task) -> list[str]:
         out.append("lamb-bias-correction-float32: Lamb's 1 - beta^t take ops.cast(beta_1), ops.cast(beta_2), float32-"
                    "rounded by tf.cast, its moments the exact Python floats; the neutral LAMB has no bias_correction_dtype "
                    "(its trust ratio cancels the uniform part, epsilon leaves the rest) (keras/src/optimizers/lamb.py:95-119)")
+    if task.dtype == "float64" and kb in ("jax", "torch") and config.optimizer == "Adafactor":
+        out.append("adafactor-mean-float32: ops.mean of a float64 tensor computes in float32 on JAX and torch (compute "
+                   "dtype result_type(float64, float32), float32 off TensorFlow), so Adafactor's rms(w), rms(u) and its "
+                   "factored row and column averages are float32-rounded; the neutral Adafactor has no field for it "
+                   "(keras/src/backend/jax/numpy.py:226-262, keras/src/backend/torch/numpy.py:165-197, keras/src/"
+                   "backend/common/dtypes.py:235-242, keras/src/optimizers/adafactor.py:140-141,166-197)")
     if task.dtype == "float64" and kb == "jax" and kind == "cosine":
         out.append("cosine-float32: CosineDecay's ops.cos returns float32 (keras/src/backend/common/dtypes.py:235-242, "
                    "keras/src/backend/jax/numpy.py:599-606)")

@@ -50,14 +50,19 @@ class TfKerasBackend(Adapter):
         if task.dtype == "float64" and not config.legacy:
             out.append({"id": "cast-float32", "modelled": True,
                         "text": "tf.cast of a Python float rounds to float32: SGD's momentum, the betas of Adam's bias "
-                                "correction, Nadam's and Lion's betas and weight_decay are float32-rounded",
-                        "source": "tf_keras/src/optimizers/sgd.py, adam.py, nadam.py, lion.py update_step"})
+                                "correction, Nadam's and Lion's betas, Adafactor's epsilon_2 and weight_decay are "
+                                "float32-rounded",
+                        "source": "tf_keras/src/optimizers/sgd.py, adam.py, nadam.py, lion.py, adafactor.py update_step"})
         return out
 
     def inherent(self, semantics: Semantics, task: Task) -> Semantics:
-        """tf_keras's Adam computes 1 - beta^t from float32 betas in every float32 run (new and legacy)."""
+        """tf_keras computes Adam's 1 - beta^t from float32 betas (new and legacy) and Adafactor's k^beta_2_decay in
+        float32 in every float32 run."""
         if semantics.optimizer.name == "adam" and task.dtype == "float32":
             opt = semantics.optimizer.model_copy(update={"bias_correction_dtype": "float32"})
+            return semantics.model_copy(update={"optimizer": opt})
+        if semantics.optimizer.name == "adafactor" and task.dtype == "float32":   # k^beta_2_decay in float32
+            opt = semantics.optimizer.model_copy(update={"decay_rate_dtype": "float32"})
             return semantics.model_copy(update={"optimizer": opt})
         return semantics
 
@@ -112,7 +117,7 @@ class TfKerasBackend(Adapter):
             if reg:
                 extra[key] = reg
         runs = []
-        for run in candidates(semantics.optimizer):
+        for run in candidates(semantics.optimizer, task, bool(decoupled)):
             if decoupled:
                 if run["optimizer"].startswith("legacy."):
                     continue   # the legacy optimizers have no weight decay (their `decay` is a schedule)
@@ -137,7 +142,7 @@ class TfKerasBackend(Adapter):
                                 f"under the {semantics.schedule.kind} schedule with {len(decoupled)} decoupled terms; "
                                 "nearest: none modelled (legacy.Nadam takes no schedule, legacy optimizers no weight_decay)")
         run, described = nearest
-        diff = {k: (wanted[k], described[k]) for k in wanted if wanted.get(k) != described.get(k)}
+        diff = {k: (wanted.get(k), described.get(k)) for k in {**wanted, **described} if wanted.get(k) != described.get(k)}
         raise Inexpressible(f"tf_keras states these semantics differently: {diff} (asked, nearest); nearest: {run}")
 
     # ---------------------------------------------------------------- inside the worker

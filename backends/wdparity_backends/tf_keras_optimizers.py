@@ -25,6 +25,7 @@ from wdparity.spec.models import (
     fail,
 )
 
+from .keras_adafactor import describe_adafactor, realize_adafactor
 from .keras_vocab import f32
 from .tf_keras_vocab import TfKerasRun
 
@@ -32,7 +33,7 @@ NEW_NADAM = ("is not modelled: its u_t products are cached by a Python counter (
              "iterations + 2 in tf.cond, optimizers/nadam.py update_step) that a tf.function, as fit() compiles it, "
              "fixes at trace time, so from the second step the product is multiplied again for every variable after "
              "the first (the bias: 0.27 relative off NAdam, tests/test_tf_keras_facts.py); legacy.Nadam is exact")
-MODELLED = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion")
+MODELLED = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion", "adafactor")
 # 0.96^x as tf.cast(0.96, float64)^x: the neutral 0.96^(x*k) with k = ln(f32(0.96))/ln(0.96)
 NADAM_96 = math.log(f32(0.96)) / math.log(0.96)
 
@@ -52,6 +53,9 @@ def describe_optimizer(c: TfKerasRun, task: Task):
     lr = hyper(lr) if task.schedule.kind == "constant" else lr   # a schedule is called, no hyper variable
     betas = [hyper(c.get("beta_1")), hyper(c.get("beta_2"))] if name in ("Adam", "AdamW", "Adamax", "Nadam", "Lion") \
         else None
+    if name == "Adafactor":   # epsilon_2 through tf.cast (float32 in float64); beta_2_decay, epsilon_1 exact (tf.pow,
+        # + convert the Python float to the variable's dtype): adafactor.py:158-180 (tests/test_tf_keras_adafactor.py)
+        return describe_adafactor(c.get, task, bool(c.get("weight_decay")), eps2=cast)
     if name == "SGD":   # sgd.py update_step: m = -g*lr + m*momentum, w += m; legacy: ResourceApplyKerasMomentum
         momentum = hyper(c.get("momentum")) if legacy else cast(c.get("momentum"))
         return SgdSpec(name="sgd", lr=lr, momentum=momentum, nesterov=bool(c.nesterov),
@@ -95,10 +99,12 @@ def describe_optimizer(c: TfKerasRun, task: Task):
     return LionSpec(name="lion", lr=lr, betas=[cast(b) for b in betas])   # lion.py update_step
 
 
-def candidates(opt) -> list[dict]:
+def candidates(opt, task: Task, decayed: bool) -> list[dict]:
     """tf_keras runs (class and keywords) that may compute the neutral optimizer `opt`; the adapter keeps those
-    whose describe() is exactly `opt`."""
+    whose describe() is exactly `opt`. decayed: the semantics have a decoupled decay (Adafactor's placement)."""
     out: list[dict] = []
+    if opt.name == "adafactor":   # (or Inexpressible with the nearest setting)
+        return [realize_adafactor(opt, task, decayed, "tf_keras")]
     lr = {"learning_rate": opt.lr}
     if isinstance(opt, SgdSpec):
         kw = {**lr, **({"momentum": opt.momentum} if opt.momentum else {}), **({"nesterov": True} if opt.nesterov else {})}

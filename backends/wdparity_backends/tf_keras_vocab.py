@@ -12,8 +12,10 @@ from typing import Any, Literal, Optional
 from pydantic import model_validator
 
 from wdparity.run.adapter import check_keywords
-from wdparity.spec.models import TENSORS, NonNeg, Positive, Strict, Unit, check_tensors, fail
+from wdparity.spec.models import TENSORS, Finite, NonNeg, Positive, Strict, Unit, check_tensors, fail
 
+from .keras_adafactor import KEYWORDS as ADAFACTOR
+from .keras_adafactor import check_beta_2_decay
 from .keras_vocab import CLIP, L1L2  # noqa: F401  (the same clipping keywords and regularizer as Keras 3)
 
 # The defaults of each modelled class (optimizers/sgd.py, adam.py, adamw.py, rmsprop.py, adagrad.py, adadelta.py,
@@ -32,6 +34,7 @@ NEW = {
     "Adamax": {**_ADAM, **_NEW},
     "Nadam": {**_ADAM, **_NEW},
     "Lion": {"learning_rate": 0.0001, "beta_1": 0.9, "beta_2": 0.99, **_NEW},
+    "Adafactor": {"learning_rate": 0.001, **ADAFACTOR, **_NEW},   # optimizers/adafactor.py:68-86
 }
 LEGACY = {
     "legacy.SGD": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False, "decay": 0.0},
@@ -51,8 +54,6 @@ NOT_MODELLED = {
             "neutral optimizer has",
     "legacy.Ftrl": "is FTRL-proximal (optimizers/legacy/ftrl.py, tf.raw_ops.ResourceApplyFtrlV2), which no neutral "
                    "optimizer has",
-    "Adafactor": "factors the second moment into row and column averages with a relative step size and update "
-                 "clipping (optimizers/adafactor.py), which no neutral optimizer has",
 }
 _EMA = ("is not modelled: with use_ema tf_keras keeps a moving average of the weights and overwrites the model with "
         "it every ema_overwrite_frequency steps (optimizers/optimizer.py:39-95, _update_model_variables_moving_average)")
@@ -79,7 +80,8 @@ class TfKerasRun(Strict):
     """tf_keras.optimizers keywords (DEFAULTS) and the Dense layer's regularizers."""
 
     optimizer: Literal["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Lion",
-                       "legacy.SGD", "legacy.Adam", "legacy.RMSprop", "legacy.Adagrad", "legacy.Adadelta",
+                       "Adafactor", "legacy.SGD", "legacy.Adam", "legacy.RMSprop", "legacy.Adagrad",
+                       "legacy.Adadelta",
                        "legacy.Adamax", "legacy.Nadam"]
     learning_rate: Optional[Positive] = None
     momentum: Optional[Unit] = None
@@ -92,6 +94,11 @@ class TfKerasRun(Strict):
     rho: Optional[Unit] = None
     centered: Optional[bool] = None
     initial_accumulator_value: Optional[NonNeg] = None
+    beta_2_decay: Optional[Finite] = None
+    epsilon_1: Optional[Positive] = None
+    epsilon_2: Optional[Positive] = None
+    clip_threshold: Optional[Positive] = None
+    relative_step: Optional[bool] = None
     weight_decay: Optional[NonNeg] = None
     exclude_from_weight_decay: Optional[list[str]] = None
     jit_compile: Optional[bool] = None
@@ -132,6 +139,7 @@ class TfKerasRun(Strict):
     @model_validator(mode="after")
     def _consistent(self):
         check_keywords(self, self.optimizer, OWN, "tf_keras.optimizers.{optimizer}")
+        check_beta_2_decay(self.beta_2_decay)
         clips = [k for k in CLIP if getattr(self, k) is not None]
         if len(clips) > 1:
             raise fail(clips[1], getattr(self, clips[1]), f"cannot be set with {clips[0]}: tf_keras raises ValueError "
