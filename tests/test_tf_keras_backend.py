@@ -11,7 +11,7 @@ from wdparity.judge import fidelity
 from wdparity.spec.models import Task
 from wdparity_backends.tf_keras_backend import backend
 
-REALIZED, INEXPRESSIBLE = 109, 196
+REALIZED, INEXPRESSIBLE = 115, 226
 TASK = Task.model_validate(fidelity.BATTERY_TASK)
 
 

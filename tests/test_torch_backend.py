@@ -40,12 +40,15 @@ REASON = {"velocity": BUFFER, "adam_uncorrected": CORRECTED, "rmsprop_in_sqrt": 
           "adagrad_in_sqrt": OUTSIDE, "adamax_outside": 'eps_placement = "in_max"', "lion": "torch.optim has no Lion",
           "nadam_constant": "NAdam(momentum_decay=1000)", "radam_corrected": 'eps_placement = "uncorrected"',
           "lamb": "torch.optim has no LAMB", "lamb_before": "torch.optim has no LAMB", "lamb_after": "torch.optim has no LAMB",
-          "adam_no_bias_correction": "bias_correction = true", "adamax_no_bias_correction": "bias_correction = true"}
+          "adam_no_bias_correction": "bias_correction = true", "adamax_no_bias_correction": "bias_correction = true",
+          "adamax_decayed_eps": 'eps_placement = "in_max"', "lamb_capped": "torch.optim has no LAMB",
+          "adafactor": "torch.optim.Adafactor is not", "adafactor_relative": "torch.optim.Adafactor is not",
+          "adafactor_before": "torch.optim.Adafactor is not", "adafactor_momentum": "torch.optim.Adafactor is not"}
 
 
 def test_round_trip_over_the_neutral_battery():
     expressed, reasons = fidelity.round_trip("torch")
-    assert len(expressed) == 99 and len(reasons) == 206   # 14 and 31 of them clipped: tests/test_torch_clip.py
+    assert len(expressed) == 99 and len(reasons) == 242   # 14 and 31 of them clipped: tests/test_torch_clip.py
     reasons = {n: r for n, r in reasons.items() if "-clip_" not in n}
     assert {row: [n.split("-")[0] for n in expressed].count(row) for row in ISSUE_17} == ISSUE_17
     # exactly what torch cannot hold, each reason naming the nearest expressible setting
@@ -370,7 +373,7 @@ def test_bad_runs_name_the_key(bad_run, run, key, words):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_battery(dtype):
-    assert_battery_green("torch", dtype, realized=99, inexpressible=206)
+    assert_battery_green("torch", dtype, realized=99, inexpressible=242)
 
 
 @needs_torch

@@ -72,6 +72,11 @@ def refuse_fields(opt) -> None:
         raise Inexpressible("torch.optim has no LAMB (torch/optim/__init__.py:9-28 imports its classes); nearest: the same "
                             "run through an adapter whose framework has it (optax.lamb, keras.optimizers.Lamb); no torch "
                             "class scales a tensor's step by the trust ratio ||w|| / ||u||")
+    if name == "adafactor":
+        raise Inexpressible("torch.optim.Adafactor is not the neutral Adafactor: it clamps the second-moment estimate "
+                            "below at eps1^2 instead of adding eps to g^2, and divides the update by max(1, rms(u)/d) "
+                            "(torch/optim/_adafactor.py:403-416), which this adapter does not model; nearest: the same run "
+                            "through an adapter that models the neutral Adafactor (keras, optax, mlx, numpy)")
     if name == "sgd" and opt.momentum_form == "velocity":
         raise Inexpressible("torch.optim.SGD keeps the buffer form, buf = m*buf + g, step = -lr_t*buf "
                             "(torch/optim/sgd.py:364-379); nearest: momentum_form = \"buffer\", identical under a "

@@ -70,6 +70,16 @@ OPTIMIZERS = {
     "lamb": {"name": "lamb", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-6},
     "lamb_before": {"name": "lamb", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-7, "decay_placement": "before"},
     "lamb_after": {"name": "lamb", "lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-6, "decay_placement": "after"},
+    # appended last, 6 rows x 6 decay forms: the clip cases after them keep their schedules and inits (36 % 6 == 0)
+    "adamax_decayed_eps": {"name": "adamax", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-3,
+                           "eps_placement": "in_max_decayed"},                               # Paddle
+    "lamb_capped": {"name": "lamb", "lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-5, "decay_placement": "before",
+                    "max_trust_ratio": 10.0},                                                # fastai
+    "adafactor": {"name": "adafactor", "lr": 0.05, "decay_rate_dtype": "float32"},           # optax
+    "adafactor_relative": {"name": "adafactor", "lr": 0.01, "relative_step": True},          # Keras, MLX
+    "adafactor_before": {"name": "adafactor", "lr": 0.01, "relative_step": True, "decay_placement": "before"},  # Keras
+    "adafactor_momentum": {"name": "adafactor", "lr": 0.02, "decay_rate": 0.7, "clip_threshold": None, "momentum": 0.9,
+                           "decay_rate_dtype": "float32"},                                   # optax
 }
 # The optimizers of issue 17 cross a core of the decay forms (every coupling, mask and group form once); the
 # first three families cross all of DECAYS.
