@@ -113,6 +113,9 @@ SOURCES = {
     "tf_keras_l2": ("", 'backend = "tf_keras"\noptimizer = "SGD"\nlearning_rate = 0.003\nkernel_regularizer = { l2 = 1.5 }'),
     "fastai_adam_true_wd": ("", 'backend = "fastai"\noptimizer = "Adam"\nlr = 0.01\nwd = 0.1'),
     "fastai_learner": ("", 'backend = "fastai"\noptimizer = "Adam"\nlearner = true\nlr = 0.01\nwd = 0.1'),
+    # Adafactor (issue 17): Keras's decay before the parameter scale, optax's unscaled weight_decay_rate
+    "keras_adafactor": ("", 'backend = "keras"\noptimizer = "Adafactor"\nlearning_rate = 0.01\nweight_decay = 0.1'),
+    "optax_adafactor": ("", 'backend = "optax"\noptimizer = "adafactor"\nlearning_rate = 0.02\nweight_decay_rate = 0.001'),
 }
 TARGETS = ["numpy", "torch", "keras", "optax", "mxnet", "paddle", "mlx", "tf_keras", "fastai"]
 

@@ -157,8 +157,9 @@ def column(opt: dict) -> str:
         return {"inside_trust_ratio": "LAMB, decay inside the trust ratio", "before": "LAMB, decay before the trust ratio",
                 "after": "LAMB, decay after the trust ratio"}[opt["decay_placement"]]
     if name == "adafactor":
-        return "Adafactor" + (", relative step" if opt["relative_step"] else "") + (
-            ", scaled by rms(w)" if opt["parameter_scale"] is not None else "")
+        scale = "" if opt["parameter_scale"] is None else (
+            ", scaled by rms(w) after the decay" if opt["decay_placement"] == "before" else ", scaled by rms(w)")
+        return "Adafactor" + (", relative step" if opt["relative_step"] else "") + scale
     return {"adadelta": "Adadelta", "lion": "Lion"}[name]
 
 
