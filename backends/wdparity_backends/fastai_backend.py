@@ -23,7 +23,7 @@ from wdparity.spec.rules import penalty_terms, rules_from_coefficients
 from .fastai_clip import clip_spec, realize_clip, refuse_terms
 from .fastai_optimizers import exact, lr_factor, native_optimizer, optimizer_spec
 from .fastai_vocab import FastaiRun
-from .torch_run import batch_loss, linear_model, set_up
+from .torch_run import batch_loss, linear_model, penalty_table, set_up
 
 FASTAI_L1_AT_ZERO = 0.0   # torch's autograd: d|w|/dw at 0 is 0 (the loss is torch's)
 
@@ -133,12 +133,7 @@ class FastaiBackend(Adapter):
             run["decouple_wd"] = False
         if clipping and per.get("bias"):
             clipping["wd_bn_bias"] = True   # the Learner would exclude the bias from wd otherwise
-        penalty = {}
-        if l2:
-            penalty.update({"l2": l2[0].coefficient / 2.0, "params": list(l2[0].params)})
-        if l1:
-            penalty.update({"l1": l1[0].coefficient, "params": list(l1[0].params)})
-        return {**run, **({"penalty": penalty} if penalty else {}), **clipping}
+        return {**run, **penalty_table(l2, l1), **clipping}
 
     # ---------------------------------------------------------------- inside the worker
     def build(self, job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:

@@ -39,6 +39,7 @@ from .keras_vocab import (
     OWN,
     KerasRun,
     f32,
+    float32_inherent,
     precision_findings,
     regularizer_rules,
 )
@@ -99,13 +100,7 @@ class KerasBackend(Adapter):
     def inherent(self, semantics: Semantics, task: Task) -> Semantics:
         """Keras computes Adam's bias corrections from float32 betas and Adafactor's k^beta_2_decay in float32 in every
         float32 run."""
-        if semantics.optimizer.name == "adam" and task.dtype == "float32":
-            opt = semantics.optimizer.model_copy(update={"bias_correction_dtype": "float32"})
-            return semantics.model_copy(update={"optimizer": opt})
-        if semantics.optimizer.name == "adafactor" and task.dtype == "float32":   # k^beta_2_decay in float32
-            opt = semantics.optimizer.model_copy(update={"decay_rate_dtype": "float32"})
-            return semantics.model_copy(update={"optimizer": opt})
-        return semantics
+        return float32_inherent(semantics, task)
 
     def worker_env(self, config: KerasRun, task: Task) -> dict[str, str]:
         """Keras reads KERAS_BACKEND once per process, JAX reads jax_enable_x64 once: both fixed at start-up."""

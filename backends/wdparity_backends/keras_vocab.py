@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import model_validator
 
 from wdparity.run.adapter import check_keywords
-from wdparity.spec.models import TENSORS, Finite, NonNeg, Positive, Strict, Task, Unit, check_tensors, fail
+from wdparity.spec.models import TENSORS, Finite, NonNeg, Positive, Semantics, Strict, Task, Unit, check_tensors, fail
 from wdparity.spec.rules import rules_from_coefficients
 
 from .keras_adafactor import KEYWORDS as ADAFACTOR
@@ -138,28 +138,44 @@ class KerasRun(Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
-        check_keywords(self, self.optimizer, OWN, "keras.optimizers.{optimizer}")
-        check_beta_2_decay(self.beta_2_decay)
-        clips = [k for k in CLIP if getattr(self, k) is not None]
-        if len(clips) > 1:
-            raise fail(clips[1], getattr(self, clips[1]), f"cannot be set with {clips[0]}: Keras raises ValueError "
-                       "(\"Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set\", keras/src/optimizers/"
-                       "base_optimizer.py:130-138)")
-        if self.nesterov and not self.momentum:
-            raise fail("nesterov", True, "needs momentum > 0 (keras.optimizers.SGD silently ignores nesterov "
-                       "without momentum, keras/src/optimizers/sgd.py:104-124)")
-        if self.optimizer == "Lion" and self.beta_1 == 0:
-            raise fail("beta_1", 0.0, "must be > 0: keras.optimizers.Lion raises ValueError (\"Otherwise, the "
-                       "optimizer degenerates to SignSGD\", keras/src/optimizers/lion.py:77-81)")
-        if self.exclude_from_weight_decay is not None:
-            check_tensors("exclude_from_weight_decay", self.exclude_from_weight_decay)
-            if len(self.exclude_from_weight_decay) == len(TENSORS):
-                raise fail("exclude_from_weight_decay", self.exclude_from_weight_decay,
-                           "must leave at least one tensor decayed (excluding all makes weight_decay a no-op)")
-            if not self.get("weight_decay"):
-                raise fail("exclude_from_weight_decay", self.exclude_from_weight_decay,
-                           "needs weight_decay > 0 (otherwise it excludes from nothing)")
+        check_run(self, OWN, "keras.optimizers.{optimizer}", self.get("weight_decay"), {
+            "clips": "Keras raises ValueError (\"Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set\", "
+                     "keras/src/optimizers/base_optimizer.py:130-138)",
+            "nesterov": "keras.optimizers.SGD silently ignores nesterov without momentum, keras/src/optimizers/sgd.py:"
+                        "104-124",
+            "lion": "must be > 0: keras.optimizers.Lion raises ValueError (\"Otherwise, the optimizer degenerates to "
+                    "SignSGD\", keras/src/optimizers/lion.py:77-81)"})
         return self
+
+
+def check_run(c, own: dict, spelled: str, weight_decay, why: dict[str, str]) -> None:
+    """The checks a Keras 3 and a Keras 2 run share (`why`: each framework's own reason and source)."""
+    check_keywords(c, c.optimizer, own, spelled)
+    check_beta_2_decay(c.beta_2_decay)
+    clips = [k for k in CLIP if getattr(c, k) is not None]
+    if len(clips) > 1:
+        raise fail(clips[1], getattr(c, clips[1]), f"cannot be set with {clips[0]}: {why['clips']}")
+    if c.nesterov and not c.momentum:
+        raise fail("nesterov", True, f"needs momentum > 0 ({why['nesterov']})")
+    if c.optimizer == "Lion" and c.beta_1 == 0:
+        raise fail("beta_1", 0.0, why["lion"])
+    if c.exclude_from_weight_decay is not None:
+        check_tensors("exclude_from_weight_decay", c.exclude_from_weight_decay)
+        if len(c.exclude_from_weight_decay) == len(TENSORS):
+            raise fail("exclude_from_weight_decay", c.exclude_from_weight_decay,
+                       "must leave at least one tensor decayed (excluding all makes weight_decay a no-op)")
+        if not weight_decay:
+            raise fail("exclude_from_weight_decay", c.exclude_from_weight_decay,
+                       "needs weight_decay > 0 (otherwise it excludes from nothing)")
+
+
+def float32_inherent(semantics: Semantics, task: Task) -> Semantics:
+    """What Keras 3 and Keras 2 do to every float32 run: Adam's 1 - beta^t from float32 betas, Adafactor's
+    k^beta_2_decay in float32."""
+    field = {"adam": "bias_correction_dtype", "adafactor": "decay_rate_dtype"}.get(semantics.optimizer.name)
+    if field is None or task.dtype != "float32":
+        return semantics
+    return semantics.model_copy(update={"optimizer": semantics.optimizer.model_copy(update={field: "float32"})})
 
 
 def f32(x: float) -> float:

@@ -21,7 +21,7 @@ from wdparity.spec.models import TENSORS, DecayRule, InverseTimeSchedule, Semant
 from wdparity.spec.rules import coefficients
 
 from .keras_optimizers import describe_clip
-from .keras_vocab import CLIP, f32, regularizer_rules
+from .keras_vocab import CLIP, f32, float32_inherent, regularizer_rules
 from .tf_keras_optimizers import MODELLED, candidates, describe_optimizer
 from .tf_keras_vocab import DEFAULTS, OWN, TfKerasRun
 
@@ -58,13 +58,7 @@ class TfKerasBackend(Adapter):
     def inherent(self, semantics: Semantics, task: Task) -> Semantics:
         """tf_keras computes Adam's 1 - beta^t from float32 betas (new and legacy) and Adafactor's k^beta_2_decay in
         float32 in every float32 run."""
-        if semantics.optimizer.name == "adam" and task.dtype == "float32":
-            opt = semantics.optimizer.model_copy(update={"bias_correction_dtype": "float32"})
-            return semantics.model_copy(update={"optimizer": opt})
-        if semantics.optimizer.name == "adafactor" and task.dtype == "float32":   # k^beta_2_decay in float32
-            opt = semantics.optimizer.model_copy(update={"decay_rate_dtype": "float32"})
-            return semantics.model_copy(update={"optimizer": opt})
-        return semantics
+        return float32_inherent(semantics, task)
 
     def describe(self, config: TfKerasRun, task: Task) -> Semantics:
         """What the run does. weight_decay (new optimizers) and legacy decay enter through tf.cast, float32-rounded

@@ -11,12 +11,10 @@ from typing import Any, Literal, Optional
 
 from pydantic import model_validator
 
-from wdparity.run.adapter import check_keywords
-from wdparity.spec.models import TENSORS, Finite, NonNeg, Positive, Strict, Unit, check_tensors, fail
+from wdparity.spec.models import Finite, NonNeg, Positive, Strict, Unit, fail
 
 from .keras_adafactor import KEYWORDS as ADAFACTOR
-from .keras_adafactor import check_beta_2_decay
-from .keras_vocab import CLIP, L1L2  # noqa: F401  (the same clipping keywords and regularizer as Keras 3)
+from .keras_vocab import CLIP, L1L2, check_run  # noqa: F401  (the same clipping keywords and regularizer as Keras 3)
 
 # The defaults of each modelled class (optimizers/sgd.py, adam.py, adamw.py, rmsprop.py, adagrad.py, adadelta.py,
 # adamax.py, nadam.py, lion.py and optimizers/legacy/*.py at 2.21.0; tests/test_tf_keras_facts.py compares this
@@ -138,25 +136,12 @@ class TfKerasRun(Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
-        check_keywords(self, self.optimizer, OWN, "tf_keras.optimizers.{optimizer}")
-        check_beta_2_decay(self.beta_2_decay)
-        clips = [k for k in CLIP if getattr(self, k) is not None]
-        if len(clips) > 1:
-            raise fail(clips[1], getattr(self, clips[1]), f"cannot be set with {clips[0]}: tf_keras raises ValueError "
-                       "for clipnorm with global_clipnorm (optimizers/optimizer.py:97-102, legacy/optimizer_v2.py:"
-                       "427-435) and otherwise applies only one of them (optimizers/optimizer.py:283-308)")
-        if self.nesterov and not self.momentum:
-            raise fail("nesterov", True, "needs momentum > 0 (tf_keras's SGD without momentum ignores nesterov, "
-                       "optimizers/sgd.py:update_step, legacy/gradient_descent.py:_resource_apply_dense)")
-        if self.optimizer == "Lion" and self.beta_1 == 0:
-            raise fail("beta_1", 0.0, "must be in ]0, 1]: tf_keras.optimizers.Lion raises ValueError (optimizers/lion.py:"
-                       "93-97)")
-        if self.exclude_from_weight_decay is not None:
-            check_tensors("exclude_from_weight_decay", self.exclude_from_weight_decay)
-            if len(self.exclude_from_weight_decay) == len(TENSORS):
-                raise fail("exclude_from_weight_decay", self.exclude_from_weight_decay,
-                           "must leave at least one tensor decayed (excluding all makes weight_decay a no-op)")
-            if not (self.weight_decay or DEFAULTS[self.optimizer].get("weight_decay")):
-                raise fail("exclude_from_weight_decay", self.exclude_from_weight_decay,
-                           "needs weight_decay > 0 (otherwise it excludes from nothing)")
+        check_run(self, OWN, "tf_keras.optimizers.{optimizer}", self.weight_decay or DEFAULTS[self.optimizer].get(
+            "weight_decay"), {
+            "clips": "tf_keras raises ValueError for clipnorm with global_clipnorm (optimizers/optimizer.py:97-102, "
+                     "legacy/optimizer_v2.py:427-435) and otherwise applies only one of them (optimizers/optimizer.py:"
+                     "283-308)",
+            "nesterov": "tf_keras's SGD without momentum ignores nesterov, optimizers/sgd.py:update_step, legacy/"
+                        "gradient_descent.py:_resource_apply_dense",
+            "lion": "must be in ]0, 1]: tf_keras.optimizers.Lion raises ValueError (optimizers/lion.py:93-97)"})
         return self

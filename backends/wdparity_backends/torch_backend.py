@@ -24,7 +24,7 @@ from wdparity.spec.models import TENSORS, Semantics, Task
 from wdparity.spec.rules import penalty_terms, rules_from_coefficients
 
 from .torch_clip import clip_spec, clipper, realize_clip, refuse_terms
-from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun, batch_loss, linear_model, set_up
+from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun, batch_loss, linear_model, penalty_table, set_up
 from .torch_run import scheduler as lr_scheduler
 from .torch_vocab import COUPLED_ONLY, DECOUPLED_CALL, DECOUPLED_SOURCE, native_optimizer, optimizer_spec
 
@@ -142,12 +142,7 @@ class TorchBackend(Adapter):
             run["param_groups"] = [{"params": [name], "weight_decay": per.get(name, 0.0)} for name in TENSORS]
         elif run["optimizer"] == "AdamW":
             run["weight_decay"] = 0.0
-        penalty = {}
-        if l2:
-            penalty.update({"l2": l2[0].coefficient / 2.0, "params": list(l2[0].params)})
-        if l1:
-            penalty.update({"l1": l1[0].coefficient, "params": list(l1[0].params)})
-        return {**run, **({"penalty": penalty} if penalty else {}), **clipping}
+        return {**run, **penalty_table(l2, l1), **clipping}
 
     # ---------------------------------------------------------------- inside the worker
     def build(self, job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:

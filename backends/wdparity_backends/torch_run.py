@@ -229,3 +229,14 @@ def scheduler(torch, optimizer, schedule: dict, lr: float, steps: int):
         hold = sched.ConstantLR(optimizer, factor=floor, total_iters=steps + 1)
         return sched.SequentialLR(optimizer, [cosine, hold], milestones=[total])
     return None
+
+
+def penalty_table(l2: list, l1: list) -> dict:
+    """The `penalty` run key for at most one L2 and one L1 loss rule ({} without): l2 is the loss's factor, half
+    the rule's gradient coefficient (d/dw l2*||w||^2 = 2*l2*w)."""
+    penalty = {}
+    if l2:
+        penalty.update({"l2": l2[0].coefficient / 2.0, "params": list(l2[0].params)})
+    if l1:
+        penalty.update({"l1": l1[0].coefficient, "params": list(l1[0].params)})
+    return {"penalty": penalty} if penalty else {}
