@@ -2,7 +2,9 @@
 the engine (with the worker) loads nothing but NumPy and the standard library, in every interpreter a worker
 runs under (MXNet's venv included).
 
-    engine < spec < run < adapters (wdparity_backends) < judge < tools < report < cli
+    engine < spec < run < adapters (wdparity_backends) < judge < tools < report < cli, testing
+
+`testing` (the pytest plugin and assertions) sits at the top beside cli: neither imports the other.
 
 Every import counts, the lazy ones inside functions included (read with ast, nothing is imported)."""
 
@@ -18,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"wdparity": ROOT / "src" / "wdparity", "wdparity_backends": ROOT / "backends" / "wdparity_backends"}
-LAYERS = ["engine", "spec", "run", "adapters", "judge", "tools", "report", "cli"]
+LAYERS = ["engine", "spec", "run", "adapters", "judge", "tools", "report", "cli", "testing"]
 # The two modules the core imports by entry point or by path, never by an import statement, may sit anywhere.
 ALLOWED_UP = {("wdparity.cli", "wdparity_backends.mxnet_setup")}   # `wdparity setup mxnet`: cli is the top
 
@@ -83,6 +85,13 @@ def test_no_module_imports_a_higher_layer():
               for m, deps in graph().items() for d, line in deps
               if layer(d) > layer(m) and (m, d) not in ALLOWED_UP and d not in ("wdparity",)]
     assert not upward, "\n".join(upward)
+
+
+def test_cli_and_testing_stay_apart():
+    """Both sit at the top: the command never loads the pytest plugin, the plugin never runs the command."""
+    apart = [f"{m}:{line} imports {d}" for m, deps in graph().items() for d, line in deps
+             if {m.split(".")[1:2][0] if "." in m else "", d.split(".")[1:2][0] if "." in d else ""} == {"cli", "testing"}]
+    assert not apart, "\n".join(apart)
 
 
 def _cycles(edges: dict[str, list[str]]) -> list[list[str]]:

@@ -71,10 +71,16 @@ def build_parser() -> Parser:
                         help="run BACKEND's worker with this interpreter (e.g. another venv or release)")
     common.add_argument("--timeout", default="900", help="seconds each backend's worker may take (default 900)")
 
+    def machine(cmd: Parser) -> None:
+        cmd.add_argument("--junit", metavar="FILE", help="also write JUnit XML: one testcase per case file")
+        cmd.add_argument("--trajectories", metavar="DIR", help="also write every run's per-step parameters as "
+                         "DIR/<case stem>__<run name>.npz")
+
     run = add("run", (common,), help="run the catalogue, verify every claim, write reports")
     run.add_argument("paths", nargs="*", help=f"case files or folders (default {DEFAULT_CATALOGUE}/)")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT}/)")
     run.add_argument("--no-plots", action="store_true", help="skip the HTML plots (faster)")
+    machine(run)
 
     sweep = add("sweep", (common,), help="train a lambda x lr grid per convention (vectorized) "
                 "and draw final test loss against lambda")
@@ -82,10 +88,13 @@ def build_parser() -> Parser:
     sweep.add_argument("--out", default=DEFAULT_OUT, help=f"where sweep.json and sweep.html go (default {DEFAULT_OUT}/)")
     sweep.add_argument("--serial", action="store_true", help="train every config as its own run (no batching)")
     sweep.add_argument("--no-plots", action="store_true", help="write sweep.html without the figure")
+    sweep.add_argument("--csv", metavar="FILE", help="also write one row per config (convention, lambda, lr, status, "
+                       "final train/test loss) as CSV")
 
     check = add("check", (common,), help="check one case file")
     check.add_argument("case", help="the case file (TOML)")
     check.add_argument("--json", action="store_true", help="print the contract JSON instead of a table")
+    machine(check)
 
     explain = add("explain", help="what a framework setting means, in words and as neutral semantics")
     explain.add_argument("backend", help="numpy, torch, keras, optax or mxnet")
@@ -96,6 +105,8 @@ def build_parser() -> Parser:
     translate.add_argument("case", help="the case file (TOML)")
     translate.add_argument("--run", required=True, help="the run to translate")
     translate.add_argument("--to", required=True, help="the target backend")
+    translate.add_argument("--json", action="store_true", help="print the table, exactness, residual, differences "
+                           "and notes as JSON")
 
     conv = add("conventions", help="regenerate the table of what weight_decay = lambda means, measured")
     conv.add_argument("--settings", default="docs/conventions.toml", help="the settings (default docs/conventions.toml)")
@@ -134,8 +145,11 @@ def case_files(paths: list[str]) -> list[str]:
 
 def cmd_check(args) -> int:
     from wdparity.judge.check import check_cases, exit_code
+    from wdparity.report.machine import machine_outputs, write_machine_outputs
 
+    junit, trajectories = machine_outputs(args)
     results = check_cases([args.case], overrides=_python_overrides(args.python), timeout=_timeout(args.timeout))
+    write_machine_outputs(results, junit, trajectories)
     if args.json:
         print(json.dumps(results[0].json, indent=2, sort_keys=False))
     else:
@@ -148,12 +162,14 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     from wdparity.judge.check import check_cases, exit_code
     from wdparity.report.console import progress
+    from wdparity.report.machine import machine_outputs, write_machine_outputs
     from wdparity.report.writer import write_reports
     from wdparity.run.cases import load_case
     from wdparity.spec.sweepfile import is_sweep
     from wdparity.tools.grid import finish_shared, shared_work
     from wdparity.tools.sweep import from_grid, load_sweep
 
+    junit, trajectories = machine_outputs(args)
     files = case_files(args.paths)
     sweeps = [f for f in files if is_sweep(f)]
     files = [f for f in files if f not in sweeps]
@@ -169,6 +185,7 @@ def cmd_run(args) -> int:
                               extra=(sweep_items, sweep_data, sweep_results))
     swept = [from_grid(finish_shared(plan, sweep_results)) for plan in plans]
     written = write_reports(results, out, plots=not args.no_plots, sweeps=swept)
+    written += write_machine_outputs(results, junit, trajectories)
     from wdparity.report.console import print_summary
 
     print_summary(results, written)
@@ -177,9 +194,11 @@ def cmd_run(args) -> int:
 
 def cmd_sweep(args) -> int:
     from wdparity.report.grid import print_grid, write
+    from wdparity.report.machine import out_file
     from wdparity.spec.sweepfile import is_sweep
     from wdparity.tools.grid import load_grid, run_grid
 
+    csv_path = out_file(args.csv, "--csv")
     files = case_files(args.paths)
     out = _out_dir(args.out)
     for path in files:
@@ -192,6 +211,12 @@ def cmd_sweep(args) -> int:
     for result in results:
         print_grid(result)
     written = write(results, out, "serial" if args.serial else "vectorized", plots=not args.no_plots)
+    if csv_path is not None:
+        from wdparity.report.writer import atomic_write
+        from wdparity.tools.sweep import grid_csv
+
+        atomic_write(csv_path, grid_csv(results))
+        written.append(csv_path)
     print(f"wrote {', '.join(str(w) for w in written)}")
     return 1 if any(r.errored for r in results) else 0
 
@@ -209,14 +234,17 @@ def cmd_explain(args) -> int:
 
 def cmd_translate(args) -> int:
     from wdparity.run.backend import Inexpressible
-    from wdparity.tools.translate import to_toml, translate
+    from wdparity.tools.translate import to_json, to_toml, translate
 
     try:
         result = translate(args.case, args.run, args.to)
     except Inexpressible as exc:
         print(f"wdparity: {exc}", file=sys.stderr)
         return 1
-    print(to_toml(result), end="")
+    if args.json:
+        print(json.dumps(to_json(result, args.run, args.to), indent=2))
+    else:
+        print(to_toml(result), end="")
     if not result.exact and result.residual is not None and result.residual > result.tolerance:
         print(f"wdparity: {args.to} cannot express run {args.run!r} exactly; the nearest setting above differs in "
               f"{', '.join(result.differences)} (max rel err {result.residual:.3e} > tolerance {result.tolerance:.3e})",

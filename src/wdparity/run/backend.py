@@ -106,9 +106,8 @@ def refuse_schedule(backend: Backend, semantics: Semantics) -> None:
 
 def load_battery(name: str) -> dict[str, tuple[dict, dict]]:
     """wdparity_backends/batteries/NAME.toml: [cases."case"] task = {...}, run = {...}; {} when absent."""
-    from importlib.resources import files
-
     import tomllib
+    from importlib.resources import files
 
     path = files("wdparity_backends").joinpath("batteries", f"{name}.toml")
     if not path.is_file():

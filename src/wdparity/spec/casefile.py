@@ -8,10 +8,10 @@ naming the file, the key and the received value.
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import tomllib
 from pydantic import Field, model_validator
 
 from wdparity.spec.errors import InputError

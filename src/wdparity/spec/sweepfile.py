@@ -28,10 +28,10 @@ Without `lr` each convention runs at its own learning rate (an existing sweep fi
 from __future__ import annotations
 
 import copy
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import tomllib
 from pydantic import Field, model_validator
 
 from wdparity.spec.casefile import RUN_NAME

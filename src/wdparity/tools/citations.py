@@ -16,10 +16,9 @@ import argparse
 import ast
 import re
 import sys
+import tomllib
 from pathlib import Path
 from typing import Optional
-
-import tomllib
 
 
 def _repository() -> Path:

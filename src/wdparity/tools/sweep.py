@@ -59,3 +59,24 @@ def from_grid(grid) -> SweepResult:
                      "train_loss": [c["train_loss"] for c in conv["configs"]],
                      "status": [c["status"] for c in conv["configs"]]} for name, conv in grid.conventions.items()}
     return SweepResult(grid.path, grid.title, list(grid.sources), list(grid.lambdas), curves, grid.versions)
+
+
+CSV_FIELDS = ("sweep", "convention", "label", "backend", "lambda", "lr", "status", "train_loss", "test_loss", "reason")
+
+
+def grid_csv(results) -> str:
+    """`wdparity sweep --csv FILE`: one row per config (grid.GridResult), empty cells where no loss was measured."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for result in results:
+        for name, conv in result.conventions.items():
+            for c in conv["configs"]:
+                writer.writerow({"sweep": result.path, "convention": name, "label": conv["label"],
+                                 "backend": conv["backend"], "lambda": repr(float(c["lambda"])), "lr": repr(float(c["lr"])),
+                                 "status": c["status"], "reason": c.get("reason") or "",
+                                 **{k: "" if c[k] is None else repr(float(c[k])) for k in ("train_loss", "test_loss")}})
+    return buf.getvalue()

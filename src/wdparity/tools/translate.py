@@ -13,10 +13,10 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import tomllib
 from pydantic import ValidationError
 
 from wdparity.engine import reference
@@ -293,3 +293,9 @@ def toml_value(v: Any) -> str:
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def to_json(t: Translation, source_run: str = "", target: str = "") -> dict:
+    """`wdparity translate --json`: the table, whether it is exact, the measured residual, differences and notes."""
+    return {"run": source_run, "to": target, "name": t.name, "table": t.table, "toml": to_toml(t), "exact": t.exact,
+            "residual": t.residual, "tolerance": t.tolerance, "differences": list(t.differences), "notes": list(t.notes)}
