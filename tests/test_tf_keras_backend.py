@@ -29,8 +29,7 @@ def test_round_trip_over_the_neutral_battery():
 def test_legacy_decay_is_the_inverse_time_schedule_and_refused_under_another():
     sem = backend.describe(backend.parse({"optimizer": "legacy.SGD", "learning_rate": 0.1, "decay": 0.01}), TASK)
     assert sem.schedule.model_dump() == {"kind": "inverse_time", "rate": 0.01} and sem.decay == []
-    step = TASK.model_copy(update={"schedule": {"kind": "step", "every": 4, "factor": 0.5}})
-    step = Task.model_validate(step.model_dump())
+    step = Task.model_validate({**TASK.model_dump(), "schedule": {"kind": "step", "every": 4, "factor": 0.5}})
     with pytest.raises(ValueError, match="decay"):
         backend.describe(backend.parse({"optimizer": "legacy.SGD", "learning_rate": 0.1, "decay": 0.01}), step)
 
