@@ -97,7 +97,7 @@ def build_parser() -> Parser:
     machine(check)
 
     explain = add("explain", help="what a framework setting means, in words and as neutral semantics")
-    explain.add_argument("backend", help="numpy, torch, keras, optax or mxnet")
+    explain.add_argument("backend", help="a registered backend: numpy, torch, keras, optax, mxnet, paddle, mlx, tf_keras, fastai")
     explain.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="values are TOML literals, e.g. weight_decay=0.01")
     explain.add_argument("--json", action="store_true", help="print the neutral semantics as JSON")
 

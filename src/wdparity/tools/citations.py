@@ -1,6 +1,6 @@
 """What each adapter states about its framework, as data: docs/adapters/<framework>.toml -> <framework>.md.
 
-Why it exists: the adapters' statements about torch, Keras, optax and MXNet (semantics, defaults,
+Why it exists: the adapters' statements about each framework (semantics, defaults,
 precision quirks, refusals) used to sit in docstrings as file:line citations, which go stale with every
 release. Each statement is now one TOML entry: the sentence, where it was read (a path under
 site-packages at the recorded release, a repository file or a URL) and the pytest node that measures
