@@ -31,15 +31,19 @@ def _project_section() -> str:
 
 def test_the_python_example_of_use_it_in_your_project_runs_as_written(tmp_path):
     """The README's example, verbatim, as a script of its own (nothing evaluated in this process)."""
+    import importlib.util
     import subprocess
     import sys
 
     blocks = re.findall(r"```python\n(.+?)\n```", _project_section(), flags=re.S)
-    assert len(blocks) == 1
-    script = tmp_path / "example.py"
-    script.write_text(blocks[0] + "\n")
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(blocks) == 2   # the assertions, describe() of a live torch optimizer
+    for i, block in enumerate(blocks):
+        if "import torch" in block and importlib.util.find_spec("torch") is None:
+            continue
+        script = tmp_path / f"example{i}.py"
+        script.write_text(block + "\n")
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (i, proc.stderr[-2000:])
 
 
 def test_the_commands_of_use_it_in_your_project_are_the_tested_options():

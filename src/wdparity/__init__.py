@@ -6,3 +6,12 @@ processes through the adapters in `wdparity_backends`.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`wdparity.describe` on first use: importing wdparity still loads no framework and no higher layer."""
+    if name == "describe":
+        from wdparity.tools.live import describe
+
+        return describe
+    raise AttributeError(f"module 'wdparity' has no attribute {name!r}")
