@@ -50,6 +50,11 @@ class KerasBackend(Adapter):
     name = "keras"
     install_hint = "pip install 'wdparity[keras]' (and 'wdparity[jax]' or 'wdparity[torch]' for those Keras backends)"
     Config = KerasRun
+    live_roots, live_label = ("keras",), "keras.optimizers"
+
+    def read_live(self, obj, model, params):
+        from .keras_live import read_live
+        return read_live(obj, model, params)
 
     @property
     def modules(self) -> tuple[str, ...]:

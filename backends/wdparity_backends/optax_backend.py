@@ -53,6 +53,15 @@ class OptaxBackend(Adapter):
     modules = ("jax", "optax")
     install_hint = "pip install 'wdparity[jax]'"
     Config = OptaxRun
+    live_roots, live_label = ("optax",), "optax"
+
+    def reads_live(self, obj) -> bool:
+        from .optax_live import is_optax
+        return super().reads_live(obj) or is_optax(obj)
+
+    def read_live(self, obj, model, params):
+        from .optax_live import read_live
+        return read_live(obj, model, params)
 
     def worker_env(self, config: OptaxRun, task: Task) -> dict[str, str]:
         return x64_env(task.dtype)

@@ -36,6 +36,11 @@ class TorchBackend(Adapter):
     modules = ("torch",)
     install_hint = "pip install 'wdparity[torch]'"
     Config = TorchRun
+    live_roots, live_label = ("torch",), "torch.optim"
+
+    def read_live(self, obj, model, params):
+        from .torch_live import read_live
+        return read_live(obj, model, params)
 
     def findings(self, config: TorchRun, task: Task) -> list[dict]:
         """Documented departures from what a reader of the call may expect, each modelled by describe()."""

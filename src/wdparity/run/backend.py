@@ -15,6 +15,10 @@ import numpy as np
 
 from wdparity.spec.models import Semantics, Strict, Task
 
+# what describe() of a live object accepts as the task's model (the adapters' read_live say so)
+ONE_LINEAR = ("only the one-Linear task is modelled today: the model's parameters must be exactly one `weight` "
+              "(shape (1, d)) and one `bias` (shape (1,)), as nn.Linear(d, 1) / keras.layers.Dense(1) hold them")
+
 
 class Inexpressible(Exception):
     """realize(): the framework cannot express these semantics. The message names the nearest
@@ -59,6 +63,18 @@ class Backend:
         here get separate workers). `task`: the run's effective task (its dtype, loss, schedule applied), e.g.
         JAX's x64 flag per dtype."""
         return {}
+
+    # ---- wdparity.describe(obj): a live optimizer the user already has (tools/live.py)
+    live_roots: tuple[str, ...] = ()       # top-level modules of the optimizer types this adapter reads
+    live_label: str = ""                   # what they are, in the framework's words ("torch.optim")
+
+    def reads_live(self, obj: Any) -> bool:
+        return type(obj).__module__.split(".")[0] in self.live_roots
+
+    def read_live(self, obj: Any, model: Any, params: Any) -> tuple[dict, list[tuple], list[str]]:
+        """(run table, [(key, value, why it is not read)], notes) of a live optimizer, in this adapter's vocabulary;
+        the framework is imported here, in the user's process, never by the core."""
+        raise NotImplementedError
 
     def default_python(self) -> Optional[str]:
         """The interpreter that runs this backend's worker when no override is given (None: this one)."""
