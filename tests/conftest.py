@@ -110,3 +110,26 @@ def check_json(path: Path, *extra: str) -> tuple[int, dict]:
     proc = cli("check", str(path), "--json", *extra)
     assert proc.stdout, proc.stderr
     return proc.returncode, json.loads(proc.stdout)
+
+
+# A case whose claim does not hold (Adam + L2 is not AdamW): the failing case of the plugin and machine-output tests
+WRONG_CLAIM = """title = "Adam + L2 is AdamW (it is not)"
+claim = "equivalent"
+[task]
+epochs = 2
+[runs.coupled]
+backend = "numpy"
+optimizer = "adam"
+lr = 0.01
+[[runs.coupled.decay]]
+coupling = "gradient"
+coefficient = 0.1
+[runs.decoupled]
+backend = "numpy"
+optimizer = "adam"
+lr = 0.01
+[[runs.decoupled.decay]]
+coupling = "decoupled"
+coefficient = 0.1
+scale = "lr"
+"""

@@ -11,31 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import WRONG_CLAIM
 
 from wdparity import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSING = ROOT / "comparisons" / "adam_coupled_vs_decoupled.toml"
-FAILING = """title = "Adam + L2 is AdamW (it is not)"
-claim = "equivalent"
-[task]
-epochs = 2
-[runs.coupled]
-backend = "numpy"
-optimizer = "adam"
-lr = 0.01
-[[runs.coupled.decay]]
-coupling = "gradient"
-coefficient = 0.1
-[runs.decoupled]
-backend = "numpy"
-optimizer = "adam"
-lr = 0.01
-[[runs.decoupled.decay]]
-coupling = "decoupled"
-coefficient = 0.1
-scale = "lr"
-"""
+FAILING = WRONG_CLAIM
 # a run whose interpreter is missing is skipped, as a run of a framework that is not installed
 SKIPPED = """title = "a run that cannot start"
 claim = "equivalent"

@@ -9,32 +9,14 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import WRONG_CLAIM
 
 from wdparity.testing import assert_diverges, assert_equivalent
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEAP = ["comparisons/adam_coupled_vs_decoupled.toml", "comparisons/penalty_vs_coupled.toml",
          "comparisons/torch_sgd_vs_reference.toml"]
-WRONG = """title = "Adam + L2 is AdamW (it is not)"
-claim = "equivalent"
-[task]
-epochs = 2
-[runs.coupled]
-backend = "numpy"
-optimizer = "adam"
-lr = 0.01
-[[runs.coupled.decay]]
-coupling = "gradient"
-coefficient = 0.1
-[runs.decoupled]
-backend = "numpy"
-optimizer = "adam"
-lr = 0.01
-[[runs.decoupled.decay]]
-coupling = "decoupled"
-coefficient = 0.1
-scale = "lr"
-"""
+WRONG = WRONG_CLAIM
 TYPO = 'title = "typo"\n[runs.a]\nbackend = "numpy"\noptimizer = "sgd"\nlr = 0.01\nweight_decya = 1\n[runs.b]\nbackend = "numpy"\noptimizer = "sgd"\nlr = 0.01\n'
 MISSING = ('title = "no interpreter"\nclaim = "equivalent"\n[task]\nepochs = 1\n[runs.a]\nbackend = "numpy"\noptimizer = "sgd"\n'
            'lr = 0.01\n[runs.b]\nbackend = "numpy"\noptimizer = "sgd"\nlr = 0.01\npython = "/nonexistent/bin/python"\n')
