@@ -82,6 +82,7 @@ class NumpyBackend(Backend):
     name = "numpy"
     modules = ("numpy",)
     schedules = SCHEDULE_KINDS
+    models_networks = True   # the reference trains `[task] model` networks (engine/network.py)
     Config = NumpyRun
 
     def describe(self, config: NumpyRun, task: Task) -> Semantics:

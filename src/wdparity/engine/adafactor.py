@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wdparity.engine.rounding import current, hyper, jitter, per_config
+from wdparity.engine.rounding import current, hyper, is_grid, jitter, per_config
 from wdparity.engine.schedules import multiplier
 from wdparity.engine.transforms import Transform, decay_direction, decay_scale, stateless, zeros
 
@@ -19,9 +19,9 @@ from wdparity.engine.transforms import Transform, decay_direction, decay_scale, 
 def _rms(x: np.ndarray, grid: bool):
     """A tensor's root mean square per config: over the last axis of a grid's (G, d) weight, all of a single
     run's weight; a bias is its own |b|."""
-    if x.ndim == 2 or (not grid and x.ndim == 1):
-        return np.sqrt(np.mean(x * x, axis=-1))
-    return np.abs(x)
+    if (grid and x.ndim == 1) or x.ndim == 0:
+        return np.abs(x)
+    return np.sqrt(np.mean(x * x, axis=-1) if (grid or x.ndim == 1) else np.mean(x * x))
 
 
 def second_moment_decay(decay_rate: float, dtype_name, dtype):
@@ -51,7 +51,7 @@ def clip_by_block_rms(threshold, dtype, h=float) -> Transform:
     c = hyper(threshold, dtype, h)
 
     def fn(u, p, t):
-        grid = u["weight"].ndim == 2
+        grid = is_grid(u)
         out = {}
         for k, x in u.items():
             r = jitter(current(), _rms(x, grid), lambda: 2 * _rms(x, grid))
@@ -88,7 +88,7 @@ def adafactor_core(opt: dict, lr, schedule: dict, dtype, h, decoupled: list[tupl
             rho = np.minimum(rho, dtype(1.0 / np.sqrt(t + 1.0)))
         out = {k: per_config(rho, x) * x for k, x in u.items()}
         if floor is not None:
-            grid = u["weight"].ndim == 2
+            grid = is_grid(u)
             w = weights(p, t)
             out = {k: per_config(np.maximum(floor, jitter(rr, _rms(w[k], grid), lambda: 2 * _rms(w[k], grid))), x) * x
                    for k, x in out.items()}

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from wdparity.engine.rounding import current, hyper, jitter, per_config
+from wdparity.engine.rounding import current, hyper, is_grid, jitter, per_config, sum_sq
 from wdparity.engine.schedules import multiplier
 from wdparity.engine.transforms import Transform, bias_corrections, decay_direction, scale_by_adam, scale_by_lr, stateless, zeros
 
@@ -172,8 +172,7 @@ def scale_by_lion(b1, b2, dtype, h=float) -> Transform:
 
 def _norms(x: dict, grid: bool) -> dict:
     """Each tensor's L2 norm per config: over the last axis of a grid's (G, d) weight, all of a single run's."""
-    return {k: (np.sqrt(np.sum(v * v, axis=-1)) if (v.ndim == 2 or (not grid and v.ndim == 1)) else np.abs(v))
-            for k, v in x.items()}
+    return {k: (np.abs(v) if (grid and v.ndim == 1) or v.ndim == 0 else np.sqrt(sum_sq(v, grid))) for k, v in x.items()}
 
 
 def trust_ratio(weights=None, cap=None) -> Transform:
@@ -181,7 +180,7 @@ def trust_ratio(weights=None, cap=None) -> Transform:
     `weights(p, t)`: the w whose norm is taken (default: the params before the step)."""
 
     def update(u, state, p, t):
-        grid = u["weight"].ndim == 2
+        grid = is_grid(u)
         w = p if weights is None else weights(p, t)
         wn, un = _norms(w, grid), _norms(u, grid)
         out = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from wdparity.engine import network
 from wdparity.engine.recording import plan, recorded_steps
 
 ARRAYS = ("X_train", "y_train", "X_test", "y_test", "w0", "b0", "order")
@@ -36,6 +37,11 @@ def make_data(task: dict) -> dict[str, np.ndarray]:
         order = np.tile(np.arange(n_train), (int(task["epochs"]), 1))
     out = {"X_train": X_train, "y_train": y_train, "X_test": X_test, "y_test": y_test,
            "w0": w0, "b0": b0, "order": order.astype(np.int64)}
+    model = task.get("model") or {}
+    if model.get("hidden"):   # a network: its constants and initial tensors, drawn after everything above
+        model = {k: model[k] for k in ("hidden", "activation", "norm", "norm_eps")}
+        out["model_json"] = network.encode(model)
+        out.update({f"init:{name}": value for name, value in network.initial(model, d, rng, init).items()})
     if "batch_size" in task:   # the recording plan (recording.py): absent = every step in full
         how = plan(task)
         if how["mode"] == "checkpoints":
@@ -59,6 +65,21 @@ def loss_factor(loss: str) -> float:
     if loss == "mse":
         return 2.0
     raise ValueError(f"`loss` must be one of ['half_mse', 'mse']. Received: loss={loss!r}")
+
+
+def network_losses(data: dict, tensors: dict, loss: str) -> tuple[np.ndarray, np.ndarray]:
+    """losses() of a network: `tensors` {name: (rows, ...)} per recorded row, each row's forward in float64."""
+    model = network.model_of(data)
+    shapes = dict(network.layout(model, data["X_train"].shape[1]))
+    rows = len(next(iter(tensors.values())))
+    half = loss_factor(loss) / 2.0
+    tr, te = np.full(rows, np.nan), np.full(rows, np.nan)
+    with np.errstate(all="ignore"):
+        for i in range(rows):
+            params = {k: np.asarray(v[i], dtype=np.float64).reshape(shapes[k]) for k, v in tensors.items()}
+            tr[i] = ((network.predict(params, data["X_train"], model) - data["y_train"]) ** 2).mean() * half
+            te[i] = ((network.predict(params, data["X_test"], model) - data["y_test"]) ** 2).mean() * half
+    return tr, te
 
 
 def losses(data: dict, weight: np.ndarray, bias: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndarray]:

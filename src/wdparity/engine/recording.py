@@ -35,10 +35,20 @@ def task_steps(task: dict) -> int:
     return int(task["epochs"]) * -(-int(task["n_train"]) // int(task["batch_size"]))
 
 
+def values_per_row(task: dict) -> int:
+    """Parameter values one recorded row holds: d for the linear model's w, every tensor of a network."""
+    model = task.get("model") or {}
+    if not model.get("hidden"):
+        return int(task["num_inputs"])
+    from wdparity.engine import network
+
+    return sum(int(np.prod(shape, dtype=np.int64)) for _, shape in network.layout(model, int(task["num_inputs"])))
+
+
 def plan(task: dict) -> dict:
     """The recording of a task: {"mode": "full"} or {"mode": "checkpoints", "every": k}."""
     steps = task_steps(task)
-    d = int(task["num_inputs"])
+    d = values_per_row(task)
     mode = task.get("record", "auto")
     if mode == "auto":
         mode = "full" if (steps + 1) * d <= FULL_LIMIT else "checkpoints"
@@ -211,9 +221,33 @@ def stop_limit(w0: np.ndarray, b0: float) -> float:
     return EXPLOSION_FACTOR * max(1.0, start if np.isfinite(start) else 0.0)
 
 
+SUMMARIES = ("step", "bias_all", "norm", "absmax", "digest")
+
+
+def tensor_names(traj: dict) -> tuple[str, ...]:
+    """The tensors a trajectory holds, in layout order: the linear model's ("weight", "bias"), or a network's
+    (network_recording.py), every key that is not a per-step summary."""
+    if "weight" in traj:
+        return ("weight", "bias")
+    return tuple(k for k in traj if k not in SUMMARIES)
+
+
+def packed(traj: dict) -> np.ndarray:
+    """A network's recorded rows as one float64 (rows, P) matrix, its tensors side by side in layout order."""
+    return np.concatenate([np.asarray(traj[k], dtype=np.float64).reshape(len(traj[k]), -1)
+                           for k in tensor_names(traj)], axis=1)
+
+
 def per_step(traj: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(max|w|, bias, finite) for every step: from the per-step summaries at scale, else from the full rows."""
+    """(max|w|, bias, finite) for every step: from the per-step summaries at scale, else from the full rows.
+    A network's max|w| is over every tensor and its `bias` 0 (its output bias is one of the tensors)."""
     with np.errstate(all="ignore"):
+        if "weight" not in traj:
+            if "absmax" in traj:
+                a = np.asarray(traj["absmax"], dtype=np.float64)
+                return a, np.zeros_like(a), np.isfinite(np.asarray(traj["norm"], dtype=np.float64))
+            w = packed(traj)
+            return np.abs(w).max(axis=1, initial=0.0), np.zeros(len(w)), np.isfinite(w).all(axis=1)
         if "absmax" in traj:
             bias = np.asarray(traj["bias_all"], dtype=np.float64)
             return (np.asarray(traj["absmax"], dtype=np.float64), bias,
@@ -249,32 +283,39 @@ def scale_upto(traj: dict, name: str, upto_row: Optional[int]) -> Optional[float
     steps = np.asarray(traj["step"])[:upto_row]
     if not len(steps):
         return 0.0
+    if "weight" not in traj:   # a network keeps one summary over all its tensors: not a per-tensor scale
+        return None
     per_step = traj["absmax"] if name == "weight" else np.abs(np.asarray(traj["bias_all"], dtype=np.float64))
     return float(np.max(np.asarray(per_step, dtype=np.float64)[: int(steps[-1]) + 1], initial=0.0))
 
 
 def as_trajectory(arrays: dict) -> dict:
     """A worker's arrays as the judge reads them: weight as (rows, d), bias flat, summaries kept."""
+    if "weight" not in arrays:
+        return {**arrays, **{k: np.asarray(arrays[k]).reshape(len(arrays[k]), -1) for k in tensor_names(arrays)}}
     w = np.asarray(arrays["weight"])
     return {**arrays, "weight": w.reshape(len(w), -1), "bias": np.asarray(arrays["bias"]).reshape(-1)}
 
 
 def steps_of(traj: dict) -> np.ndarray:
     """The optimizer step of each recorded row."""
-    return np.asarray(traj["step"]) if "step" in traj else np.arange(len(traj["weight"]))
+    return np.asarray(traj["step"]) if "step" in traj else np.arange(len(traj[tensor_names(traj)[0]]))
 
 
 def norms(traj: dict) -> tuple[np.ndarray, np.ndarray]:
     """(steps, ||w||) at every step: recorded per step at scale, else computed from the full rows."""
     if "norm" in traj:
         return np.arange(len(traj["norm"])), np.asarray(traj["norm"], dtype=np.float64)
-    w = np.asarray(traj["weight"], dtype=np.float64)
+    w = np.asarray(traj["weight"], dtype=np.float64) if "weight" in traj else packed(traj)
     with np.errstate(all="ignore"):
         return np.arange(len(w)), np.linalg.norm(w, axis=1)
 
 
 def biases(traj: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, bias) at every step."""
+    """(steps, bias) at every step (a network's: its output bias, at the recorded rows)."""
+    if "weight" not in traj:
+        b = np.asarray(traj["out.bias"], dtype=np.float64).reshape(-1)
+        return steps_of(traj), b
     b = traj.get("bias_all", traj["bias"])
     return np.arange(len(b)), np.asarray(b, dtype=np.float64).reshape(-1)
 

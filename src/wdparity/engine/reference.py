@@ -16,10 +16,12 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from wdparity.engine import adaptive as ad
+from wdparity.engine import network
 from wdparity.engine import transforms as tx
 from wdparity.engine.adafactor import adafactor_core
 from wdparity.engine.batching import align, structure_key
 from wdparity.engine.data import batches, loss_factor
+from wdparity.engine.network_recording import NetworkRecorder
 from wdparity.engine.recording import GridRecorder, Recorder, breaks_rule, stop_limit
 from wdparity.engine.rounding import RandomRounding, rounder, set_current
 
@@ -165,6 +167,12 @@ def trajectory(semantics: Semantics, data: dict, batch_size: int, dtype: str = "
     G, dt = len(group), np.dtype(dtype).type
     rounding = RandomRounding(*noise) if noise is not None else None
     X, y = data["X_train"].astype(dt), data["y_train"].astype(dt)
+    model = network.model_of(data)
+    if model is not None:
+        if not single:
+            raise ValueError("a network's reference trains one run at a time (run() loops over a grid's configs)")
+        yield from _network_trajectory(semantics, data, model, batch_size, X, y, dt, rounding)
+        return
     w0, b0 = data["w0"].astype(dt), np.asarray(data["b0"], dtype=dt)
     if single:
         params = {"weight": w0, "bias": b0}
@@ -199,6 +207,36 @@ def trajectory(semantics: Semantics, data: dict, batch_size: int, dtype: str = "
                     return
 
 
+def _network_trajectory(semantics: dict, data: dict, model: dict, batch_size: int, X, y, dt, rounding):
+    """trajectory() of a network (engine/network.py): the same chain of transforms on its named tensors."""
+    params = {k: v.astype(dt) for k, v in network.start(data).items()}
+    if rounding is not None:
+        params = {k: rounding(v, np.abs(v)).astype(dt) for k, v in params.items()}
+    factor = dt(loss_factor(semantics.get("loss", "half_mse")))
+    hyper_dtype = semantics.get("hyper_dtype", "float64")
+    opt = build(semantics, dt)
+    state = opt.init(params)
+    yield 0, params
+    limit = stop_limit(np.concatenate([v.reshape(-1) for v in params.values()]).astype(np.float64), 0.0)
+    with np.errstate(all="ignore"):
+        for t, rows in enumerate(batches(data["order"], batch_size)):
+            grads = network.gradients(params, X[rows], y[rows], factor, model, hyper_dtype, rounding)
+            set_current(rounding)
+            try:
+                updates, state = opt.update(grads, state, params, t)
+            finally:
+                set_current(None)
+            if rounding is None:
+                params = {k: params[k] + updates[k] for k in params}
+            else:
+                params = {k: rounding(params[k] + updates[k], np.abs(params[k]) + np.abs(updates[k])).astype(dt)
+                          for k in params}
+            yield t + 1, params
+            big = max(float(np.max(np.abs(v), initial=0.0)) for v in params.values())
+            if breaks_rule(big, 0.0, limit):
+                return
+
+
 def run(semantics: Semantics, data: dict, batch_size: int, dtype: str = "float64",
         noise: Optional[tuple[int, float]] = None):
     """Train with the reference; returns {"weight": (S+1, d), "bias": (S+1,)} including the start (at scale,
@@ -208,6 +246,14 @@ def run(semantics: Semantics, data: dict, batch_size: int, dtype: str = "float64
     A run is stopped by the one stop rule (recording.EXPLOSION_FACTOR); its remaining steps are NaN. In a
     grid the others go on. `noise` = (seed, unit roundoff): a random-rounding sample, for the envelopes.
     """
+    if "model_json" in data:   # a network: one run at a time (a grid's configs each alone, as it would train)
+        if isinstance(semantics, list):
+            return [run(s, data, batch_size, dtype, noise) for s in semantics]
+        rec = NetworkRecorder(data, len(batches(data["order"], batch_size)), np.dtype(dtype))
+        for t, params in trajectory(semantics, data, batch_size, dtype, noise):
+            if not rec.record(t, params):
+                break
+        return rec.result()
     if isinstance(semantics, list):
         semantics = align(semantics) or semantics
         if len({structure_key(s) for s in semantics}) != 1:

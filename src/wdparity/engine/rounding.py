@@ -45,6 +45,21 @@ def is_vector(x) -> bool:
     return type(x) is np.ndarray and x.ndim > 0
 
 
+def is_grid(u: dict) -> bool:
+    """Tensors with a leading config axis: a grid of the linear model, its weight (G, d). A network (its tensors
+    named as spec/network.py says, no `weight`) trains one run at a time."""
+    w = u.get("weight")
+    return w is not None and w.ndim == 2
+
+
+def sum_sq(x: np.ndarray, grid: bool):
+    """A tensor's sum of squares per config: over the last axis of a grid's (G, d) weight, every element of a
+    single run's tensor (the linear model's weight or bias, a network's matrix)."""
+    if grid:
+        return np.sum(x * x, axis=-1) if x.ndim == 2 else x * x
+    return np.sum(x * x, axis=-1) if x.ndim == 1 else (x * x if x.ndim == 0 else np.sum(x * x))
+
+
 def per_config(x, like: np.ndarray):
     """A hyperparameter shaped to broadcast against a tensor with a leading config axis: a scalar as is, a
     (G,) vector as (G, 1, ...)."""

@@ -19,7 +19,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
-from wdparity.engine.rounding import current, hyper, is_vector, jitter, per_config
+from wdparity.engine.rounding import current, hyper, is_grid, is_vector, jitter, per_config, sum_sq
 from wdparity.engine.schedules import multiplier
 
 Params = dict[str, np.ndarray]
@@ -130,8 +130,8 @@ def clip(kind: str, threshold, eps, dtype, h=float) -> Transform:
         rr = current()
         if kind == "value":
             return {k: np.clip(u[k], -c, c) for k in u}
-        grid = u["weight"].ndim == 2
-        sq = {k: (np.sum(x * x, axis=-1) if (x.ndim == 2 or (not grid and x.ndim == 1)) else x * x) for k, x in u.items()}
+        grid = is_grid(u)
+        sq = {k: sum_sq(x, grid) for k, x in u.items()}
         if kind == "global_norm":
             total = np.sqrt(sum(sq.values()))
             norms = {k: total for k in u}

@@ -20,7 +20,7 @@ import numpy as np
 
 from wdparity import __version__
 from wdparity.engine import recording
-from wdparity.engine.data import losses, make_data
+from wdparity.engine.data import losses, make_data, network_losses
 from wdparity.judge import compare, diagnose, envelope, fidelity, replay, stability
 from wdparity.judge.compare import finite, finite_fields
 from wdparity.judge.rejudge import rejudge
@@ -136,6 +136,8 @@ class _JudgeAsTheyFinish:
 def _trajectory_problem(arrays: dict, run: Run, data: dict) -> Optional[str]:
     steps = len(data["record_steps"]) if "record_steps" in data else run.task.steps + 1
     d = run.task.num_inputs
+    if not run.task.model.linear:
+        return _network_problem(arrays, run, steps)
     if set(arrays) < {"weight", "bias"}:
         return f"trajectory lacks {sorted({'weight', 'bias'} - set(arrays))}"
     w, b = np.asarray(arrays["weight"]), np.asarray(arrays["bias"])
@@ -144,6 +146,38 @@ def _trajectory_problem(arrays: dict, run: Run, data: dict) -> Optional[str]:
     if not (np.issubdtype(w.dtype, np.floating) and np.issubdtype(b.dtype, np.floating)):
         return f"trajectory dtype {w.dtype} is not floating point"
     return None
+
+
+def _network_problem(arrays: dict, run: Run, steps: int) -> Optional[str]:
+    from wdparity.spec.network import layout
+
+    expected = layout(run.task.model, run.task.num_inputs)
+    missing = [name for name, _ in expected if name not in arrays]
+    if missing:
+        return f"trajectory lacks {missing}"
+    for name, shape in expected:
+        x = np.asarray(arrays[name])
+        size = int(np.prod(shape, dtype=np.int64))
+        if x.reshape(len(x), -1).shape != (steps, size):
+            return f"trajectory shape {name} {x.shape}; expected ({steps}, {size})"
+        if not np.issubdtype(x.dtype, np.floating):
+            return f"trajectory dtype {x.dtype} of {name} is not floating point"
+    return None
+
+
+def final_state(traj: dict, data: dict, loss: str) -> dict:
+    """Losses, ||weights|| and the (output) bias at the last finite recorded row."""
+    n = compare.stable_length(traj) - 1
+    if "weight" in traj:
+        tr, te = losses(data, traj["weight"][n:n + 1], traj["bias"][n:n + 1], loss)
+        weight, bias = traj["weight"][n].astype(np.float64), traj["bias"][n]
+    else:
+        tr, te = network_losses(data, {k: traj[k][n:n + 1] for k in recording.tensor_names(traj)}, loss)
+        weight = np.concatenate([np.asarray(traj[k][n], dtype=np.float64).reshape(-1)
+                                 for k in recording.tensor_names(traj) if k.endswith(".weight")])
+        bias = np.asarray(traj["out.bias"][n]).reshape(-1)[0]
+    return {"train_loss": finite(tr[0]), "test_loss": finite(te[0]), "weight_l2": finite(np.linalg.norm(weight)),
+            "bias": finite(bias), "step": int(recording.steps_of(traj)[n])}
 
 
 def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseResult:
@@ -164,11 +198,7 @@ def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseRes
             trajs[name] = traj
             status, reason = _stability(entry, sem, traj, data, bs)
             entry["fidelity"] = finite_fields(fidelity.fidelity(sem, traj, data, bs, run.dtype))
-            n = compare.stable_length(traj) - 1
-            tr, te = losses(data, traj["weight"][n:n + 1], traj["bias"][n:n + 1], run.task.loss)
-            entry["final"] = {"train_loss": finite(tr[0]), "test_loss": finite(te[0]),
-                              "weight_l2": finite(np.linalg.norm(traj["weight"][n].astype(np.float64))),
-                              "bias": finite(traj["bias"][n]), "step": int(recording.steps_of(traj)[n])}
+            entry["final"] = final_state(traj, data, run.task.loss)
         entry["status"], entry["reason"] = status, reason
         entry["versions"] = {k: v for k, v in res.versions.items() if k != "executable"}
         entry["seconds"] = round(res.seconds, 3)
@@ -200,7 +230,10 @@ def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseRes
 
 def _stability(entry: dict, sem: dict, traj: dict, data: dict, batch_size: int) -> tuple[str, Optional[str]]:
     """The run's status by the one stop rule and its measured growth (beside the SGD bound, when there is one)."""
-    limit = recording.stop_limit(np.asarray(traj["weight"][0], dtype=np.float64), float(traj["bias"][0]))
+    if "weight" in traj:
+        limit = recording.stop_limit(np.asarray(traj["weight"][0], dtype=np.float64), float(traj["bias"][0]))
+    else:
+        limit = recording.stop_limit(recording.packed(traj)[0], 0.0)
     stopped = recording.first_break(*recording.per_step(traj), limit)   # the Recorder's own rule, per step
     bound = stability.sgd_bound(sem, data, batch_size)
     growth = stability.measured_growth(traj)
@@ -262,7 +295,7 @@ def judge_pair(case: Case, data: dict, runs_json: dict, trajs: dict, a: str, b: 
                              "residual_after_all": finite(found["residual_after_all"]),
                              "residual_leaves_envelope_at_step": found["residual_leaves_envelope_at_step"],
                              "runs_off_their_own_semantics": infidel}
-    return pair, {"curve": curve, "x": steps[:len(curve["weight"])], "tol": tol_curve,
+    return pair, {"curve": curve, "x": steps[:len(next(iter(curve.values())))], "tol": tol_curve,
                   "first": summary["first_divergent_step"]}
 
 

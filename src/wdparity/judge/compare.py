@@ -27,7 +27,7 @@ from wdparity.judge.envelope import finite_length, rows
 FACTOR = 10.0           # tolerance = this x the pair's measured envelope
 CEILING = 1e-3          # a step whose tolerance exceeds this (relative) is undecidable
 FLOOR = {"float32": 10 * float(np.finfo(np.float32).eps), "float64": 10 * float(np.finfo(np.float64).eps)}
-TENSOR_ORDER = ("weight", "bias")
+TENSOR_ORDER = ("weight", "bias")   # the linear model's; a network's are its layout (recording.tensor_names)
 RULE = (f"per pair and per step: {FACTOR:g} x (envelope of a + envelope of b) / scale + {FLOOR['float32']:.3g} "
         f"(float32) or {FLOOR['float64']:.3g} (float64), each envelope measured on the reference of that run's "
         f"own semantics in its own dtype; a step whose tolerance exceeds {CEILING:g} is undecidable; relative "
@@ -59,7 +59,7 @@ def stable_length(traj: dict) -> int:
 def errors(a: dict, b: dict, upto: Optional[int] = None) -> dict[str, dict]:
     """Per tensor: abs error per row and the scale it is measured against."""
     out = {}
-    for name in TENSOR_ORDER:
+    for name in recording.tensor_names(a):
         x, y = rows(a, name)[:upto], rows(b, name)[:upto]
         with np.errstate(all="ignore"):
             diff = np.abs(x - y).max(axis=1, initial=0.0)
@@ -74,7 +74,7 @@ def tolerances(errs: dict, envs: list[dict], dtype: str, n: int) -> dict[str, np
     """Per tensor, per row: the relative tolerance FACTOR * (sum of envelopes) / scale + FLOOR."""
     total = env_mod.combined(envs)
     out = {}
-    for name in TENSOR_ORDER:
+    for name in errs:
         e = np.full(n, np.inf)
         m = min(n, len(total[name]))
         e[:m] = total[name][:m]
@@ -90,8 +90,9 @@ def judge(a: dict, b: dict, envs: list[dict], dtype: str) -> dict:
     n = min(finite_length(a), finite_length(b))
     errs = errors(a, b, n)
     tol = tolerances(errs, envs, dtype, n)
-    rel = np.stack([errs[k]["rel"] for k in TENSOR_ORDER]) if n else np.zeros((2, 0))
-    tols = np.stack([tol[k] for k in TENSOR_ORDER]) if n else np.zeros((2, 0))
+    names = tuple(errs)
+    rel = np.stack([errs[k]["rel"] for k in names]) if n else np.zeros((len(names), 0))
+    tols = np.stack([tol[k] for k in names]) if n else np.zeros((len(names), 0))
     undecidable = (tols > CEILING).any(axis=0)
     k = int(np.argmax(undecidable)) if undecidable.any() else n       # decidable rows: [0, k)
     over = (rel[:, :k] > tols[:, :k]).any(axis=0)
@@ -107,20 +108,20 @@ def judge(a: dict, b: dict, envs: list[dict], dtype: str) -> dict:
         worst_tol = float(tols[:, :k].max(initial=0.0)) if k else None
     return {
         "verdict": verdict,
-        "max_abs_err": float(max(errs[t]["abs"].max(initial=0.0) for t in TENSOR_ORDER)),
+        "max_abs_err": float(max(errs[t]["abs"].max(initial=0.0) for t in names)),
         "max_rel_err": float(rel.max(initial=0.0)),
         "first_divergent_row": first,
         "first_divergent_step": None if first is None else int(steps[first]),
-        "tensor": None if first is None else TENSOR_ORDER[int(np.argmax(rel[:, first] - tols[:, first]))],
+        "tensor": None if first is None else names[int(np.argmax(rel[:, first] - tols[:, first]))],
         "compared_steps": int(steps[n - 1]) if n else 0,
         "decidable_steps": int(steps[k - 1]) if k else 0,
         "tol": worst_tol,
         "tol_at_first": None if first is None else float(tols[:, first].max()),
-        "curve": {t: errs[t]["rel"] for t in TENSOR_ORDER},
-        "tol_curve": {t: tol[t] for t in TENSOR_ORDER},
+        "curve": {t: errs[t]["rel"] for t in names},
+        "tol_curve": {t: tol[t] for t in names},
     }
 
 
 def max_rel(a: dict, b: dict, upto: Optional[int] = None) -> float:
     errs = errors(a, b, upto)
-    return float(max(errs[n]["rel"].max(initial=0.0) for n in TENSOR_ORDER))
+    return float(max(errs[n]["rel"].max(initial=0.0) for n in errs))

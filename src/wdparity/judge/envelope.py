@@ -25,10 +25,10 @@ import numpy as np
 
 from wdparity.engine import reference
 from wdparity.engine.data import batches
+from wdparity.engine.recording import tensor_names
 
 SAMPLES = 3                       # random-rounding samples per (semantics, dtype)
 UNIT_ROUNDOFF = {"float32": 2.0 ** -24, "float64": 2.0 ** -53}
-TENSORS = ("weight", "bias")
 PERTURBATIONS = ("dtype: the reference in the run's dtype vs float64 (float32 runs)",
                  f"rounding: {SAMPLES} random-rounding samples (Monte Carlo Arithmetic style, at the unit "
                  "roundoff of the run's dtype: initial weights, residuals, gradients, updates)")
@@ -45,7 +45,7 @@ def rows(traj: dict, name: str) -> np.ndarray:
 
 def finite_length(traj: dict) -> int:
     """Leading recorded rows where every value is finite (the stop rule blanks every row after its stop)."""
-    ok = np.isfinite(rows(traj, "weight")).all(axis=1) & np.isfinite(rows(traj, "bias")).all(axis=1)
+    ok = np.logical_and.reduce([np.isfinite(rows(traj, name)).all(axis=1) for name in tensor_names(traj)])
     return int(np.argmin(ok)) if not ok.all() else len(ok)
 
 
@@ -71,6 +71,7 @@ def _measure(semantics: dict, data: dict, batch_size: int, dtype: str) -> dict:
     gens = [reference.trajectory(semantics, data, batch_size, "float64")] + [
         reference.trajectory(semantics, data, batch_size, dtype if n is None else "float64", n) for n in noises]
     steps = len(batches(data["order"], batch_size))
+    TENSORS = tuple(reference.network.names_of(data))   # the model's tensors (the linear model's weight and bias)
     dist = {name: np.full(steps + 1, np.inf) for name in TENSORS}
     scale = {name: 0.0 for name in TENSORS}
     gap = {name: 0.0 for name in TENSORS}
@@ -125,7 +126,7 @@ def describe() -> dict:
 def combined(envs: list[Optional[dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
     """The sum of several envelopes (a pair: its two sides), row by row."""
     out = {}
-    for name in TENSORS:
+    for name in next(e for e in envs if e is not None):
         parts = [e[name] for e in envs if e is not None]
         n = min(len(p) for p in parts)
         out[name] = np.sum([p[:n] for p in parts], axis=0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from typing import Optional
 
-from wdparity.engine import reference
+from wdparity.engine import recording, reference
 from wdparity.engine.data import make_data
 from wdparity.judge import compare, envelope
 from wdparity.run import harness, registry
@@ -222,10 +222,12 @@ def fidelity(semantics: dict, native: dict, data: dict, batch_size: int, dtype: 
     both (the native run's own dtype, and the float64 reference's): holds unless it leaves it on a
     decidable step."""
     ref = reference.run_cached(semantics, data, batch_size, "float64")
-    expected = len(ref["weight"])
-    if len(native.get("weight", ())) != expected or len(native.get("bias", ())) != expected:
+    names = recording.tensor_names(ref)
+    expected = len(ref[names[0]])
+    got = {name: len(native.get(name, ())) for name in names}
+    if set(got.values()) != {expected}:
         return {"max_rel_err": None, "tol": None, "holds": False,
-                "reason": f"trajectory has {len(native.get('weight', ()))} steps, expected {expected}"}
+                "reason": f"trajectory has {got} steps, expected {expected}"}
     envs = [envelope.envelope(semantics, data, batch_size, dtype),
             envelope.envelope(semantics, data, batch_size, "float64")]
     out = compare.judge(native, ref, envs, compare.pair_dtype((dtype,)))

@@ -4,7 +4,8 @@ For the linear model the batch loss is quadratic, so its Hessian is exact and in
 parameters: H_B = f/|B| * X~_B^T X~_B + D, with X~ = [X, 1], f = 1 (half_mse) or 2 (mse) and D the
 coupled L2 coefficients of the decayed tensors. With L = max_B lambda_max(H_B), plain SGD is stable
 for lr < 2/L; heavy-ball momentum m (dampening d) for lr*(1-d) < 2(1+m)/L; Nesterov for
-lr < 2(1+m)/((1+2m) L). Adam has no such bound: it is judged by its trajectory alone.
+lr < 2(1+m)/((1+2m) L). Adam has no such bound: it is judged by its trajectory alone, and so is a network
+(`[task] model` with hidden layers: its loss is not quadratic, its Hessian moves with the parameters).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def curvature(semantics: dict, data: dict, batch_size: int) -> float:
 def sgd_bound(semantics: dict, data: dict, batch_size: int) -> Optional[dict]:
     """{"L", "bound", "lr_max", "exceeds", "formula"} for SGD; None for Adam (no closed-form bound)."""
     opt = semantics["optimizer"]
-    if opt["name"] != "sgd":
+    if opt["name"] != "sgd" or "model_json" in data:
         return None
     L = curvature(semantics, data, batch_size)
     if L <= 0:

@@ -37,6 +37,7 @@ class Backend:
     Config: type[Strict] = Strict          # validates the run's own keys (framework vocabulary)
     hyper_dtype: str = "float64"           # the precision its update receives hyperparameters in
     schedules: tuple[str, ...] = ("constant", "step", "cosine")   # learning-rate schedule kinds it trains
+    models_networks: bool = False          # trains `[task] model` with hidden layers (spec/network.py), not only y = Xw + b
 
     def parse(self, run: dict) -> Strict:
         return self.Config.model_validate(run)

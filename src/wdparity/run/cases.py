@@ -15,6 +15,7 @@ from wdparity.run import registry
 from wdparity.spec.casefile import CaseHeader, RunHeader, read_toml
 from wdparity.spec.errors import InputError, from_validation_error
 from wdparity.spec.models import Semantics, Strict, Task
+from wdparity.spec.network import tensor_scope
 
 
 @dataclass
@@ -83,12 +84,21 @@ def load_run(name: str, raw: dict, task: Task, where: str, overrides: dict[str, 
     except ValidationError as exc:
         raise from_validation_error(exc, where, generic, prefix)
     own = {k: v for k, v in raw.items() if k not in registry.GENERIC_KEYS}
+    with tensor_scope(task.tensors):   # masks and groups name the task's tensors
+        return _described(name, prefix, backend, head, generic, own, task, where, overrides)
+
+
+def _described(name, prefix, backend, head, generic, own, task, where, overrides) -> Run:
     try:
         config = backend.parse(own)
     except ValidationError as exc:
         raise from_validation_error(exc, where, own, prefix)
     update = {k: getattr(head, k) for k in ("dtype", "loss", "schedule") if getattr(head, k) is not None}
     run_task = task.model_copy(update=update)
+    if not task.model.linear and not backend.models_networks:
+        raise InputError(where, "task.model.hidden", f"is a network, and backend {head.backend!r} trains the linear "
+                         f"model only (backends that train networks: {registry.network_backends()})",
+                         task.model.hidden)
     if run_task.schedule.kind not in backend.schedules:
         key = f"{prefix}.schedule" if "schedule" in generic else "task.schedule"
         raise InputError(where, f"{key}.kind", f"must be one of {list(backend.schedules)} for backend "

@@ -89,3 +89,15 @@ def get(name: Any, where: str = "", key: str = "backend") -> Backend:
 def missing_modules(backend: Backend) -> list[str]:
     """Framework modules this interpreter lacks (checked with find_spec: nothing is imported)."""
     return [m for m in backend.modules if importlib.util.find_spec(m) is None]
+
+
+def network_backends() -> list[str]:
+    """The registered backends that train networks (Backend.models_networks); one that fails to load is left out."""
+    out = []
+    for name in targets():
+        try:
+            if get(name).models_networks:
+                out.append(name)
+        except Exception:   # a broken adapter is reported where a case names it, not here
+            continue
+    return out

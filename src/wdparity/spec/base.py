@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from wdparity.spec import scope
 from wdparity.spec.errors import CUSTOM
 
 TENSORS = ("weight", "bias")
@@ -53,11 +54,13 @@ class Strict(BaseModel):
 
 
 def check_tensors(key: str, names: list[str]) -> None:
-    """A mask/param list must name at least one real tensor and nothing else (never a silent no-op)."""
+    """A mask/param list must name at least one real tensor and nothing else (never a silent no-op): the tensors of
+    the model in scope (spec/network.py: the linear model's `weight` and `bias` unless a network is described)."""
+    have = list(scope.in_scope())
     if not names:
-        raise fail(key, names, f"must name at least one tensor of {list(TENSORS)}")
+        raise fail(key, names, f"must name at least one tensor of {have}")
     for name in names:
-        if name not in TENSORS:
-            raise fail(key, names, f"must name tensors among {list(TENSORS)} (\"{name}\" names no tensor)")
+        if not isinstance(name, str) or scope.unknown(name):
+            raise fail(key, names, f"must name tensors among {have} (\"{name}\" names no tensor)")
     if len(set(names)) != len(names):
         raise fail(key, names, "must not name a tensor twice")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-from wdparity.engine.recording import plan
+from wdparity.engine.recording import plan, values_per_row
 from wdparity.spec.errors import InputError, show
 
 ENV_VAR = "WDPARITY_MEMORY_BYTES"
@@ -98,7 +98,7 @@ def estimate(task: Mapping[str, Any], runs: int, workers: int, *, itemsize: Opti
         every = int(how["every"])
         rows = steps // every + 1 + (1 if steps % every else 0)   # len(recording.recorded_steps), counted
         summaries = steps + 1                                      # per step: bias, norm, absmax, digest
-    weights = rows * d
+    weights = rows * values_per_row(dict(task))   # a network's row holds every tensor (recording.values_per_row)
 
     def trajectory(nbytes: int) -> int:   # Recorder.result(): weight rows, bias, the per-step summaries
         return weights * nbytes + (rows + summaries) * nbytes + summaries * 24 + rows * 8

@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
+from wdparity.spec import network
 from wdparity.spec.base import (  # noqa: F401  (the spec's vocabulary, importable from here)
     CAUSES,
     TENSORS,
@@ -26,6 +27,7 @@ from wdparity.spec.base import (  # noqa: F401  (the spec's vocabulary, importab
     check_tensors,
     fail,
 )
+from wdparity.spec.network import Model
 from wdparity.spec.optimizers import (  # noqa: F401
     OPTIMIZER_SPECS,
     AdadeltaSpec,
@@ -99,12 +101,23 @@ class Task(Strict):
     # per run, else per-step norm/bias/digest plus w every `checkpoint_every` steps.
     record: Literal["auto", "full", "checkpoints"] = "auto"
     checkpoint_every: Optional[int] = Field(None, ge=1)
+    # The model: the linear regressor (default) or a multi-layer perceptron (spec/network.py)
+    model: Model = Model()
 
     @model_validator(mode="after")
     def _batch_fits(self):
         if self.batch_size > self.n_train:
             raise fail("batch_size", self.batch_size, f"must be <= n_train ({self.n_train})")
         return self
+
+    @property
+    def tensors(self) -> tuple[str, ...]:
+        """The model's tensor names in layout order (spec/network.py)."""
+        return network.names(self.model, self.num_inputs)
+
+    @property
+    def parameters(self) -> int:
+        return network.parameter_count(self.model, self.num_inputs)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -124,7 +137,7 @@ class DecayRule(Strict):
     coupling: Literal["gradient", "decoupled"] = "gradient"
     coefficient: NonNeg
     scale: Optional[Literal["lr", "schedule", "none"]] = None
-    params: list[str] = Field(default_factory=lambda: list(TENSORS))
+    params: list[str] = Field(default_factory=lambda: list(network.in_scope()))   # every tensor of the model
     l1_at_zero: Optional[Finite] = None
     # A loss penalty's term is computed by autograd in the weights' dtype, never rounded as an
     # optimizer hyperparameter (matters only with hyper_dtype = "float32").
@@ -168,7 +181,7 @@ class Penalty(Strict):
 
     l2: NonNeg = 0.0
     l1: NonNeg = 0.0
-    params: list[str] = Field(default_factory=lambda: ["weight"])
+    params: list[str] = Field(default_factory=lambda: network.kernels(network.in_scope()))   # the weight matrices
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -228,7 +241,7 @@ class Semantics(Strict):
     def _frozen(self):
         if self.frozen:
             check_tensors("frozen", self.frozen)
-            if len(self.frozen) == len(TENSORS):
+            if set(self.frozen) >= set(network.in_scope()):
                 raise fail("frozen", self.frozen, "must leave at least one tensor to train")
             for i, rule in enumerate(self.decay):
                 hit = [name for name in rule.params if name in self.frozen]
