@@ -65,6 +65,22 @@ def assert_battery_green(name: str, dtype: str, realized: int, inexpressible: in
     return report
 
 
+def assert_network_battery_green(name: str, dtype: str, realized: int, inexpressible: int) -> dict:
+    """The network battery (judge/network_battery.py) of backend `name`: every case meets the reference of its own
+    describe() tensor by tensor (1e-9 relative in float64); the counts pin how much of it the backend expresses."""
+    from wdparity.judge import fidelity, network_battery
+
+    cases, refused = network_battery.network_battery(name)
+    assert (len(cases), len(refused)) == (realized, inexpressible), sorted(refused.items())[:3]
+    report = fidelity.run_battery(cases, dtype)
+    failed = {k: (v["status"], v.get("reason"), v.get("max_rel_err"), v.get("tol")) for k, v in report.items()
+              if v["status"] != "ok" or not v["holds"]}
+    assert not failed
+    if dtype == "float64":
+        assert max(v["max_rel_err"] for v in report.values()) <= 1e-9
+    return report
+
+
 def detects_a_wrong_model(backend, case: str, mutate) -> None:
     """A native battery case of `backend` meets its own describe() in float64 and fails the semantics `mutate`
     changes (a neighbouring model), so the battery can tell the two apart."""

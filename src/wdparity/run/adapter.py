@@ -10,7 +10,8 @@ defaults) and these hooks:
     realize(semantics, task) -> run table    the native setting for given semantics (pure)
     build(job, data) -> native               the framework's model and optimizer, inside the worker
     step(native, rows, t)                    one optimizer step on those rows
-    read(native) -> (w, b)                   the parameters now, as arrays
+    read(native) -> (w, b)                   the parameters now, as arrays; for a network (`[task] model`,
+                                             Backend.models_networks) {neutral name: array}, neutral shapes
     finish(native)                           after the last step (optional)
     batch_key(job) / train_vectorized(...)   grids trained together (optional)
 
@@ -23,6 +24,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from wdparity.engine import network_recording
 from wdparity.engine.batching import partition, train_grouped
 from wdparity.engine.data import batches
 from wdparity.engine.recording import Recorder
@@ -115,11 +117,20 @@ class Adapter(Backend):
     def train(self, job: dict, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         native = self.build(job, data)
         rows = batches(data["order"], int(job["task"]["batch_size"]))
-        rec = Recorder(data, len(rows), int(np.asarray(data["w0"]).size), np.dtype(job["dtype"]))
-        rec.record(0, *self.read(native))
+        net = network_recording.recorder(data, len(rows), np.dtype(job["dtype"]))
+        if net is not None:   # a network: read() gives {name: array}
+            def record(t, check=True):
+                return net.record(t, self.read(native), check)
+            rec = net
+        else:
+            rec = Recorder(data, len(rows), int(np.asarray(data["w0"]).size), np.dtype(job["dtype"]))
+
+            def record(t, check=True):
+                return rec.record(t, *self.read(native), check=check)
+        record(0)
         for t, idx in enumerate(rows):
             self.step(native, idx, t)
-            if not rec.record(t + 1, *self.read(native), check=self.record_checks):
+            if not record(t + 1, check=self.record_checks):
                 break
         self.finish(native)
         return rec.result()
@@ -133,8 +144,9 @@ class Adapter(Backend):
         raise NotImplementedError
 
     def batch_groups(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[list[int]]:
-        """Jobs with equal batch keys, together; checkpoint recording (record_steps) stays serial."""
-        return partition([None if "record_steps" in data else self.batch_key(job) for job in jobs])
+        """Jobs with equal batch keys, together; checkpoint recording (record_steps) and networks stay serial."""
+        serial = "record_steps" in data or "model_json" in data
+        return partition([None if serial else self.batch_key(job) for job in jobs])
 
     def train_batch(self, jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         return train_grouped(self.batch_groups(jobs, data), jobs, data, self.train, self.train_vectorized)
