@@ -311,6 +311,19 @@ def norms(traj: dict) -> tuple[np.ndarray, np.ndarray]:
         return np.arange(len(w)), np.linalg.norm(w, axis=1)
 
 
+def group_norms(traj: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A network's (||weight matrices||, ||every other tensor||) at each recorded row: its two layer groups."""
+    def norm(names):
+        if not names:
+            return np.zeros(len(steps_of(traj)))
+        with np.errstate(all="ignore"):
+            return np.sqrt(sum((np.asarray(traj[k], dtype=np.float64).reshape(len(traj[k]), -1) ** 2).sum(axis=1)
+                               for k in names))
+
+    names = tensor_names(traj)
+    return norm([k for k in names if k.endswith(".weight")]), norm([k for k in names if not k.endswith(".weight")])
+
+
 def biases(traj: dict) -> tuple[np.ndarray, np.ndarray]:
     """(steps, bias) at every step (a network's: its output bias, at the recorded rows)."""
     if "weight" not in traj:

@@ -219,6 +219,7 @@ def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseRes
     tols = {dt: [p["tol"] for p in pairs if p.get("tol") is not None and p.get("dtype") == dt]
             for dt in ("float32", "float64")}
     out = {"case": case.path, "title": case.title, "versions": dict(sorted(versions.items())), "runs": runs_json,
+           "tensors": list(case.task.tensors),
            "pairs": pairs, "claim": judge_claim(case, runs_json, pairs, versions),
            "recording": recording.describe(data, recording.plan(case.task.model_dump())),
            "tolerance": {"rule": compare.RULE, "factor": compare.FACTOR, "ceiling": compare.CEILING,

@@ -9,19 +9,19 @@ from __future__ import annotations
 from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from markupsafe import Markup
 
-from wdparity.spec.models import TENSORS
+from wdparity.spec.network import LINEAR
 
 
 def mask_coverage(case_json: dict) -> list[dict]:
-    """Which tensors each run decays, and how (for the mask-coverage table)."""
+    """Which tensors each run decays, and how (for the mask-coverage table): one cell per tensor of the model."""
     rows = []
     for name, run in case_json["runs"].items():
-        cells = {}
-        for tensor in TENSORS:
+        cells = []
+        for tensor in case_json.get("tensors", LINEAR):
             terms = [f"{r['norm']} {'coupled' if r['coupling'] == 'gradient' else 'decoupled'} {r['coefficient']:g}"
                      for r in run["semantics"]["decay"] if tensor in r["params"] and r["coefficient"]]
-            cells[tensor] = ", ".join(terms)
-        rows.append({"run": name, "backend": run["backend"], **cells})
+            cells.append(", ".join(terms))
+        rows.append({"run": name, "backend": run["backend"], "cells": cells})
     return rows
 
 

@@ -43,25 +43,33 @@ CASE_W, CASE_H, PAD = 1100, 540, 6
 def case_figure(result) -> str:
     """One SVG for a CaseResult: ||w||, bias, pair errors; train and test loss (per recorded step)."""
     from wdparity.engine import recording
-    from wdparity.engine.data import losses
+    from wdparity.engine.data import losses, network_losses
 
     fig = Figure(CASE_W, CASE_H, label=f"figure: {result.case.title}")
     cw, ch = (CASE_W - 2 * PAD) / 3, (CASE_H - 2 * PAD) / 2
     cell = [(PAD + c * cw, PAD + r * ch, cw, ch - 8) for r in range(2) for c in range(3)]
     common = result.case.task.loss
     step = "optimizer step"
-    ax_w = fig.add_axes(cell[0], title="‖w‖ over steps", xlabel=step)
-    ax_b = fig.add_axes(cell[1], title="bias over steps", xlabel=step)
+    net = "model_json" in result.data
+    ax_w = fig.add_axes(cell[0], title="‖weight matrices‖ over steps" if net else "‖w‖ over steps", xlabel=step)
+    ax_b = fig.add_axes(cell[1], title="‖biases, LayerNorm scales, offsets‖" if net else "bias over steps", xlabel=step)
     ax_e = fig.add_axes(cell[2], title="relative |a − b|  (red: per-step tolerance, dotted: 1st divergence)", xlabel=step,
                         ylog=bool(result.curves), title_size=10)
     ax_tr = fig.add_axes(cell[3], title=f"train loss ({common} for every run, float64)", xlabel=step, ylog=True)
     ax_te = fig.add_axes(cell[4], title=f"test loss ({common} for every run)", xlabel=step, ylog=True)
     runs = []
     for i, (name, traj) in enumerate(sorted(result.trajectories.items())):
-        ax_w.plot(*thin(recording.norms(traj)[1]), color(i))      # every step, also at scale
-        ax_b.plot(*thin(recording.biases(traj)[1]), color(i))
         steps = recording.steps_of(traj)                            # the recorded rows (checkpoints at scale)
-        tr, te = losses(result.data, np.asarray(traj["weight"], dtype=np.float64), traj["bias"], common)
+        if net:   # per layer group, at the recorded rows
+            weights, rest = recording.group_norms(traj)
+            for ax, series in ((ax_w, weights), (ax_b, rest)):
+                x, y = thin(series)
+                ax.plot(steps[x], y, color(i))
+            tr, te = network_losses(result.data, {k: traj[k] for k in recording.tensor_names(traj)}, common)
+        else:
+            ax_w.plot(*thin(recording.norms(traj)[1]), color(i))      # every step, also at scale
+            ax_b.plot(*thin(recording.biases(traj)[1]), color(i))
+            tr, te = losses(result.data, np.asarray(traj["weight"], dtype=np.float64), traj["bias"], common)
         for ax, series in ((ax_tr, tr), (ax_te, te)):
             x, y = thin(series)
             ax.plot(steps[x], y, color(i))

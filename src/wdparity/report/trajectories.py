@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wdparity.engine import recording
+
 SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -49,10 +51,13 @@ def write_trajectories(results, out: Path) -> list[Path]:
     for res, stem in zip(results, file_stems(results)):
         for name, traj in sorted(res.trajectories.items()):
             run = res.case.runs[name]
-            w = np.asarray(traj["weight"])
-            arrays = {"weight": w.reshape(len(w), -1), "bias": np.asarray(traj["bias"]).reshape(-1),
-                      "step": np.asarray(traj["step"]) if "step" in traj else np.arange(len(w)),
-                      "steps": np.asarray(run.task.steps), "dtype": np.asarray(run.dtype)}
+            if "weight" in traj:
+                w = np.asarray(traj["weight"])
+                arrays = {"weight": w.reshape(len(w), -1), "bias": np.asarray(traj["bias"]).reshape(-1)}
+            else:   # a network: one (rows, size) array per neutral tensor name (spec/network.py)
+                arrays = {k: np.asarray(traj[k]).reshape(len(traj[k]), -1) for k in recording.tensor_names(traj)}
+            arrays.update({"step": recording.steps_of(traj),
+                           "steps": np.asarray(run.task.steps), "dtype": np.asarray(run.dtype)})
             path = out / f"{stem}__{name}.npz"
             _save(path, arrays)
             written.append(path)

@@ -21,7 +21,8 @@ from typing import Callable, Optional
 import numpy as np
 from pydantic import ValidationError
 
-from wdparity.engine.data import losses, make_data
+from wdparity.engine import recording
+from wdparity.engine.data import losses, make_data, network_losses
 from wdparity.run import harness, registry
 from wdparity.run.cases import Run, load_run
 from wdparity.spec.casefile import read_toml
@@ -167,11 +168,19 @@ def _final(grid: Grid, runs: list[Run], k: int, status: str, reason: Optional[st
            "reason": reason, "train_loss": None, "test_loss": None}
     if status != "ok":
         return out
-    if "weight" not in arrays:
+    if "model_json" in data:   # a network: its tensors' last row through the forward pass
+        names = [k for k in arrays if k not in recording.SUMMARIES]
+        if not names:
+            return {**out, "status": "error", "reason": "the worker returned no trajectory for this config"}
+        w = np.concatenate([np.asarray(arrays[k])[-1:].reshape(1, -1) for k in names], axis=1)
+        b = np.zeros(1)
+        tr, te = network_losses(data, {k: np.asarray(arrays[k])[-1:] for k in names}, grid.spec.task.loss)
+    elif "weight" not in arrays:
         return {**out, "status": "error", "reason": "the worker returned no trajectory for this config"}
-    w = np.asarray(arrays["weight"])[-1:].reshape(1, -1)
-    b = np.asarray(arrays["bias"]).reshape(-1)[-1:]
-    tr, te = losses(data, w, b, grid.spec.task.loss)
+    else:
+        w = np.asarray(arrays["weight"])[-1:].reshape(1, -1)
+        b = np.asarray(arrays["bias"]).reshape(-1)[-1:]
+        tr, te = losses(data, w, b, grid.spec.task.loss)
     if not (np.isfinite(w).all() and np.isfinite(b).all() and np.isfinite(tr[0]) and np.isfinite(te[0])):
         return {**out, "status": "unstable", "reason": "the weights left the finite range during training "
                 "(this lr is too large at this lambda)"}
