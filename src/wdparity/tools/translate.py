@@ -28,6 +28,7 @@ from wdparity.run.backend import Inexpressible, refuse_schedule
 from wdparity.run.cases import load_case, load_run
 from wdparity.spec.errors import InputError
 from wdparity.spec.models import Semantics, Task, semantics_from_dict
+from wdparity.spec.network import tensor_scope
 from wdparity.tools import optimizer_words
 
 BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -164,6 +165,11 @@ def _try_realize(target, sem: dict, task: Task) -> Optional[tuple[dict, dict]]:
     target's own describe(), so a realize() that silently drops something cannot hide it. A learning-rate
     schedule of the run's own (e.g. Keras 2's legacy decay=) that is not the task's becomes the table's
     `schedule` key where the target trains that schedule."""
+    with tensor_scope(task.tensors):   # a network's masks name its tensors
+        return _realized(target, sem, task)
+
+
+def _realized(target, sem: dict, task: Task) -> Optional[tuple[dict, dict]]:
     semantics = semantics_from_dict(sem)
     moved = semantics.schedule != task.schedule
     if moved:
@@ -199,7 +205,9 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
     for changed, variant in candidates:
         found = _try_realize(target, variant, run.task)
         if found is None:   # what the target does to every setting (its float32 hyperparameters, ...)
-            found = _try_realize(target, target.inherent(semantics_from_dict(variant), run.task).neutral(), run.task)
+            with tensor_scope(run.task.tensors):
+                inherent = target.inherent(semantics_from_dict(variant), run.task).neutral()
+            found = _try_realize(target, inherent, run.task)
         if found is None:
             continue
         table, actual = found
