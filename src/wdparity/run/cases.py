@@ -109,5 +109,9 @@ def _described(name, prefix, backend, head, generic, own, task, where, overrides
         raise from_validation_error(exc, where, own, prefix)
     except InputError as exc:  # adapters name keys relative to the run
         raise InputError(where, f"{prefix}.{exc.key}", exc.expected, exc.received, has_value=exc.has_value)
+    if not task.model.linear and semantics.optimizer.name == "adafactor" and head.backend != "numpy":
+        raise InputError(where, f"{prefix}.optimizer", "is Adafactor on a network, which no framework adapter trains: "
+                         "frameworks factor a matrix's second moment into row and column means, the neutral "
+                         "Adafactor's is per element (the numpy reference runs it)", semantics.optimizer.name)
     python = head.python or overrides.get(head.backend) or backend.default_python()
     return Run(name, head.backend, config, run_task, semantics, python, backend.worker_env(config, run_task))
