@@ -23,6 +23,12 @@ WEIGHT_DECAY_REASON = (
     "size, parameter_scale*step size = max(eps[1], rms(w))*min(1e-2, 1/sqrt(step)) (optimizers.py:801-812,863-864): "
     "a decoupled decay scaled by rms(w), which no neutral DecayRule scale (lr, schedule, none) states")
 
+NETWORK_REASON = (
+    "mlx.optimizers.Adafactor factors the second moment of every parameter with ndim >= 2 (optimizers.py:787-791, "
+    "814-820): a hidden nn.Linear's (out, in) weight gets the rank-1 estimate v_row v_col^T / mean(v_row), not the "
+    "per-element v of the neutral (unfactored) AdafactorSpec; nearest: Adafactor on the linear model, where the "
+    "(1, d) weight's estimate is exact")
+
 
 def error(key: str, value, why: str) -> InputError:
     return InputError("", key, why, value)
@@ -31,6 +37,8 @@ def error(key: str, value, why: str) -> InputError:
 def check(sub, task: Task, arrays: bool, where: str = "") -> None:
     """What an Adafactor run may not be: the knobs outside the neutral model, and its float64 precision."""
     get = sub.get
+    if not task.model.linear:
+        raise error(f"{where}optimizer", "Adafactor", f"is not modelled on a network: {NETWORK_REASON}")
     if get("warmup_init"):
         raise error(f"{where}warmup_init", True, "must be false: with warmup_init MLX's step size is min(1e-6*step, "
                     "1/sqrt(step)) (optimizers.py:803-804), a linear warm-up the neutral Adafactor (min(lr_t, "

@@ -5,7 +5,8 @@ writes them.
 MLX's Adam and AdamW do not bias-correct by default (bias_correction=False: the first step is ~3.16x torch's);
 AdamW's default weight_decay is 0.01, decoupled; SGD's is coupled. describe() is mlx_describe.py (Adafactor:
 mlx_adafactor.py), realize() mlx_realize.py, the worker's training loop mlx_train.py (nn.value_and_grad,
-optimizer.update, mx.eval). Every statement about MLX, with its source and its test: docs/adapters/mlx.md.
+optimizer.update, mx.eval), a network's nn.Sequential and its paths mlx_network.py. Every statement about MLX,
+with its source and its test: docs/adapters/mlx.md.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class MlxBackend(Adapter):
     modules = ("mlx",)
     install_hint = "pip install mlx mlx-cpu   # Linux CPU; on macOS: pip install mlx"
     Config = MlxRun
+    models_networks = True   # the task's nn.Sequential (mlx_network.py)
 
     def findings(self, config: MlxRun, task: Task) -> list[dict]:
         """Documented departures from what a reader of the call may expect, each modelled by describe()."""
@@ -47,6 +49,12 @@ class MlxBackend(Adapter):
                         "text": "MultiOptimizer hands each parameter to the first optimizer whose filter takes its "
                                 "path, the last one taking the rest: the tensors' decay is their optimizer's",
                         "source": "mlx/optimizers/optimizers.py:184-207"})
+        if (config.optimizer == MULTI and task.model.norm == "layer"
+                and any((sub.endswith or "").endswith("weight") for sub in config.optimizers)):
+            out.append({"id": "endswith-weight-takes-layernorm-scales", "modelled": True,
+                        "text": "path.endswith(\"weight\") takes every nn.LayerNorm's scale too (its parameter is "
+                                "named weight); array.ndim == 2 takes the nn.Linear weights only",
+                        "source": "mlx/nn/layers/normalization.py:118"})
         if config.clip_grad_norm is not None:
             out.append({"id": "clip-grad-norm-eps", "modelled": True,
                         "text": "clip_grad_norm scales by min(max_norm / (total_norm + 1e-6), 1) over every tensor",

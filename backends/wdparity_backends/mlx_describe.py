@@ -5,7 +5,8 @@ dtype at each step (`self.learning_rate.astype(gradient.dtype)`); every other hy
 weakly typed into the parameters' dtype. So a float64 run of Python floats steps with the float32-rounded lr,
 stated exactly here; its schedules (evaluated in float32) and Adam's bias corrections (b**step, float32) have
 no neutral statement and are refused unless hyperparameters_as_arrays hands them over as float64 arrays.
-A float64 cosine schedule is refused either way: MLX's float64 mx.cos is float32-accurate.
+A float64 cosine schedule is refused either way: MLX's float64 mx.cos is float32-accurate; so is a float64
+network with LayerNorm (mx.fast.layer_norm) or the erf GELU (mx.erf), both float32-accurate on CPU.
 """
 
 from __future__ import annotations
@@ -41,8 +42,30 @@ def float32_lr(config: MlxRun, task: Task) -> bool:
     return task.dtype == "float64" and not config.hyperparameters_as_arrays
 
 
+FLOAT64_NETWORK = {   # what MLX's CPU computes to float32 accuracy in a float64 network (tests/test_mlx_network.py)
+    ("norm", "layer"): "nn.LayerNorm calls mx.fast.layer_norm (mlx/nn/layers/normalization.py:130), which in "
+                       "float64 on CPU is accurate to float32 only (1.7e-7 relative forward, 6.6e-8 in its gradient)",
+    ("activation", "gelu"): "nn.GELU(approx=\"none\") is x*(1 + mx.erf(x/sqrt(2)))/2 (mlx/nn/layers/"
+                            "activations.py:169), and float64 mx.erf on CPU is accurate to float32 only (2.6e-7 "
+                            "absolute in GELU over [-6, 6])",
+}
+
+
+def check_network(config: MlxRun, task: Task) -> None:
+    """A validation error for a float64 network that MLX computes in float32 in part."""
+    if task.dtype != "float64" or task.model.linear:
+        return
+    for (key, value), why in FLOAT64_NETWORK.items():
+        if getattr(task.model, key) == value:
+            raise InputError("", f"model.{key}", f"must not be {value!r} for a float64 mlx run: {why}, which no "
+                             "neutral float64 run states; nearest: the same run in float32"
+                             + ("" if key == "norm" else ", or activation = \"gelu_tanh\" (nn.GELU(approx="
+                                "\"precise\"), float64-exact)"), value)
+
+
 def check_precision(config: MlxRun, task: Task) -> None:
     """A validation error for what a float64 run of Python floats computes in float32 beyond the lr."""
+    check_network(config, task)
     if task.dtype == "float64" and task.schedule.kind == "cosine":
         raise InputError("", "schedule.kind", "must not be \"cosine\" for a float64 mlx run: cosine_decay takes "
                          "mx.cos (mlx/optimizers/schedulers.py:89), and MLX's float64 mx.cos on CPU is accurate to "

@@ -9,10 +9,12 @@ from typing import Any
 
 from wdparity.run.adapter import refuse_frozen, refuse_l1
 from wdparity.run.backend import Inexpressible
-from wdparity.spec.models import TENSORS, Semantics, Task
+from wdparity.spec.models import Semantics, Task
+from wdparity.spec.network import in_scope
 from wdparity.spec.rules import coefficients
 
 from . import mlx_adafactor as adafactor
+from . import mlx_network as network
 from .mlx_describe import CLIP_EPS, MLX_L1_AT_ZERO
 from .mlx_vocab import MULTI, TOP_LEVEL
 
@@ -81,22 +83,28 @@ def native_optimizer(opt, task: Task) -> dict[str, Any]:
 
 
 def multi(run: dict[str, Any], cls: str, plain: str, per: dict[str, float]) -> dict[str, Any]:
-    """MultiOptimizer, one sub-optimizer per distinct coefficient (tensors in TENSORS order, the last group the
-    fallback): `cls` with weight_decay where it is nonzero, `plain` (the class without it) where it is 0."""
+    """MultiOptimizer, one sub-optimizer per distinct coefficient (tensors in layout order, the last group the
+    fallback): `cls` with weight_decay where it is nonzero, `plain` (the class without it) where it is 0; each
+    filter is `params`, the MLX paths of its tensors."""
     top = {k: run.pop(k) for k in TOP_LEVEL if k in run}
     groups: dict[float, list[str]] = {}
-    for name in TENSORS:
-        groups.setdefault(per[name], []).append(name)
+    for name in in_scope():
+        groups.setdefault(per.get(name, 0.0), []).append(name)
     subs = []
     for coef, names in groups.items():
         sub = {**run, "optimizer": cls if coef else plain, **({"weight_decay": coef} if coef else {})}
-        subs.append({**sub, "params": names})
+        subs.append({**sub, "params": network.native(names)})
+    where = network.merge_fails([sub["params"] for sub in subs])
+    if where:
+        raise Inexpressible(f"{network.MERGE_BUG}; here {where}; nearest: one coefficient on every tensor")
     del subs[-1]["params"]
     return {"optimizer": MULTI, "optimizers": subs, **top}
 
 
 def realize(semantics: Semantics, task: Task) -> dict:
     opt, rules = semantics.optimizer, list(semantics.decay)
+    if not task.model.linear and opt.name == "adafactor":
+        raise Inexpressible(adafactor.NETWORK_REASON)
     run = native_optimizer(opt, task)
     refuse_frozen(semantics, "mlx.optimizers update every parameter of the tree they are given; a frozen tensor "
                              "(model.freeze(keys=...)) has no gradient")
@@ -138,7 +146,7 @@ def realize(semantics: Semantics, task: Task) -> dict:
         # SGD's weight_decay is added after clip_grad_norm; a loss penalty is clipped with the loss
         usable = [r for r in coupled if r.norm == "l2" and not (clip is not None and r.via_loss)]
         per = coefficients(usable)
-        if len(usable) == 1 and usable[0].params == list(TENSORS):
+        if len(usable) == 1 and usable[0].params == list(in_scope()):
             run["weight_decay"] = usable[0].coefficient
             coupled = [r for r in coupled if r is not usable[0]]
         elif len(usable) > 1 or (clip is not None and usable):   # per-tensor weight_decay: one SGD per coefficient
@@ -156,7 +164,7 @@ def realize(semantics: Semantics, task: Task) -> dict:
                             "coefficients on each tensor)")
     penalty: dict[str, Any] = {}
     if l2:
-        penalty.update({"l2": l2[0].coefficient / 2.0, "params": list(l2[0].params)})
+        penalty.update({"l2": l2[0].coefficient / 2.0, "params": network.native(list(l2[0].params))})
     if l1:
-        penalty.update({"l1": l1[0].coefficient, "params": list(l1[0].params)})
+        penalty.update({"l1": l1[0].coefficient, "params": network.native(list(l1[0].params))})
     return {**run, **({"penalty": penalty} if penalty else {})}

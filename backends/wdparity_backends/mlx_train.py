@@ -1,9 +1,10 @@
-"""Inside the worker: an mlx.nn.Linear trained as an MLX user trains it.
+"""Inside the worker: an mlx.nn.Linear (or the task's nn.Sequential, mlx_network.py) trained as an MLX user
+trains it.
 
 nn.value_and_grad(model, loss_fn), optionally mlx.optimizers.clip_grad_norm on the gradients, then
 optimizer.update(model, grads) and mx.eval(model.parameters(), optimizer.state); the task's schedule is an
 mlx.optimizers schedule (step_decay, cosine_decay) passed as the learning_rate callable; a MultiOptimizer gets
-one filter (path, array) -> path in params per sub-optimizer but the last. Imports MLX.
+one filter (path, array) -> bool per sub-optimizer but the last. Imports MLX.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from wdparity.spec.network import Model, names, tensor_scope
+
+from . import mlx_network as network
 from .mlx_vocab import KEYWORDS, MULTI, MlxRun
 
 
@@ -49,39 +53,51 @@ def build(job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
     import mlx.core as mx
     import mlx.nn as nn
     import mlx.optimizers as optim
+    from mlx.utils import tree_flatten
+
+    from wdparity.engine import network as net_mod
 
     mx.set_default_device(mx.cpu)
-    task, run = job["task"], MlxRun.model_validate(job["run"])
+    task = job["task"]
     dtype = {"float32": mx.float32, "float64": mx.float64}[job["dtype"]]
+    arch = net_mod.model_of(data) if "model_json" in data else None
+    d = np.asarray(data["X_train"]).shape[1]
+    tensors = names(Model.model_validate(arch), d) if arch else ("weight", "bias")
+    with tensor_scope(tensors):   # the run's paths are the model's
+        run = MlxRun.model_validate(job["run"])
     as_array = (lambda x: mx.array(x, dtype=dtype)) if run.hyperparameters_as_arrays else float
     X = np.asarray(data["X_train"], dtype=job["dtype"])
     y = np.asarray(data["y_train"], dtype=job["dtype"]).reshape(-1, 1)
-    d = X.shape[1]
-
-    model = nn.Linear(d, 1)
-    model.set_dtype(dtype)   # mx.array(numpy float64) would be float32 without dtype=: every array names it
-    model.update({"weight": mx.array(np.asarray(data["w0"]).reshape(1, d), dtype=dtype),
-                  "bias": mx.array(np.asarray(data["b0"]).reshape(1), dtype=dtype)})
+    table = None
+    if arch:
+        model, table = network.network(mx, nn, data, dtype, arch)
+    else:
+        model = nn.Linear(d, 1)
+        model.set_dtype(dtype)   # mx.array(numpy float64) would be float32 without dtype=: every array names it
+        model.update({"weight": mx.array(np.asarray(data["w0"]).reshape(1, d), dtype=dtype),
+                      "bias": mx.array(np.asarray(data["b0"]).reshape(1), dtype=dtype)})
 
     schedule = task.get("schedule") or {"kind": "constant"}
-    if run.optimizer == MULTI:   # each tensor's path ("weight", "bias") to the first filter that takes it
+    if run.optimizer == MULTI:   # each tensor's path ("weight", "layers.0.weight") to the first filter that takes it
         subs = [make(optim, sub, schedule, as_array, dtype, run) for sub in run.optimizers]
-        filters = [partial(lambda names, path, array: path in names, tuple(sub.params)) for sub in run.optimizers[:-1]]
+        filters = [partial(lambda sub, path, array: network.takes(sub, path, array.ndim), sub)
+                   for sub in run.optimizers[:-1]]
         optimizer = optim.MultiOptimizer(subs, filters)
     else:
         optimizer = make(optim, run, schedule, as_array, dtype, run)
 
     half = task["loss"] == "half_mse"
     terms = []
-    if run.penalty:
-        terms += [(name, "l2", run.penalty.l2) for name in run.penalty.params if run.penalty.l2]
-        terms += [(name, "l1", run.penalty.l1) for name in run.penalty.params if run.penalty.l1]
+    if run.penalty:   # its paths (default: the nn.Linear weights, ndim 2)
+        on = run.penalty.params or [k for k, v in tree_flatten(model.parameters()) if v.ndim == 2]
+        terms += [(name, "l2", run.penalty.l2) for name in on if run.penalty.l2]
+        terms += [(name, "l1", run.penalty.l1) for name in on if run.penalty.l1]
 
     def loss_fn(model, X, y):
         loss = nn.losses.mse_loss(model(X), y)
         if half:
             loss = loss / 2
-        params = model.parameters()
+        params = dict(tree_flatten(model.parameters())) if terms else {}
         for name, kind, coef in terms:   # the loss penalty, term by term as a user adds it
             p = params[name]
             loss = loss + coef * (mx.sum(mx.square(p)) if kind == "l2" else mx.sum(mx.abs(p)))
@@ -99,7 +115,7 @@ def build(job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
     if run.compile:
         state = [model.state, optimizer.state]
         step = partial(mx.compile, inputs=state, outputs=state)(step)
-    return SimpleNamespace(mx=mx, model=model, optimizer=optimizer, step=step, X=X, y=y, dtype=dtype)
+    return SimpleNamespace(mx=mx, model=model, optimizer=optimizer, step=step, X=X, y=y, dtype=dtype, table=table)
 
 
 def train_step(s: SimpleNamespace, rows: np.ndarray) -> None:
@@ -108,7 +124,9 @@ def train_step(s: SimpleNamespace, rows: np.ndarray) -> None:
     mx.eval(s.model.parameters(), s.optimizer.state)
 
 
-def read(s: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+def read(s: SimpleNamespace):
+    if s.table is not None:   # a network: {neutral name: array}
+        return network.read(s.model, s.table, s.dtype)
     if s.model.weight.dtype != s.dtype:
         raise RuntimeError(f"MLX trained in {s.model.weight.dtype}, not {s.dtype}")
     return np.array(s.model.weight).reshape(-1), np.array(s.model.bias).reshape(())

@@ -2,8 +2,8 @@
 
 One row per class: its keywords and numeric defaults (tests/test_mlx_facts.py reads both from the installed
 signatures). MultiOptimizer(optimizers, filters) is data: `optimizers` a list of sub-runs, each but the last with
-the `params` its filter takes (the last takes the rest). Muon is named so that it is refused by name, with the
-reason. The sources of every statement: docs/adapters/mlx.md.
+a filter (`params`, `endswith` or `ndim`, mlx_network.py) on the paths of tree_flatten(model.parameters()).
+Muon is named so that it is refused by name, with the reason. The sources of every statement: docs/adapters/mlx.md.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Any, Optional, Union
 from pydantic import Field, model_validator
 
 from wdparity.run.adapter import check_keywords
-from wdparity.spec.models import TENSORS, NonNeg, Penalty, Positive, Strict, Unit, fail
+from wdparity.spec.models import DecayRule, NonNeg, Positive, Strict, Unit, fail
+
+from . import mlx_network as network
 
 DEFAULTS = {
     "SGD": {"momentum": 0.0, "weight_decay": 0.0, "dampening": 0.0, "nesterov": False},
@@ -94,10 +96,53 @@ class MlxOptimizer(Strict):
 
 
 class MlxSub(MlxOptimizer):
-    """One of MultiOptimizer's optimizers: `params`, the tensors its filter takes (path in params; nn.Linear's
-    paths are "weight" and "bias"); the last one has none (MLX's fallback, optimizers.py:182)."""
+    """One of MultiOptimizer's optimizers and its filter (path, array) -> bool, as data: `params` (path in
+    params), `endswith` (path.endswith(suffix)) or `ndim` (array.ndim == n) on the paths of
+    tree_flatten(model.parameters()) (nn.Linear: "weight", "bias"; a Sequential: "layers.0.weight", ...); the
+    last one has none (MLX's fallback, optimizers.py:182)."""
 
     params: Optional[list[str]] = None
+    endswith: Optional[str] = None
+    ndim: Optional[int] = None
+
+    def filters(self) -> list[str]:
+        return [k for k in network.FILTERS if getattr(self, k) is not None]
+
+
+class MlxPenalty(Strict):
+    """A loss penalty l2*sum(p^2) + l1*sum(|p|) over the parameters at these paths of
+    tree_flatten(model.parameters()), added to the loss as an MLX user adds it; default: the nn.Linear weights."""
+
+    l2: NonNeg = 0.0
+    l1: NonNeg = 0.0
+    params: Optional[list[str]] = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        table = network.paths()
+        if self.params is not None:
+            bad = [p for p in self.params if p not in table]
+            if bad or not self.params:
+                raise fail("params", self.params, f"names no parameter of the model ({bad}): the paths of "
+                           f"tree_flatten(model.parameters()) are {list(table)}")
+        return self
+
+    def neutral(self) -> list[str]:
+        table = network.paths()
+        if self.params is None:
+            return [n for p, n in table.items() if network.ndims(table)[p] == 2]
+        return [n for p, n in table.items() if p in self.params]
+
+    def rules(self, l1_at_zero: float) -> list[DecayRule]:
+        """Its gradient as coupled rules: d/dw c2*w^2 = 2*c2*w; d/dw c1*|w| = c1*sign(w)."""
+        out, names = [], self.neutral()
+        if self.l2:
+            out.append(DecayRule(norm="l2", coupling="gradient", coefficient=2.0 * self.l2, params=names,
+                                 via_loss=True))
+        if self.l1:
+            out.append(DecayRule(norm="l1", coupling="gradient", coefficient=self.l1, params=names,
+                                 l1_at_zero=l1_at_zero, via_loss=True))
+        return out
 
 
 class MlxRun(MlxOptimizer):
@@ -106,7 +151,7 @@ class MlxRun(MlxOptimizer):
     # MultiOptimizer's sub-optimizers, in order: the first whose params hold a tensor's path takes it
     optimizers: Optional[list[MlxSub]] = None
     # a loss penalty c2*sum(w^2) + c1*sum(|w|) added to the loss before nn.value_and_grad
-    penalty: Optional[Penalty] = None
+    penalty: Optional[MlxPenalty] = None
     # mlx.optimizers.clip_grad_norm(grads, max_norm) between value_and_grad and optimizer.update
     clip_grad_norm: Optional[Positive] = None
     # true: learning_rate (and a schedule's init, decay_rate, end, decay_steps) are handed to MLX as mx.array(x,
@@ -130,6 +175,8 @@ class MlxRun(MlxOptimizer):
                        "MultiOptimizer(optimizers, filters) itself (mlx/optimizers/optimizers.py:172)")
         if not self.optimizers:
             raise fail("optimizers", self.optimizers, "must list MultiOptimizer's optimizers")
+        table = network.paths()
+        dims = network.ndims(table)
         taken: dict[str, int] = {}
         for i, sub in enumerate(self.optimizers):
             where = f"optimizers[{i}]."
@@ -137,33 +184,48 @@ class MlxRun(MlxOptimizer):
                 raise fail(f"{where}optimizer", MULTI, "must be one optimizer class, not a MultiOptimizer")
             sub.check_class(where)
             last = i == len(self.optimizers) - 1
-            if last and sub.params is not None:
-                raise fail(f"{where}params", sub.params, "must be left out: the last optimizer is MultiOptimizer's "
-                           "fallback, with no filter, taking every parameter no filter took (optimizers.py:163-182)")
-            names = [t for t in TENSORS if t not in taken] if last else list(sub.params or [])
-            if not last and not sub.params:
-                raise fail(f"{where}params", sub.params, f"must name the parameters its filter takes, paths of the "
-                           f"nn.Linear: {list(TENSORS)} (filters are (path, array) -> bool, optimizers.py:184-197)")
-            unknown = [t for t in names if t not in TENSORS]
-            if unknown:
-                raise fail(f"{where}params", sub.params, f"names no parameter of the model ({unknown}): its "
-                           f"parameters are {list(TENSORS)}")
-            mine = [t for t in names if t not in taken]
+            given = sub.filters()
+            if last and given:
+                raise fail(f"{where}{given[0]}", getattr(sub, given[0]), "must be left out: the last optimizer is "
+                           "MultiOptimizer's fallback, with no filter, taking every parameter no filter took "
+                           "(optimizers.py:163-182)")
+            if not last and len(given) != 1:
+                raise fail(f"{where}params", sub.params, "must name the parameters its filter takes: exactly one of "
+                           "`params` (path in params), `endswith` (path.endswith(suffix)) or `ndim` (array.ndim == n), on the paths "
+                           f"{list(table)} (filters are (path, array) -> bool, optimizers.py:184-197)"
+                           + (f"; it has {given}" if given else ""))
+            if sub.params is not None:
+                unknown = [t for t in sub.params if t not in table]
+                if unknown or not sub.params:
+                    raise fail(f"{where}params", sub.params, f"names no parameter of the model ({unknown}): the "
+                               f"paths of tree_flatten(model.parameters()) are {list(table)}")
+            matched = [p for p in table if last or network.takes(sub, p, dims[p])]
+            if not matched:
+                key = given[0]
+                raise fail(f"{where}{key}", getattr(sub, key), f"matches no parameter: the paths of "
+                           f"tree_flatten(model.parameters()) are {list(table)}, their ndim {dims}")
+            mine = [p for p in matched if p not in taken]
             if not mine:
-                raise fail(f"{where}params", sub.params or "(the rest)", "takes no parameter: "
-                           + ", ".join(f"{t} goes to optimizers[{taken[t]}]" for t in TENSORS if t in taken)
-                           + f" (the first matching filter wins, optimizers.py:190-194); the parameters are "
-                           f"{list(TENSORS)}")
-            taken.update({t: i for t in mine})
+                key = given[0] if given else "params"
+                raise fail(f"{where}{key}", getattr(sub, key) if given else "(the rest)", "takes no parameter: "
+                           + ", ".join(f"{p} goes to optimizers[{taken[p]}]" for p in matched)
+                           + f" (the first matching filter wins, optimizers.py:190-194); the paths are {list(table)}")
+            taken.update({p: i for p in mine})
+        where_ = network.merge_fails([[p for p in table if taken[p] == i] for i in range(len(self.optimizers))])
+        if where_:
+            raise fail("optimizers", "[...]", f"cannot train: {network.MERGE_BUG}; here {where_}; nearest: filters "
+                       "whose parts each reach the last layer, or a model without parameterless layers in between")
         return self
 
     def groups(self) -> list[tuple[MlxOptimizer, list[str]]]:
-        """(optimizer, the tensors it updates), in order; a plain run is one optimizer for every tensor."""
+        """(optimizer, the neutral tensors it updates), in order; a plain run is one optimizer for every tensor."""
+        table = network.paths()
         if self.optimizer != MULTI:
-            return [(self, list(TENSORS))]
+            return [(self, list(table.values()))]
+        dims = network.ndims(table)
         out, taken = [], set()
         for sub in self.optimizers:
-            names = [t for t in TENSORS if t not in taken and (sub.params is None or t in sub.params)]
-            taken.update(names)
-            out.append((sub, names))
+            mine = [p for p in table if p not in taken and (not sub.filters() or network.takes(sub, p, dims[p]))]
+            taken.update(mine)
+            out.append((sub, [table[p] for p in mine]))
         return out
