@@ -7,7 +7,7 @@ NumPy < 1.24, so its worker runs under a separate venv (`wdparity setup mxnet`, 
 this module is imported both there (NumPy 1.23) and in the core (NumPy 2): module-level imports are
 numpy, pydantic and the wdparity core only; mxnet is imported inside build(). The vocabulary (registry
 names, keywords, defaults, refusals): mxnet_vocab.py; realize()'s pieces (optimizer, penalty, clip_gradient):
-mxnet_realize.py.
+mxnet_realize.py; networks (`[task] model`: the Gluon MLP, its Parameter names, wd_mult by regex): mxnet_network.py.
 
 Every statement it makes about MXNet 1.9.1, with its source (the installed package and the C++ source at
 the release tag) and the test that measures it: docs/adapters/mxnet.md.
@@ -20,12 +20,12 @@ from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
+from pydantic_core import PydanticCustomError
 
 from wdparity.run.adapter import Adapter, refuse_frozen, refuse_l1, refuse_optimizer
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.errors import InputError
 from wdparity.spec.models import (
-    TENSORS,
     AdadeltaSpec,
     AdagradSpec,
     AdamSpec,
@@ -41,6 +41,8 @@ from wdparity.spec.models import (
 )
 from wdparity.spec.rules import coefficients, penalty_terms, rules_from_coefficients
 
+from . import mxnet_network
+from .mxnet_network import collect_params_table, network_refusal, wd_mults
 from .mxnet_realize import CLIPS_WITH_WD, clip_position, native_optimizer, penalty_table, realize_clip
 from .mxnet_setup import default_venv, venv_python
 from .mxnet_vocab import DEFAULT_LR, FLOAT32_DIRECTION, FLOAT32_STATE, KEYWORDS, MxnetRun
@@ -67,6 +69,7 @@ class MxnetBackend(Adapter):
     install_hint = "run `wdparity setup mxnet` to create its venv"
     Config = MxnetRun
     hyper_dtype = "float32"
+    models_networks = True   # the Gluon MLP of mxnet_network.py
 
     def default_python(self) -> Optional[str]:
         exe = venv_python(default_venv())
@@ -135,7 +138,8 @@ class MxnetBackend(Adapter):
         a C float. clip_gradient c clips r*g elementwise: a value clip of the mean gradient at c/r, on the loss's
         gradient, except for Adam and RMSProp, which clip r*g + wd*w (after_coupled_decay when there is a coupled
         wd); signsgd ignores it, which is the same (sign(clip(g)) = sign(g)). Each derivation, its source line and
-        the test that measures it: docs/adapters/mxnet.md."""
+        the test that measures it: docs/adapters/mxnet.md. On a network each tensor's wd_mult is what its
+        collect_params(select).setattr calls leave (mxnet_network.py), 1.0 by default."""
         opt, v = config.optimizer, config.value
         if task.dtype == "float64" and opt in FLOAT32_STATE:
             raise InputError("", "dtype", f"must be \"float32\" for MXNet's {opt}: its state is created in float32 "
@@ -146,7 +150,7 @@ class MxnetBackend(Adapter):
                              "(lr_scheduler.py:107-108 raises ValueError)", task.schedule.factor)
         r = config.rescale_grad if config.rescale_grad is not None else 1.0
         lr = config.learning_rate if config.learning_rate is not None else DEFAULT_LR[opt]
-        mult = {"weight": 1.0, "bias": 1.0, **(config.wd_mult or {})}
+        mult = self._wd_mults(config, task)
         per = {k: (config.wd or 0.0) * m for k, m in mult.items()}
         coupled, decoupled, schedule = {k: c / r for k, c in per.items()}, {}, task.schedule
         form = self._wd_form(config)
@@ -176,7 +180,7 @@ class MxnetBackend(Adapter):
         else:   # signum
             optimizer = LionSpec(name="lion", lr=lr, betas=[v("momentum")] * 2)
             if form == COUPLED:
-                decoupled = {k: v("wd_lh") for k in TENSORS}
+                decoupled = {k: v("wd_lh") for k in task.tensors}
         decay = rules_from_coefficients(coupled) + rules_from_coefficients(decoupled, coupling="decoupled", scale=form[1]
                                                                            or "lr")
         if config.penalty is not None:
@@ -188,8 +192,28 @@ class MxnetBackend(Adapter):
         return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=schedule, hyper_dtype="float32",
                          clip=clip)
 
+    @staticmethod
+    def _wd_mults(config: MxnetRun, task: Task) -> dict[str, float]:
+        """Each tensor's wd_mult; a network's from its collect_params entries (an InputError for what MXNet cannot
+        build: the tanh GELU, float64 GELU, a linear-model wd_mult)."""
+        if task.model.linear:
+            return {"weight": 1.0, "bias": 1.0, **(config.wd_mult or {})}
+        why = network_refusal(task)
+        if why is not None:
+            raise InputError("", why[0], f"is not trained by MXNet as the neutral model says: {why[1]}", why[2])
+        if config.wd_mult is not None:
+            raise InputError("", "wd_mult", "names the linear model's tensors; on a network use collect_params = "
+                             "[{select = \".*_bias\", wd_mult = 0.0}] (regex on the Parameter names)", config.wd_mult)
+        try:
+            return wd_mults(config.collect_params or [], task.tensors)
+        except PydanticCustomError as exc:
+            raise InputError("", exc.context["key"], exc.context["expected"], exc.context["value"]) from None
+
     def realize(self, semantics: Semantics, task: Task) -> dict:
         refuse_optimizer(semantics, NEUTRAL, "MXNet")
+        why = network_refusal(task)
+        if why is not None:
+            raise Inexpressible(why[1])
         refuse_frozen(semantics, "grad_req = 'null', mxnet/gluon/parameter.py:94-96; wd_mult = 0 only stops the decay")
         if semantics.hyper_dtype != self.hyper_dtype:
             raise Inexpressible("MXNet hands every hyperparameter to its kernels as a C float; nearest: the same "
@@ -225,21 +249,24 @@ class MxnetBackend(Adapter):
         penalty = penalty_table(loss)
         if lh:
             decoupled = coefficients(own, "l2", "decoupled")
-            if decoupled["weight"] != decoupled["bias"]:
+            if len(set(decoupled.values())) > 1:
                 raise Inexpressible("Signum's wd_lh is one number for every parameter (wd_mult does not scale it, "
-                                    f"optimizer.py:725-726); nearest: wd_lh = {max(decoupled.values())} on both")
-            if decoupled["weight"]:
-                run["wd_lh"] = decoupled["weight"]
+                                    f"optimizer.py:725-726); nearest: wd_lh = {max(decoupled.values())} on every one")
+            if max(decoupled.values()):
+                run["wd_lh"] = max(decoupled.values())
         clip = realize_clip(semantics, native, own)
-        if coef["weight"] == coef["bias"] and coef["weight"] > 0:
-            run["wd"] = coef["weight"]
-        elif coef["weight"] > 0 or coef["bias"] > 0:
-            top = max(coef.values())
+        top = max(coef.values())
+        if len(set(coef.values())) == 1 and top > 0:
+            run["wd"] = top
+        elif top > 0:
             mult = {k: c / top for k, c in coef.items()}
             if any(top * m != coef[k] for k, m in mult.items()):   # keep wd*wd_mult exact
                 top, mult = 1.0, dict(coef)
             run["wd"] = top
-            run["wd_mult"] = {k: m for k, m in mult.items() if m != 1.0}
+            if task.model.linear:
+                run["wd_mult"] = {k: m for k, m in mult.items() if m != 1.0}
+            else:
+                run["collect_params"] = collect_params_table(mult, task.tensors)
         if penalty:
             run["penalty"] = penalty
         if clip is not None:
@@ -265,13 +292,17 @@ class MxnetBackend(Adapter):
         task, run, dtype = job["task"], job["run"], job["dtype"]
         opt = run["optimizer"]
         d = int(data["w0"].shape[0])
-        net = gluon.nn.Dense(1, in_units=d)
-        net.initialize(ctx=mx.cpu())
-        net.cast(dtype)
-        net.weight.set_data(nd.array(data["w0"].reshape(1, d), dtype=dtype))
-        net.bias.set_data(nd.array(np.asarray(data["b0"]).reshape(1), dtype=dtype))
-        for name, mult in (run.get("wd_mult") or {}).items():
-            net.collect_params(f".*{name}").setattr("wd_mult", mult)
+        if "model_json" in data:   # a network: the Gluon MLP, wd_mult set by collect_params(regex)
+            net, tensors = mxnet_network.network(mx, data, dtype, run.get("collect_params") or [])
+        else:
+            net = gluon.nn.Dense(1, in_units=d)
+            net.initialize(ctx=mx.cpu())
+            net.cast(dtype)
+            net.weight.set_data(nd.array(data["w0"].reshape(1, d), dtype=dtype))
+            net.bias.set_data(nd.array(np.asarray(data["b0"]).reshape(1), dtype=dtype))
+            for name, mult in (run.get("wd_mult") or {}).items():
+                net.collect_params(f".*{name}").setattr("wd_mult", mult)
+            tensors = None
         net.hybridize()
 
         lr = run.get("learning_rate")
@@ -300,7 +331,8 @@ class MxnetBackend(Adapter):
         loss_fn = gluon.loss.L2Loss(weight=1.0 if task["loss"] == "half_mse" else 2.0)
         penalty = penalty_terms(Penalty.model_validate(run["penalty"])) if run.get("penalty") else []
         return SimpleNamespace(nd=nd, autograd=autograd, net=net, trainer=trainer, loss_fn=loss_fn, penalty=penalty,
-                               X=data["X_train"].astype(dtype), y=data["y_train"].astype(dtype), dtype=dtype)
+                               X=data["X_train"].astype(dtype), y=data["y_train"].astype(dtype), dtype=dtype,
+                               tensors=tensors or {"weight": net.weight, "bias": net.bias}, network=tensors is not None)
 
     def step(self, s: SimpleNamespace, rows: np.ndarray, t: int) -> None:
         xb, yb = s.nd.array(s.X[rows], dtype=s.dtype), s.nd.array(s.y[rows], dtype=s.dtype)
@@ -309,21 +341,23 @@ class MxnetBackend(Adapter):
             if s.penalty:
                 # d2l's from-scratch form: the penalty added to every sample's loss; the batch sum in
                 # backward and step(batch_size) cancel, leaving its plain gradient.
-                loss = loss + self._penalty(s.nd, s.net, s.penalty)
+                loss = loss + self._penalty(s.nd, s.tensors, s.penalty)
         loss.backward()
         s.trainer.step(len(rows))      # the short last batch is rescaled by its own size
 
-    def read(self, s: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, s: SimpleNamespace):
+        if s.network:
+            return mxnet_network.read(s.tensors)
         return s.net.weight.data().asnumpy(), s.net.bias.data().asnumpy()
 
     @staticmethod
-    def _penalty(nd, net, terms: list[tuple[str, str, float]]):
+    def _penalty(nd, tensors: dict, terms: list[tuple[str, str, float]]):
         """The penalty's terms summed tensor by tensor (L2 then L1 of each), then over the tensors."""
         total = None
         for _, group in itertools.groupby(terms, key=lambda term: term[0]):
             term = None
             for name, kind, coef in group:
-                w = getattr(net, name).data()
+                w = tensors[name].data()
                 part = coef * ((w ** 2).sum() if kind == "l2" else nd.abs(w).sum())
                 term = part if term is None else term + part
             total = term if total is None else total + term

@@ -12,7 +12,6 @@ from typing import Optional
 from wdparity.run.adapter import refuse_clip, refuse_no_bias_correction
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import (
-    TENSORS,
     AdadeltaSpec,
     AdagradSpec,
     AdamSpec,
@@ -22,6 +21,7 @@ from wdparity.spec.models import (
     Semantics,
     SgdSpec,
 )
+from wdparity.spec.network import in_scope
 from wdparity.spec.rules import coefficients
 
 # clip_gradient clips r*g elementwise. adam_update, rmsprop_update and rmspropalex_update clip r*g + wd*w, the
@@ -70,7 +70,7 @@ def penalty_table(rules: list[DecayRule]) -> Optional[dict]:
         l1 = next(rule for rule in rules if rule.norm == "l1")
         raise Inexpressible("one `penalty` table holds one L1 term; nearest: penalty = {l1 = "
                             f"{l1.coefficient}, params = {l1.params}}} (the other L1 terms are lost)")
-    tensors = {norm: [k for k in TENSORS if c[k]] for norm, c in per.items()}
+    tensors = {norm: [k for k in in_scope() if c[k]] for norm, c in per.items()}
     params = tensors["l2"] or tensors["l1"]
     if any(t and t != params for t in tensors.values()) or any(len({c[k] for k in params}) > 1 for c in per.values()):
         raise Inexpressible("one `penalty` table puts the same l2 and l1 on each of its params; nearest: penalty = "

@@ -1,8 +1,8 @@
 """MXNet 1.9.1's optimizer vocabulary: the registry names the adapter models and those it refuses (with the
 reason), each optimizer's own constructor keywords with the installed defaults, and the run table that checks them.
 
-Imported in the core and in MXNet's venv: numpy-free, pydantic and the wdparity core only. Sources are the
-installed mxnet/optimizer/optimizer.py; the statements and their tests: docs/adapters/mxnet.md.
+Imported in the core and in MXNet's venv: pydantic, the wdparity core and mxnet_network (numpy) only. Sources are
+the installed mxnet/optimizer/optimizer.py; the statements and their tests: docs/adapters/mxnet.md.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from pydantic import field_validator, model_validator
 
 from wdparity.run.adapter import check_keywords
 from wdparity.spec.models import Finite, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
+from wdparity.spec.network import LINEAR, in_scope, scoped
+
+from .mxnet_network import CollectParams, check_entry, natives_of
 
 # Registry names (Optimizer.opt_registry, the lower-cased class names) this adapter models, and each one's own
 # constructor keywords with their defaults, as the installed signatures have them (test_mxnet_facts compares).
@@ -87,7 +90,8 @@ class MxnetRun(Strict):
     lower_bound: Optional[Finite] = None
     upper_bound: Optional[Finite] = None
     bias_correction: Optional[bool] = None
-    wd_mult: Optional[dict[str, NonNeg]] = None
+    wd_mult: Optional[dict[str, NonNeg]] = None          # the linear model: {weight = ..., bias = ...}
+    collect_params: Optional[list[CollectParams]] = None  # a network: setattr by regex on Parameter names
     penalty: Optional[Penalty] = None
 
     @field_validator("optimizer")
@@ -129,8 +133,21 @@ class MxnetRun(Strict):
         if self.bias_correction is False:
             raise fail("bias_correction", False, "is not modelled: without it LAMB's direction is m/(sqrt(v) + "
                        "epsilon) (multi_lamb.cc:68-70) and the neutral LAMB always bias-corrects; remove the key")
+        network = scoped() and tuple(in_scope()) != LINEAR
         if self.wd_mult is not None:
+            if network:
+                raise fail("wd_mult", self.wd_mult, "names the linear model's tensors; on a network set wd_mult by "
+                           "regex on the Parameter names, as net.collect_params('.*_bias').setattr('wd_mult', 0) "
+                           "does: collect_params = [{select = \".*_bias\", wd_mult = 0.0}] (the parameters: "
+                           f"{list(natives_of(in_scope()).values())})")
             check_tensors("wd_mult", list(self.wd_mult))
+        if self.collect_params is not None:
+            if scoped() and not network:
+                raise fail("collect_params", [e.model_dump(exclude_none=True) for e in self.collect_params],
+                           "is for networks ([task] model with hidden layers); the linear model's multipliers are "
+                           "wd_mult = {weight = ..., bias = ...}")
+            for i, entry in enumerate(self.collect_params):
+                check_entry(i, entry, list(natives_of(in_scope()).values()) if network else None)
         return self
 
     def value(self, key: str):
