@@ -5,7 +5,8 @@ Paddle user writes them.
 
 describe() states what each knob means in neutral terms, including the hyperparameters Paddle's kernels take as C
 floats: their float32 values, so a float64 run meets the float64 reference; realize() writes the Paddle setting
-(paddle_realize.py); build/step/read train nn.Linear with the real optimizer and paddle.optimizer.lr schedulers.
+(paddle_realize.py); build/step/read train nn.Linear, or a network's nn.Sequential (paddle_network.py: its
+parameters' names, ParamAttrs keyed by layer), with the real optimizer and paddle.optimizer.lr schedulers.
 Every statement about Paddle 3.3.1, with its source and the test that measures it: docs/adapters/paddle.md.
 """
 
@@ -20,7 +21,6 @@ from wdparity.engine.data import batches
 from wdparity.run.adapter import Adapter
 from wdparity.spec.errors import InputError
 from wdparity.spec.models import (
-    TENSORS,
     AdadeltaSpec,
     AdagradSpec,
     AdamaxSpec,
@@ -34,14 +34,17 @@ from wdparity.spec.models import (
     SgdSpec,
     Task,
 )
+from wdparity.spec.network import in_scope, tensor_scope
 from wdparity.spec.rules import rules_from_coefficients
 
-from .paddle_vocab import KEYWORDS, NEUTRAL_NAMES, PADDLE_NAMES, PaddleRun, Regularizer
+from . import paddle_network
+from .paddle_network import LN_EPS_MAX, native_names
+from .paddle_vocab import KEYWORDS, NEUTRAL_NAMES, PaddleRun, Regularizer
 
 L1_AT_ZERO = 0.0   # L1Decay adds coeff*sign(w), sign(0) = 0 (regularizer.py); measured in tests/test_paddle_facts.py
 # Hyperparameters each class hands its C++ kernel as a C float (the attribute's type), measured in the facts tests
 FLOAT32 = {"Momentum": ("momentum", "L2 coefficient (fused regularization_coeff)"), "AdamW": ("coeff",),
-           "RMSProp": ("rho", "epsilon", "momentum"), "Adadelta": ("rho", "epsilon"),
+           "RMSProp": ("rho", "epsilon", "momentum"), "Adagrad": ("epsilon",), "Adadelta": ("rho", "epsilon"),
            "Adamax": ("beta1", "beta2", "epsilon"), "NAdam": ("beta1", "beta2", "epsilon", "momentum_decay"),
            "RAdam": ("beta1", "beta2", "epsilon"), "Lamb": ("beta1", "beta2", "epsilon", "lamb_weight_decay")}
 # In float64 the beta-power accumulators meet a float32 beta: Adamax's moment takes beta1 as a C float while its
@@ -68,8 +71,19 @@ def linear_name(name: str) -> str:
     return NEUTRAL_NAMES[name]
 
 
+def norm_eps_error(task: Task) -> str | None:
+    """Why Paddle's LayerNorm refuses the task's norm_eps (its infermeta checks the C float: 0 <= eps <= 0.001f)."""
+    m = task.model
+    if m.norm == "layer" and f32(m.norm_eps) > f32(LN_EPS_MAX):
+        return (f"paddle.nn.LayerNorm raises for epsilon {m.norm_eps:g}: its kernel takes epsilon as a C float and "
+                "checks 0 <= epsilon <= 0.001f (paddle/phi/infermeta/ternary.cc:1496; ValueError at the first "
+                "forward)")
+    return None
+
+
 class PaddleBackend(Adapter):
     name = "paddle"
+    models_networks = True   # nn.Sequential of nn.Linear, nn.LayerNorm and activations (paddle_network.py)
     modules = ("paddle",)
     install_hint = "pip install paddlepaddle"
     Config = PaddleRun
@@ -116,6 +130,16 @@ class PaddleBackend(Adapter):
     def describe(self, config: PaddleRun, task: Task) -> Semantics:
         """Neutral semantics of a Paddle dygraph run (rules: coupled L2, coupled L1, then AdamW's decoupled)."""
         opt, v = config.optimizer, config.value
+        why = norm_eps_error(task)
+        if why:
+            raise InputError("", "model.norm_eps", why + "; the Paddle adapter trains norm_eps <= 1e-3",
+                             task.model.norm_eps)
+        m = task.model
+        if m.norm == "layer" and task.dtype == "float64" and f32(m.norm_eps) != m.norm_eps:
+            raise InputError("", "model.norm_eps", f"must be a float32 value in a float64 run of paddle.nn.LayerNorm "
+                             f"(e.g. {f32(m.norm_eps)!r}): its kernel takes epsilon as a C float (layer_norm_kernel.cc:"
+                             "35), so float64 parameters are normalized by sqrt(var + float32(eps)); the neutral model "
+                             "has no such rounding of the task's norm_eps", m.norm_eps)
         if opt in BETA_POWS and task.dtype == "float64":
             keys, why = BETA_POWS[opt]
             for key in keys:
@@ -137,7 +161,7 @@ class PaddleBackend(Adapter):
                                     centered=bool(config.centered), momentum=momentum,
                                     momentum_form="velocity" if momentum > 0 else "buffer")
         elif opt == "Adagrad":
-            optimizer = AdagradSpec(name="adagrad", lr=lr, eps=v("epsilon"),
+            optimizer = AdagradSpec(name="adagrad", lr=lr, eps=f32(v("epsilon")),
                                     initial_accumulator=v("initial_accumulator_value"))
         elif opt == "Adadelta":
             optimizer = AdadeltaSpec(name="adadelta", lr=lr, rho=f32(v("rho")), eps=f32(v("epsilon")))
@@ -159,9 +183,10 @@ class PaddleBackend(Adapter):
     @staticmethod
     def _lamb_decayed(config: PaddleRun) -> dict[str, float]:
         """Each trained tensor's lamb_weight_decay as the kernel sees it (float32; 0 where excluded)."""
-        excluded = {PADDLE_NAMES[n] for n in config.exclude_from_weight_decay_fn or []}
+        names = native_names(in_scope())
+        excluded = {names[n] for n in config.exclude_from_weight_decay_fn or []}
         coeff = f32(config.value("lamb_weight_decay"))
-        return {n: (0.0 if n in excluded else coeff) for n in TENSORS if n not in config.frozen}
+        return {n: (0.0 if n in excluded else coeff) for n in in_scope() if n not in config.frozen}
 
     def _lamb(self, config: PaddleRun, frozen: list[str]):
         """LAMB when every trained tensor gets the trust ratio, Adam when none does: the kernel takes the norms only
@@ -185,8 +210,9 @@ class PaddleBackend(Adapter):
         top = config.weight_decay if config.optimizer != "AdamW" else None
         if isinstance(top, float):
             top = Regularizer(L2Decay=top)
-        out = {}
-        for name, attr in (("weight", config.weight_attr), ("bias", config.bias_attr)):
+        out, attrs = {}, config.attrs()
+        for name in in_scope():
+            attr = attrs.get(name)
             reg = attr.regularizer if attr is not None and attr.regularizer is not None else top
             if reg is not None and name not in config.frozen:   # a frozen tensor has no gradient to regularize
                 out[name] = reg
@@ -207,9 +233,9 @@ class PaddleBackend(Adapter):
         if config.optimizer != "AdamW":
             return []
         coeff = f32(config.value("weight_decay"))
-        names = config.apply_decay_param_fun
-        decayed = TENSORS if names is None else [PADDLE_NAMES[n] for n in names]
-        return rules_from_coefficients({n: coeff for n in TENSORS if n in decayed and n not in config.frozen},
+        names, tensors = config.apply_decay_param_fun, in_scope()
+        decayed = tensors if names is None else [native_names(tensors)[n] for n in names]
+        return rules_from_coefficients({n: coeff for n in tensors if n in decayed and n not in config.frozen},
                                        coupling="decoupled", scale="lr")
 
     @staticmethod
@@ -223,7 +249,13 @@ class PaddleBackend(Adapter):
                              {kind: threshold})
         neutral = {"ClipGradByGlobalNorm": "global_norm", "ClipGradByNorm": "tensor_norm", "ClipGradByValue": "value"}
         if kind == "ClipGradByGlobalNorm" and config.frozen:
-            # a frozen tensor has no gradient, so the global norm is the one trained tensor's own (clip.py)
+            # a frozen tensor has no gradient, so the global norm is the trained tensors' alone (clip.py)
+            trained = [n for n in in_scope() if n not in config.frozen]
+            if len(trained) > 1:
+                raise InputError("", "grad_clip", f"ClipGradByGlobalNorm with frozen parameters ({config.frozen}) "
+                                 "takes the norm over the trained ones only (a frozen one has no gradient, optimizer."
+                                 "py:2052-2054); the neutral global_norm clip counts every tensor",
+                                 {kind: threshold})
             return Clip(kind="tensor_norm", threshold=threshold, eps=0.0, position="loss_gradient")
         return Clip(kind=neutral[kind], threshold=threshold, eps=0.0, position="loss_gradient")
 
@@ -236,6 +268,11 @@ class PaddleBackend(Adapter):
     def realize(self, semantics: Semantics, task: Task) -> dict:
         from .paddle_realize import realize
 
+        why = norm_eps_error(task)
+        if why:
+            from wdparity.run.backend import Inexpressible
+
+            raise Inexpressible(why + "; nearest: norm_eps = 1e-3")
         run = realize(semantics)
         back = self.describe(self.parse(run), task).neutral()
         if back != semantics.neutral():
@@ -250,10 +287,14 @@ class PaddleBackend(Adapter):
     def build(self, job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
         import paddle
 
-        task, run, dtype = job["task"], PaddleRun.model_validate(job["run"]), job["dtype"]
+        from wdparity.engine import network as net_mod
+
+        task, dtype = job["task"], job["dtype"]
+        model, tensors = net_mod.model_of(data), tuple(net_mod.names_of(data))
+        with tensor_scope(tensors):   # native names and layer keys are checked against this model's
+            run = PaddleRun.model_validate(job["run"])
         paddle.set_device("cpu")
         paddle.set_default_dtype(dtype)
-        d = int(np.asarray(data["w0"]).size)
 
         def attr(a):
             if a is None:
@@ -262,10 +303,19 @@ class PaddleBackend(Adapter):
             cls = None if reg is None else paddle.regularizer.L2Decay if reg.norm == "l2" else paddle.regularizer.L1Decay
             return paddle.ParamAttr(regularizer=None if reg is None else cls(reg.coeff), trainable=a.trainable)
 
-        with paddle.utils.unique_name.guard():   # a fresh program's names: linear_0.w_0, linear_0.b_0
-            net = paddle.nn.Linear(d, 1, weight_attr=attr(run.weight_attr), bias_attr=attr(run.bias_attr))
-        net.weight.set_value(np.asarray(data["w0"], dtype=dtype).reshape(d, 1))
-        net.bias.set_value(np.asarray(data["b0"], dtype=dtype).reshape(1))
+        tensors_ = None
+        if model is not None:
+            attrs: dict = {}
+            for key in ("weight_attr", "bias_attr"):
+                for layer, a in (getattr(run, key) or {}).items():
+                    attrs.setdefault(layer, {})[key] = attr(a)
+            net, tensors_ = paddle_network.network(paddle, data, dtype, model, tensors, attrs)
+        else:
+            d = int(np.asarray(data["w0"]).size)
+            with paddle.utils.unique_name.guard():   # a fresh program's names: linear_0.w_0, linear_0.b_0
+                net = paddle.nn.Linear(d, 1, weight_attr=attr(run.weight_attr), bias_attr=attr(run.bias_attr))
+            net.weight.set_value(np.asarray(data["w0"], dtype=dtype).reshape(d, 1))
+            net.bias.set_value(np.asarray(data["b0"], dtype=dtype).reshape(1))
         steps = len(batches(data["order"], int(task["batch_size"])))
         lr = scheduler(paddle, task.get("schedule") or {"kind": "constant"}, run.lr, steps)
         kwargs = {"learning_rate": lr, "parameters": net.parameters()}
@@ -287,7 +337,7 @@ class PaddleBackend(Adapter):
         optimizer = getattr(paddle.optimizer, run.optimizer)(**kwargs)
         X = paddle.to_tensor(np.asarray(data["X_train"], dtype=dtype))
         y = paddle.to_tensor(np.asarray(data["y_train"], dtype=dtype).reshape(-1, 1))
-        return SimpleNamespace(paddle=paddle, net=net, optimizer=optimizer, lr=lr, X=X, y=y,
+        return SimpleNamespace(paddle=paddle, net=net, optimizer=optimizer, lr=lr, X=X, y=y, tensors=tensors_,
                                half=task["loss"] == "half_mse", scheduled=not isinstance(lr, float))
 
     def step(self, s: SimpleNamespace, rows: np.ndarray, t: int) -> None:
@@ -301,7 +351,9 @@ class PaddleBackend(Adapter):
         if s.scheduled:
             s.lr.step()
 
-    def read(self, s: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, s: SimpleNamespace):
+        if s.tensors is not None:   # a network: {neutral name: array}
+            return paddle_network.read(s.tensors)
         return s.net.weight.numpy().ravel(), s.net.bias.numpy()
 
 

@@ -13,10 +13,11 @@ import numpy as np
 
 from wdparity.run.adapter import refuse_l1, refuse_no_bias_correction
 from wdparity.run.backend import Inexpressible
-from wdparity.spec.models import TENSORS, Semantics
+from wdparity.spec.models import Semantics
+from wdparity.spec.network import in_scope
 from wdparity.spec.rules import coefficients
 
-from .paddle_vocab import NEUTRAL_NAMES
+from .paddle_network import attr_tables, neutral_names
 
 RADAM_FLOAT64 = ("paddle.optimizer.RAdam computes rho_t by a recursion of its own accumulator (rho = (rho*(b2 - b2^t) + "
                  "b2^t)/(1 - b2^t), radam_kernel_impl.h), not the closed form: in float64 its first rectified step "
@@ -54,6 +55,8 @@ def inherent(semantics: Semantics) -> Semantics:
         upd = {"rho": f32(opt.rho), "eps": f32(opt.eps), "momentum": f32(opt.momentum)}
     elif opt.name == "adadelta":
         upd = {"rho": f32(opt.rho), "eps": f32(opt.eps)}
+    elif opt.name == "adagrad":   # Adagrad's epsilon is a C float too (adagrad.py:228, measured)
+        upd = {"eps": f32(opt.eps)}
     elif opt.name in ("nadam", "radam"):
         upd = {"betas": [f32(b) for b in opt.betas], "eps": f32(opt.eps)}
         if opt.name == "nadam" and opt.momentum_decay is not None:
@@ -137,7 +140,7 @@ def native_optimizer(opt, decoupled: bool) -> dict[str, Any]:
 
 def realize(semantics: Semantics) -> dict:
     opt, rules, frozen = semantics.optimizer, list(semantics.decay), list(semantics.frozen)
-    trained = [n for n in TENSORS if n not in frozen]
+    trained = [n for n in in_scope() if n not in frozen]
     decoupled = [r for r in rules if r.coupling == "decoupled"]
     run = native_optimizer(opt, bool(decoupled))
     refuse_l1(rules, 0.0, "Paddle")
@@ -156,7 +159,7 @@ def realize(semantics: Semantics) -> dict:
     attrs = coupled_decay(run, [r for r in rules if r.coupling == "gradient"], trained, bool(decoupled))
     for n in frozen:   # ParamAttr(trainable=False): stop_gradient, skipped by the optimizer (optimizer.py:2053)
         attrs.setdefault(n, {})["trainable"] = False
-    run.update({f"{n}_attr": a for n, a in attrs.items()})
+    run.update(attr_tables(attrs, in_scope()))
     return run
 
 
@@ -176,8 +179,8 @@ def grad_clip(semantics: Semantics, rules: list) -> dict:
                             "ClipGradByGlobalNorm's norm is the trained tensor's alone; nearest: clip kind "
                             "\"tensor_norm\", which is what it computes then")
     if clip.kind == "tensor_norm":
-        if semantics.frozen:   # one trained tensor: its own norm is the global norm over the trained ones
-            return {"ClipGradByGlobalNorm": clip.threshold}
+        if len([n for n in in_scope() if n not in semantics.frozen]) == 1:
+            return {"ClipGradByGlobalNorm": clip.threshold}   # one trained tensor: its own norm is the global one
         raise Inexpressible("paddle.nn.ClipGradByNorm has no float64 CPU kernel (clip_by_norm), and the battery "
                             "trains each realized table in float64 too; nearest: ClipGradByNorm in a float32 case")
     return {{"global_norm": "ClipGradByGlobalNorm", "value": "ClipGradByValue"}[clip.kind]: clip.threshold}
@@ -198,8 +201,9 @@ def decoupled_decay(run: dict, opt, decoupled: list, trained: list[str]) -> None
     if len(values) != 1 or any(r.norm != "l2" for r in decoupled):
         raise Inexpressible(f"{run['optimizer']} has one weight decay coefficient, applied to the parameters its "
                             "filter selects; nearest: one coefficient on those tensors")
-    decayed = [n for n in TENSORS if per[n]]
-    skipped = [NEUTRAL_NAMES[n] for n in trained if n not in decayed]
+    names = neutral_names(in_scope())
+    decayed = [n for n in in_scope() if per[n]]
+    skipped = [names[n] for n in trained if n not in decayed]
     if run["optimizer"] == "Lamb":
         run["lamb_weight_decay"] = values.pop()
         if skipped:   # an excluded tensor keeps its trust ratio only with always_adapt
@@ -207,7 +211,7 @@ def decoupled_decay(run: dict, opt, decoupled: list, trained: list[str]) -> None
     else:
         run["weight_decay"] = values.pop()
         if skipped:
-            run["apply_decay_param_fun"] = [NEUTRAL_NAMES[n] for n in decayed]
+            run["apply_decay_param_fun"] = [names[n] for n in decayed]
 
 
 def coupled_decay(run: dict, coupled: list, trained: list[str], decoupled: bool) -> dict[str, dict]:

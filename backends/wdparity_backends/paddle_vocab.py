@@ -11,6 +11,9 @@ from pydantic import model_validator
 
 from wdparity.run.adapter import check_keywords
 from wdparity.spec.models import NonNeg, Positive, Strict, Unit, fail
+from wdparity.spec.network import in_scope, scoped
+
+from .paddle_network import LAYER, LINEAR_NAMES, NATIVE, check_attr_keys, native_names, structured_names, tensor_attrs
 
 # One row per class: the constructor's numeric defaults (None: learning_rate has no default, it must be given)
 DEFAULTS = {
@@ -52,8 +55,8 @@ MUST_BE_OFF = {
     "use_lowprecision_moment": "float16 moments are not modelled by this adapter",
 }
 # nn.Linear's parameters as Paddle names them in a fresh program (paddle.utils.unique_name.guard()): the names
-# apply_decay_param_fun and exclude_from_weight_decay_fn receive
-PADDLE_NAMES = {"linear_0.w_0": "weight", "linear_0.b_0": "bias"}
+# apply_decay_param_fun and exclude_from_weight_decay_fn receive (a network's: paddle_network.native_names)
+PADDLE_NAMES = LINEAR_NAMES
 NEUTRAL_NAMES = {v: k for k, v in PADDLE_NAMES.items()}
 
 
@@ -109,10 +112,45 @@ class GradClip(Strict):
 
 
 def check_names(key: str, names: Optional[list[str]]) -> None:
+    """Each name a parameter `.name` of the model in scope (outside a scope: of Paddle's naming convention)."""
+    tensors = in_scope()
+    known = native_names(tensors)
+    structured = structured_names(tensors) if tensors != ("weight", "bias") else {"weight": 0, "bias": 0}
     for name in names or []:
-        if name not in PADDLE_NAMES:
-            raise fail(key, names, f"names {name!r}: the parameters of paddle.nn.Linear here are named "
-                       f"{sorted(PADDLE_NAMES)} (a fresh paddle.utils.unique_name.guard())")
+        if name in known or (not scoped() and NATIVE.fullmatch(name)):
+            continue
+        why = ""
+        if name in structured:
+            why = (" (a named_parameters() name: Paddle calls the filter with the parameter's `.name`, adamw.py:"
+                   "479-484, so it would match nothing)")
+        model = "paddle.nn.Linear" if tensors == ("weight", "bias") else "the network"
+        raise fail(key, names, f"names {name!r}{why}: the parameters of {model} here are named {list(known)} (a "
+                   "fresh paddle.utils.unique_name.guard())")
+
+
+def check_attr(key: str, value) -> None:
+    """weight_attr/bias_attr: one ParamAttr for the linear model's nn.Linear, a table keyed by layer for a network."""
+    if value is None:
+        return
+    tensors = in_scope()
+    linear = tensors == ("weight", "bias") and scoped()
+    if isinstance(value, dict) and linear:
+        raise fail(key, {k: v.model_dump(exclude_none=True) for k, v in value.items()}, "is one ParamAttr for the "
+                   "linear model's one nn.Linear (keyed by layer only for a network)")
+    if not isinstance(value, dict) and scoped() and not linear:
+        raise fail(key, value.model_dump(exclude_none=True), "must be keyed by layer for a network (each layer's "
+                   f"constructor takes its own ParamAttr): e.g. {key} = {{ linear_0 = {{ regularizer = {{ L2Decay = "
+                   f"0.1 }} }} }}; the layers are {sorted({n.split('.')[0] for n in native_names(tensors)})}")
+    if isinstance(value, dict):
+        if scoped():
+            try:
+                check_attr_keys(key, value, tensors)
+            except ValueError as exc:
+                raise fail(key, sorted(value), str(exc)) from None
+        else:
+            for layer in value:
+                if not LAYER.fullmatch(layer):
+                    raise fail(key, sorted(value), f"names {layer!r}, not a Paddle layer name (linear_K, layer_norm_K)")
 
 
 class PaddleRun(Strict):
@@ -143,8 +181,9 @@ class PaddleRun(Strict):
     use_multi_tensor: Optional[bool] = None
     use_lowprecision_moment: Optional[bool] = None
     grad_clip: Optional[GradClip] = None
-    weight_attr: Optional[ParamAttr] = None
-    bias_attr: Optional[ParamAttr] = None
+    # one ParamAttr for the linear model; for a network a table keyed by layer: { linear_0 = {...}, layer_norm_0 = {...} }
+    weight_attr: Optional[ParamAttr | dict[str, ParamAttr]] = None
+    bias_attr: Optional[ParamAttr | dict[str, ParamAttr]] = None
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -168,14 +207,26 @@ class PaddleRun(Strict):
                        "(paddle.optimizer.AdamW takes float | Tensor, its decoupled coefficient)")
         check_names("apply_decay_param_fun", self.apply_decay_param_fun)
         check_names("exclude_from_weight_decay_fn", self.exclude_from_weight_decay_fn)
-        if len(self.frozen) == 2:
+        check_attr("weight_attr", self.weight_attr)
+        check_attr("bias_attr", self.bias_attr)
+        if scoped() and set(self.frozen) >= set(in_scope()):
+            raise fail("bias_attr", {"trainable": False}, "leaves nothing to train: every parameter is trainable = "
+                       "false")
+        if not scoped() and len(self.frozen) == 2 and not isinstance(self.weight_attr, dict):
             raise fail("bias_attr", {"trainable": False}, "leaves nothing to train: weight_attr is trainable = false too")
         return self
 
+    def attrs(self) -> dict[str, ParamAttr]:
+        """Neutral name -> the ParamAttr its layer was built with (the tensors in scope; tables keyed by layer need
+        one: outside it, as in a worker re-reading a run before it builds the network, they map to nothing)."""
+        if isinstance(self.weight_attr, dict) or isinstance(self.bias_attr, dict):
+            return tensor_attrs(self.weight_attr, self.bias_attr, in_scope()) if scoped() else {}
+        return tensor_attrs(self.weight_attr, self.bias_attr, ("weight", "bias"))
+
     @property
     def frozen(self) -> list[str]:
-        """The tensors a ParamAttr(trainable=False) freezes (neutral names)."""
-        return [n for n, a in (("weight", self.weight_attr), ("bias", self.bias_attr)) if a is not None and not a.trainable]
+        """The tensors a ParamAttr(trainable=False) freezes (neutral names, layout order)."""
+        return [n for n, a in self.attrs().items() if not a.trainable]
 
     def value(self, key: str):
         v = getattr(self, key)
