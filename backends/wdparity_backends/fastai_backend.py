@@ -2,11 +2,12 @@
 the splitter's parameter groups and the Learner's wd_bn_bias, as a fastai user writes them.
 
 fastai's `decouple_wd=True` (every function's default) is "true weight decay", p *= 1 - lr*wd before the step;
-`decouple_wd=False` is l2_reg, wd*p added to the gradient. A Learner excludes every bias from weight decay by
-default (wd_bn_bias=False). The model is torch's nn.Linear set up as the torch adapter does (torch_run.py); the
-optimizer is stepped as the Learner does (with learner = true by the Learner's own _do_grad_opt, its callbacks,
-GradientClip for gradient_clip, in before_step), its lr set per step by set_hyper as ParamScheduler does. Every
-statement this adapter makes about fastai 2.8.12: docs/adapters/fastai.md.
+`decouple_wd=False` is l2_reg, wd*p added to the gradient. A Learner excludes every bias (on a network every
+LayerNorm parameter too) from weight decay by default (wd_bn_bias=False). The model is torch's nn.Linear set up as
+the torch adapter does (torch_run.py); the optimizer is stepped as the Learner does (with learner = true by the
+Learner's own _do_grad_opt, its callbacks, GradientClip for gradient_clip, in before_step), its lr set per step by
+set_hyper as ParamScheduler does. A network (`[task] model`) is torch's MLP (torch_network.py), its groups by
+torch's names (fastai_network.py). Every statement this adapter makes about fastai 2.8.12: docs/adapters/fastai.md.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import numpy as np
 
 from wdparity.run.adapter import Adapter, refuse_l1
 from wdparity.run.backend import Inexpressible
-from wdparity.spec.models import TENSORS, Semantics, Task
+from wdparity.spec.models import Semantics, Task
+from wdparity.spec.network import LINEAR, in_scope, kernels, tensor_scope
 from wdparity.spec.rules import penalty_terms, rules_from_coefficients
 
 from .fastai_clip import clip_spec, realize_clip, refuse_terms
+from .fastai_network import compress, learner_excludes
 from .fastai_optimizers import exact, lr_factor, native_optimizer, optimizer_spec
 from .fastai_vocab import FastaiRun
 from .torch_run import batch_loss, linear_model, penalty_table, set_up
@@ -33,6 +36,7 @@ class FastaiBackend(Adapter):
     modules = ("fastai", "torch")
     install_hint = "pip install fastai"
     Config = FastaiRun
+    models_networks = True   # torch's MLP (torch_network.py) through the same optimizer / Learner (fastai_network.py)
 
     def findings(self, config: FastaiRun, task: Task) -> list[dict]:
         """Documented departures from what a reader of the call may expect: modelled ones are in describe()."""
@@ -56,8 +60,12 @@ class FastaiBackend(Adapter):
         if config.excludes_bias:
             out.append({"id": "learner-excludes-bias", "modelled": True,
                         "text": "Learner(wd_bn_bias=False), the default, sets do_wd = False on every bias (and "
-                                "BatchNorm parameter): the Linear layer's bias is not decayed, by wd nor by l2_reg",
-                        "source": "fastai/learner.py:121,198-199; fastai/torch_core.py:688-693"})
+                                "BatchNorm parameter): the Linear layer's bias is not decayed, by wd nor by l2_reg"
+                        if in_scope() == LINEAR else
+                        "Learner(wd_bn_bias=False), the default, sets do_wd = False on every Linear bias and on "
+                        "LayerNorm's weight and bias (nn.LayerNorm is in norm_types): of the network only the "
+                        f"weight matrices {kernels(in_scope())} are decayed, by wd or by l2_reg",
+                        "source": "fastai/learner.py:121,198-199; fastai/torch_core.py:685-693"})
         if config.gradient_clip is not None:
             out.append({"id": "gradient-clip-before-wd", "modelled": True,
                         "text": "GradientClip is torch's clip_grad_norm_ in before_step, min(1, max_norm / (norm + "
@@ -122,17 +130,25 @@ class FastaiBackend(Adapter):
                                 "merge the rules (sum the coefficients on each tensor)")
         if decoupled and run["optimizer"] == "RMSProp" and run.get("mom"):   # describe's coefficient is wd*(1-mom)
             per = {k: rmsprop_wd(v, run["mom"]) for k, v in per.items()}
-        trained = [name for name in TENSORS if name not in semantics.frozen]
-        values = [per.get(name, 0.0) for name in trained]
-        if semantics.frozen or len(set(values)) > 1:
-            run["param_groups"] = [[name] for name in trained]
-            run["wd"] = values if len(values) > 1 else values[0]
+        tensors = in_scope()
+        trained = [name for name in tensors if name not in semantics.frozen]
+        decayed = {name for name in trained if per.get(name)}
+        if tensors != LINEAR and not semantics.frozen and decayed and decayed == set(kernels(tensors)) \
+                and len({per[name] for name in decayed}) == 1:
+            run.update(learner=True, wd=per[kernels(tensors)[0]])   # Learner(wd_bn_bias=False) excludes the rest
+            clipping.pop("learner", None)
         else:
-            run["wd"] = values[0]   # always written: Adam's default wd is 0.01
+            values = list(dict.fromkeys(per.get(name, 0.0) for name in trained))   # one group per distinct wd
+            if semantics.frozen or len(values) > 1:
+                groups = [[name for name in trained if per.get(name, 0.0) == v] for v in values]
+                run["param_groups"] = groups if tensors == LINEAR else [compress(g, tensors) for g in groups]
+                run["wd"] = values if len(values) > 1 else values[0]
+            else:
+                run["wd"] = values[0]   # always written: Adam's default wd is 0.01
         if per and not decoupled:
             run["decouple_wd"] = False
-        if clipping and per.get("bias"):
-            clipping["wd_bn_bias"] = True   # the Learner would exclude the bias from wd otherwise
+        if clipping and any(per.get(name) for name in learner_excludes(tensors)):
+            clipping["wd_bn_bias"] = True   # the Learner would exclude the biases (and norms) from wd otherwise
         return {**run, **penalty_table(l2, l1), **clipping}
 
     # ---------------------------------------------------------------- inside the worker
@@ -140,17 +156,25 @@ class FastaiBackend(Adapter):
         import torch
         from fastai import optimizer as fo
 
-        run = FastaiRun.model_validate(job["run"])
-        net, X, y = linear_model(torch, data, set_up(torch, job["dtype"]))
-        tensors = {"weight": net.weight, "bias": net.bias}
+        dtype = set_up(torch, job["dtype"])
+        if "model_json" in data:   # a network: torch's MLP, its tensors by neutral name
+            from .torch_network import network
+
+            net, X, y, tensors = network(torch, data, dtype)
+        else:
+            net, X, y = linear_model(torch, data, dtype)
+            tensors = {"weight": net.weight, "bias": net.bias}
+        with tensor_scope(tuple(tensors)):   # param_groups name torch's parameters of this model
+            run = FastaiRun.model_validate(job["run"])
         keywords = {k: getattr(run, k) for k in run.model_fields_set if getattr(run, k) is not None
                     and k not in ("optimizer", "lr", "param_groups", "learner", "wd_bn_bias", "penalty",
                                   "gradient_clip", "norm_type")}
         opt_func = getattr(fo, run.optimizer)
-        groups = [[tensors[name] for name in group] for group in run.param_groups] if run.param_groups else None
+        groups = [[tensors[name] for name in group] for group in run.groups] if run.param_groups else None
         learn = learner(torch, net, opt_func, keywords, run, groups) if run.learner else None
         opt = learn.opt if learn else opt_func(groups if groups else list(net.parameters()), lr=run.lr, **keywords)
         return SimpleNamespace(torch=torch, net=net, tensors=tensors, opt=opt, learn=learn, X=X, y=y,
+                               network="model_json" in data,
                                mse=torch.nn.MSELoss(),
                                half=job["task"]["loss"] == "half_mse", penalty=penalty_terms(run.penalty),
                                lr=run.effective_lr, schedule=job["task"].get("schedule") or {"kind": "constant"},
@@ -171,7 +195,11 @@ class FastaiBackend(Adapter):
         s.opt.step()
         s.opt.zero_grad()
 
-    def read(self, s: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, s: SimpleNamespace):
+        if s.network:
+            from .torch_network import read
+
+            return read(s.tensors)
         return s.net.weight.detach().numpy(), s.net.bias.detach().numpy()
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from wdparity.run.adapter import check_keywords
-from wdparity.spec.models import TENSORS, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
+from wdparity.spec.models import NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
+from wdparity.spec.network import LINEAR, in_scope
+
+from .fastai_network import learner_excludes, resolve_group
 
 # One row per fastai.optimizer function: its numeric defaults after `params, lr` (tests/test_fastai_facts.py reads
 # them from the installed signatures). lr has no default in any of them (optimizer.py:178 ...).
@@ -53,8 +56,9 @@ class FastaiRun(Strict):
     beta: Optional[NonNeg] = None
     nu_1: Optional[NU] = None
     nu_2: Optional[NU] = None
-    # the splitter's output, tensors by neutral name: params = [[...], [...]] (optimizer.py:101); a tensor no group
-    # names is never stepped
+    # the splitter's output, params = [[...], [...]] (optimizer.py:101), each group by torch's parameter names or
+    # module paths (fastai_network.py; the linear model's are `weight` and `bias`); a tensor no group names is
+    # never stepped
     param_groups: Optional[list[list[str]]] = None
     learner: Optional[bool] = None
     wd_bn_bias: Optional[bool] = None
@@ -63,6 +67,7 @@ class FastaiRun(Strict):
     # norm_type = inf is accepted to be refused
     gradient_clip: Optional[Positive] = None
     norm_type: Optional[Annotated[float, Field(allow_inf_nan=True)]] = None
+    _groups: list[list[str]] = PrivateAttr(default_factory=list)   # param_groups as neutral names (the scope's)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -94,17 +99,23 @@ class FastaiRun(Strict):
             raise fail("norm_type", self.norm_type, "must be 2.0 here: the neutral global_norm is the Euclidean norm; "
                        "GradientClip passes norm_type to torch's clip_grad_norm_, p-norm or, for inf, the largest |g| "
                        "(fastai/callback/training.py:43, torch/nn/utils/clip_grad.py:95-107)")
-        groups = self.groups
+        tensors = in_scope()
         seen: list[str] = []
-        for i, group in enumerate(groups):
-            check_tensors(f"param_groups[{i}]", group)
+        groups = []
+        for i, group in enumerate(self.param_groups if self.param_groups is not None else [list(tensors)]):
+            if tensors == LINEAR or self.param_groups is None:
+                check_tensors(f"param_groups[{i}]", group)
+            else:
+                group = resolve_group(f"param_groups[{i}]", group, tensors)
             if set(group) & set(seen):
-                raise fail(f"param_groups[{i}]", group, f"names {sorted(set(group) & set(seen))} again: fastai does not "
-                           "check, and would step that tensor once per group")
+                raise fail(f"param_groups[{i}]", self.param_groups[i], f"names {sorted(set(group) & set(seen))} "
+                           "again: fastai does not check, and would step that tensor once per group")
             seen += group
-        if self.gradient_clip is not None and set(seen) != set(TENSORS):
+            groups.append(list(group))
+        self._groups = groups
+        if self.gradient_clip is not None and set(seen) != set(tensors):
             raise fail("gradient_clip", self.gradient_clip, f"cannot be used with a tensor no parameter group names "
-                       f"({sorted(set(TENSORS) - set(seen))}) here: opt.zero_grad() zeroes only its groups' parameters "
+                       f"({[t for t in tensors if t not in seen]}) here: opt.zero_grad() zeroes only its groups' parameters "
                        "(fastai/optimizer.py:106-109), so that tensor's .grad accumulates and GradientClip's "
                        "clip_grad_norm_(learn.parameters()) counts the sum, which the neutral model does not state")
         if isinstance(self.wd, list) and len(self.wd) != len(groups):
@@ -127,7 +138,8 @@ class FastaiRun(Strict):
 
     @property
     def groups(self) -> list[list[str]]:
-        return [list(g) for g in self.param_groups] if self.param_groups is not None else [list(TENSORS)]
+        """The parameter groups as neutral tensor names (resolved from torch's names in the tensor scope)."""
+        return [list(g) for g in self._groups]
 
     @property
     def effective_lr(self) -> float:
@@ -135,21 +147,22 @@ class FastaiRun(Strict):
 
     @property
     def excludes_bias(self) -> bool:
-        """Learner(wd_bn_bias=False), its default: create_opt sets do_wd = False on every bias (learner.py:198-199)."""
+        """Learner(wd_bn_bias=False), its default: create_opt sets do_wd = False on every bias and every LayerNorm
+        parameter (learner.py:198-199, fastai_network.learner_excludes)."""
         return bool(self.learner) and not self.wd_bn_bias
 
     def per_tensor_wd(self) -> dict[str, float]:
-        """wd of each stepped tensor: its group's (or the one wd), 0 for the bias a Learner excludes."""
+        """wd of each stepped tensor: its group's (or the one wd), 0 for the biases and norms a Learner excludes."""
         wd = self.get("wd")
         out = {}
         for i, group in enumerate(self.groups):
             for name in group:
                 out[name] = float(wd[i] if isinstance(wd, list) else wd)
-        if self.excludes_bias and "bias" in out:
-            out["bias"] = 0.0
+        if self.excludes_bias:
+            out.update({name: 0.0 for name in learner_excludes(in_scope()) if name in out})
         return out
 
     @property
     def frozen(self) -> list[str]:
         named = {name for group in self.groups for name in group}
-        return [name for name in TENSORS if name not in named]
+        return [name for name in in_scope() if name not in named]
