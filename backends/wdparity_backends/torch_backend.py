@@ -20,10 +20,14 @@ import numpy as np
 from wdparity.engine.data import batches
 from wdparity.run.adapter import Adapter, refuse_l1
 from wdparity.run.backend import Inexpressible
-from wdparity.spec.models import TENSORS, Semantics, Task
+from wdparity.spec.models import Semantics, Task
+from wdparity.spec.network import tensor_scope
 from wdparity.spec.rules import penalty_terms, rules_from_coefficients
 
+from . import torch_groups
 from .torch_clip import clip_spec, clipper, realize_clip, refuse_terms
+from .torch_network import network
+from .torch_network import read as read_network
 from .torch_run import DEFAULT_LR, KEYWORDS, TorchRun, batch_loss, linear_model, penalty_table, set_up
 from .torch_run import scheduler as lr_scheduler
 from .torch_vocab import COUPLED_ONLY, DECOUPLED_CALL, DECOUPLED_SOURCE, native_optimizer, optimizer_spec
@@ -31,11 +35,21 @@ from .torch_vocab import COUPLED_ONLY, DECOUPLED_CALL, DECOUPLED_SOURCE, native_
 TORCH_L1_AT_ZERO = 0.0   # torch.autograd.grad(torch.abs(x), x) at x = 0 is 0 (abs' = sgn); measured in the tests
 
 
+def param_groups(per: dict[str, float], tensors: list[str]) -> list[dict]:
+    """One param group per weight_decay value (0.0 where `per` has none), torch's names, in layout order."""
+    native = {neutral: name for name, neutral in torch_groups.names().items()}
+    groups: dict[float, list[str]] = {}
+    for name in tensors:
+        groups.setdefault(per.get(name, 0.0), []).append(native[name])
+    return [{"params": names, "weight_decay": wd} for wd, names in groups.items()]
+
+
 class TorchBackend(Adapter):
     name = "torch"
     modules = ("torch",)
     install_hint = "pip install 'wdparity[torch]'"
     Config = TorchRun
+    models_networks = True   # the task's MLP as nn.Sequential (torch_network.py), trained one run at a time
     live_roots, live_label = ("torch",), "torch.optim"
 
     def read_live(self, obj, model, params):
@@ -78,6 +92,10 @@ class TorchBackend(Adapter):
     def describe(self, config: TorchRun, task: Task) -> Semantics:
         """Neutral semantics of a torch run. Rule order: gradient-coupled (weight_decay, then the penalty's
         L2 and L1), then decoupled (AdamW's weight_decay, or that of the decoupled_weight_decay flag)."""
+        with tensor_scope(task.tensors):
+            return self._describe(config, task)
+
+    def _describe(self, config: TorchRun, task: Task) -> Semantics:
         lr = DEFAULT_LR[config.optimizer] if config.lr is None else config.lr
         optimizer = optimizer_spec(config, lr)
         coupling = "decoupled" if config.decoupled else "gradient"
@@ -89,6 +107,11 @@ class TorchBackend(Adapter):
                          frozen=config.frozen, clip=clip_spec(config.clip_grad_norm, config.clip_grad_value))
 
     def realize(self, semantics: Semantics, task: Task) -> dict:
+        """The torch run table; a network's param groups name tensors as named_parameters() does (net.0.weight)."""
+        with tensor_scope(task.tensors):
+            return self._realize(semantics, task)
+
+    def _realize(self, semantics: Semantics, task: Task) -> dict:
         opt, rules = semantics.optimizer, list(semantics.decay)
         decoupled = [r for r in rules if r.coupling == "decoupled"]
         run = native_optimizer(opt, bool(decoupled))   # refuses the optimizer fields no torch class computes
@@ -137,14 +160,14 @@ class TorchBackend(Adapter):
         if len(l2) > 1 or len(l1) > 1 or (l2 and l1 and l2[0].params != l1[0].params):
             raise Inexpressible("one `penalty` table holds one L2 and one L1 term on one list of tensors; nearest: "
                                 "merge the rules (sum the coefficients on each tensor)")
-        if semantics.frozen:   # one group per trained tensor; a tensor no group names is never updated
-            run["param_groups"] = [{"params": [name], "weight_decay": per.get(name, 0.0)}
-                                   for name in TENSORS if name not in semantics.frozen]
-        elif per and len(per) == len(TENSORS) and len(set(per.values())) == 1:
-            run["weight_decay"] = per[TENSORS[0]]
+        tensors = list(torch_groups.names().values())
+        if semantics.frozen:   # a group per coefficient of the trained tensors; a tensor no group names never moves
+            run["param_groups"] = param_groups(per, [t for t in tensors if t not in semantics.frozen])
+        elif per and len(per) == len(tensors) and len(set(per.values())) == 1:
+            run["weight_decay"] = per[tensors[0]]
         elif per:
             run["weight_decay"] = 0.0
-            run["param_groups"] = [{"params": [name], "weight_decay": per.get(name, 0.0)} for name in TENSORS]
+            run["param_groups"] = param_groups(per, tensors)
         elif run["optimizer"] == "AdamW":
             run["weight_decay"] = 0.0
         return {**run, **penalty_table(l2, l1), **clipping}
@@ -154,15 +177,20 @@ class TorchBackend(Adapter):
         import torch
         from torch import nn
 
-        task, run = job["task"], TorchRun.model_validate(job["run"])
+        task = job["task"]
+        with tensor_scope(Task.model_validate(task).tensors):   # param groups name the task's parameters
+            run = TorchRun.model_validate(job["run"])
         dtype = set_up(torch, job["dtype"])
-        net, X, y = linear_model(torch, data, dtype)
-        tensors = {"weight": net.weight, "bias": net.bias}
+        if "model_json" in data:   # a network (torch_network.py): tensors by neutral name, for the penalty and read()
+            net, X, y, tensors = network(torch, data, dtype)
+        else:
+            net, X, y = linear_model(torch, data, dtype)
+            tensors = {"weight": net.weight, "bias": net.bias}
+        by_name = dict(net.named_parameters())
 
-        if run.param_groups is not None:   # exactly the user's groups: a tensor they do not name stays frozen
-            params: Any = [{"params": [tensors[n] for n in g.params],
-                            **({} if g.weight_decay is None else {"weight_decay": g.weight_decay})}
-                           for g in run.param_groups]
+        if run.groups() is not None:   # exactly the user's groups: a tensor they do not name stays frozen
+            params: Any = [{"params": [by_name[n] for n in names], **({} if wd is None else {"weight_decay": wd})}
+                           for names, wd in run.groups()]
         else:
             params = net.parameters()
         kwargs = {k: getattr(run, k) for k in KEYWORDS[run.optimizer] if getattr(run, k) is not None}
@@ -172,7 +200,7 @@ class TorchBackend(Adapter):
         steps = len(batches(data["order"], int(task["batch_size"])))
         scheduler = lr_scheduler(torch, optimizer, task.get("schedule") or {"kind": "constant"},
                                  DEFAULT_LR[run.optimizer] if run.lr is None else run.lr, steps)
-        return SimpleNamespace(torch=torch, net=net, tensors=tensors, optimizer=optimizer, scheduler=scheduler,
+        return SimpleNamespace(torch=torch, net=net, tensors=tensors, network="model_json" in data, optimizer=optimizer, scheduler=scheduler,
                                X=X, y=y, mse=nn.MSELoss(), half=task["loss"] == "half_mse",
                                penalty=penalty_terms(run.penalty),   # clipping: model.parameters(), as users call it
                                clip=clipper(torch, list(net.parameters()), run.clip_grad_norm, run.clip_grad_value))
@@ -187,7 +215,9 @@ class TorchBackend(Adapter):
         if s.scheduler is not None:
             s.scheduler.step()
 
-    def read(self, s: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, s: SimpleNamespace):
+        if s.network:
+            return read_network(s.tensors)
         return s.net.weight.detach().numpy(), s.net.bias.detach().numpy()
 
     # ---- grids: runs differing only in lr / weight_decay values train as one optimizer with a param group per

@@ -78,10 +78,9 @@ def train(jobs: list[dict], data: dict[str, np.ndarray]) -> list[dict[str, np.nd
     for g, run in enumerate(runs):
         tensors = {"weight": nn.Parameter(weight.detach()[g:g + 1]), "bias": nn.Parameter(bias.detach()[g:g + 1])}
         tensors["weight"].grad, tensors["bias"].grad = weight.grad[g:g + 1], bias.grad[g:g + 1]
-        if run.param_groups is not None:   # as train(): exactly the named groups (an unnamed tensor stays frozen)
-            own = [{"params": [tensors[n] for n in grp.params],
-                    **({} if grp.weight_decay is None else {"weight_decay": grp.weight_decay})}
-                   for grp in run.param_groups]
+        if run.groups() is not None:   # as train(): exactly the named groups (an unnamed tensor stays frozen)
+            own = [{"params": [tensors[n] for n in names], **({} if wd is None else {"weight_decay": wd})}
+                   for names, wd in run.groups()]
         else:
             own = [{"params": [tensors["weight"], tensors["bias"]]}]   # net.parameters() order
         for group in own:   # what this config's constructor would have given every group

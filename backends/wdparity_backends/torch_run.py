@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from wdparity.run.adapter import check_keywords
-from wdparity.spec.models import TENSORS, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
+from wdparity.spec.models import NonNeg, Penalty, Positive, Strict, Unit, fail
+
+from . import torch_groups
 
 # One row per torch.optim class: its constructor's numeric defaults and its keywords (tests/test_torch_facts.py
 # reads both from the installed signatures).
@@ -56,7 +58,8 @@ GROUP_ONLY = ("params", "weight_decay")
 
 
 class ParamGroup(Strict):
-    """One torch param group, tensors by neutral name; a missing weight_decay inherits the constructor's."""
+    """One torch param group, tensors by torch's names (torch_groups.py: `weight`/`bias` for the linear model,
+    `net.0.weight`, ... for a network); a missing weight_decay inherits the constructor's."""
 
     params: list[str]
     weight_decay: Optional[NonNeg] = None
@@ -72,11 +75,21 @@ class ParamGroup(Strict):
 
     @model_validator(mode="after")
     def _names(self):
-        check_tensors("params", self.params)
+        torch_groups.check("params", self.params)
         return self
 
 
 class TorchRun(Strict):
+    """One torch.optim run. Tensors are named as `model.named_parameters()` gives them (torch_groups.py). Besides
+    explicit `param_groups`, three group builders torch users run, each two groups (decay: `weight_decay`, which
+    must be set; no decay: 0.0), over every parameter:
+      hf_trainer_groups = true    transformers' Trainer (get_decay_parameter_names): LayerNorm tensors and names
+                                  containing "bias" (or a norm pattern) undecayed
+      timm_groups = true          timm's param_groups_weight_decay: ndim <= 1, names ending ".bias", and the
+                                  fnmatch patterns of `no_weight_decay_list` (model.no_weight_decay()) undecayed
+      no_decay = ["bias", ...]    the HF examples' list: a name containing any entry is undecayed; an entry in
+                                  no name is an error (["bias", "LayerNorm.weight"] on this model's names)"""
+
     optimizer: Literal["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam"]
     lr: Optional[Positive] = None
     momentum: Optional[Unit] = None
@@ -99,12 +112,19 @@ class TorchRun(Strict):
     differentiable: Optional[bool] = None
     decoupled_weight_decay: Optional[bool] = None
     param_groups: Optional[list[ParamGroup]] = None
+    hf_trainer_groups: Optional[bool] = None
+    timm_groups: Optional[bool] = None
+    no_weight_decay_list: Optional[list[str]] = None
+    no_decay: Optional[list[str]] = None
     penalty: Optional[Penalty] = None
     # torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm, norm_type) or clip_grad_value_(...,
     # clip_grad_value) between backward() and step() (torch_clip.py); norm_type = inf is accepted to be refused
     clip_grad_norm: Optional[Positive] = None
     norm_type: Optional[Annotated[float, Field(allow_inf_nan=True)]] = None
     clip_grad_value: Optional[Positive] = None
+    # resolved while validated (inside the task's tensor scope): torch name -> neutral name; the groups
+    _names: dict = PrivateAttr(default_factory=dict)
+    _groups: Optional[list] = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -132,19 +152,14 @@ class TorchRun(Strict):
             raise fail("norm_type", self.norm_type, "must be 2.0 here: the neutral global_norm is the Euclidean "
                        "norm; torch's norm_type = p takes the p-norm, inf the largest |g| (torch/nn/utils/"
                        "clip_grad.py:95-107)")
-        if self.param_groups is not None:
-            if not self.param_groups:
-                raise fail("param_groups", [], "must hold at least one group")
-            seen: set[str] = set()
-            for i, group in enumerate(self.param_groups):
-                twice = seen.intersection(group.params)
-                if twice:
-                    raise fail(f"param_groups[{i}].params", group.params, f"names {sorted(twice)} again: "
-                               "some parameters appear in more than one parameter group (torch/optim/optimizer.py:1187)")
-                seen.update(group.params)
-            if self.clip_grad_norm is not None and seen != set(TENSORS):
+        self._names = torch_groups.names()
+        self._groups = self._resolve_groups()
+        if self._groups is not None:
+            seen = {self._names[n] for names, _ in self._groups for n in names}
+            if self.clip_grad_norm is not None and seen != set(self._names.values()):
+                missing = [n for n, t in self._names.items() if t not in seen]
                 raise fail("clip_grad_norm", self.clip_grad_norm, f"cannot be used with a tensor that no param group "
-                           f"names ({sorted(set(TENSORS) - seen)}) here: optimizer.zero_grad() zeroes only its groups' "
+                           f"names ({missing}) here: optimizer.zero_grad() zeroes only its groups' "
                            "params (torch/optim/optimizer.py:1058-1062), so that tensor's .grad accumulates over the "
                            "steps and clip_grad_norm_(model.parameters()) counts the sum in its norm, which the "
                            "neutral model does not state")
@@ -154,24 +169,67 @@ class TorchRun(Strict):
                            "never updates it (frozen), so its penalty would change nothing")
         return self
 
+    def _resolve_groups(self) -> Optional[list]:
+        """[(torch names, weight_decay or None)] of the explicit or built groups; None: model.parameters()."""
+        built = [k for k in ("param_groups", "hf_trainer_groups", "timm_groups", "no_decay") if getattr(self, k)]
+        if self.param_groups is not None and not self.param_groups:
+            raise fail("param_groups", [], "must hold at least one group")
+        if len(built) > 1:
+            raise fail(built[1], getattr(self, built[1]), f"cannot be set together with {built[0]}: each gives the "
+                       "optimizer its param groups")
+        if self.no_weight_decay_list is not None and not self.timm_groups:
+            raise fail("no_weight_decay_list", self.no_weight_decay_list, "belongs to timm_groups = true (timm's "
+                       "param_groups_weight_decay(model, no_weight_decay_list=...))")
+        for key in ("hf_trainer_groups", "timm_groups"):
+            if getattr(self, key) is False:
+                raise fail(key, False, "must be true or absent (absent: no group builder)")
+        if built and built[0] != "param_groups" and self.weight_decay is None:
+            raise fail(built[0], getattr(self, built[0]), "needs weight_decay: the decay group's value (the Trainer's "
+                       "args.weight_decay, timm's weight_decay); the other group's is 0.0")
+        if self.param_groups is not None:
+            seen: set[str] = set()
+            for i, group in enumerate(self.param_groups):
+                twice = seen.intersection(group.params)
+                if twice:
+                    raise fail(f"param_groups[{i}].params", group.params, f"names {sorted(twice)} again: "
+                               "some parameters appear in more than one parameter group (torch/optim/optimizer.py:1187)")
+                seen.update(group.params)
+            return [(list(g.params), g.weight_decay) for g in self.param_groups]
+        wd = self.weight_decay
+        if self.hf_trainer_groups:
+            decay, rest = torch_groups.hf_trainer()
+            return [(decay, wd), (rest, 0.0)]
+        if self.timm_groups:
+            off, on = torch_groups.timm(self.no_weight_decay_list or [])
+            return [(off, 0.0), (on, wd)]
+        if self.no_decay is not None:
+            decay, rest = torch_groups.no_decay(self.no_decay)
+            return [(decay, wd), (rest, 0.0)]
+        return None
+
+    def groups(self) -> Optional[list]:
+        """[(torch names, weight_decay or None)] the optimizer is given, in order; None: model.parameters()."""
+        return self._groups
+
     def per_tensor_weight_decay(self) -> dict[str, float]:
-        """weight_decay of each trained tensor: its group's, else the constructor's, else the optimizer's default."""
+        """weight_decay of each trained tensor (neutral names): its group's, else the constructor's, else the
+        optimizer's default."""
         top = DEFAULT_WD[self.optimizer] if self.weight_decay is None else self.weight_decay
-        if self.param_groups is None:
-            return {name: top for name in TENSORS}
+        if self._groups is None:
+            return {name: top for name in self._names.values()}
         out = {}
-        for group in self.param_groups:
-            for name in group.params:
-                out[name] = top if group.weight_decay is None else group.weight_decay
+        for names, wd in self._groups:
+            for name in names:
+                out[self._names[name]] = top if wd is None else wd
         return out
 
     @property
     def frozen(self) -> list[str]:
-        """Tensors that no param group names: torch never updates them."""
-        if self.param_groups is None:
+        """Tensors (neutral names) that no param group names: torch never updates them."""
+        if self._groups is None:
             return []
-        named = {name for group in self.param_groups for name in group.params}
-        return [name for name in TENSORS if name not in named]
+        named = {self._names[n] for names, _ in self._groups for n in names}
+        return [name for name in self._names.values() if name not in named]
 
     @property
     def decoupled(self) -> bool:
