@@ -26,6 +26,7 @@ from wdparity.judge.compare import finite, finite_fields
 from wdparity.judge.rejudge import rejudge
 from wdparity.run import harness, registry
 from wdparity.run.cases import Case, Run, load_case
+from wdparity.spec.network import tensor_scope
 
 TIMING_FIELDS = ("seconds", "peak_rss_mb")  # the only fields of the JSON that vary between identical invocations
 
@@ -148,6 +149,11 @@ def _trajectory_problem(arrays: dict, run: Run, data: dict) -> Optional[str]:
     return None
 
 
+def _findings(run: Run) -> list[dict]:
+    with tensor_scope(run.task.tensors):
+        return registry.get(run.backend).findings(run.config, run.task)
+
+
 def _network_problem(arrays: dict, run: Run, steps: int) -> Optional[str]:
     from wdparity.spec.network import layout
 
@@ -190,7 +196,7 @@ def judge(case: Case, data: dict, results: dict[str, harness.Result]) -> CaseRes
         status, reason = res.status, res.reason
         entry = {"backend": run.backend, "status": status, "reason": reason, "semantics": sem,
                  "fidelity": None, "final": None, "dtype": run.dtype,
-                 "findings": registry.get(run.backend).findings(run.config, run.task)}
+                 "findings": _findings(run)}
         if status == "ok" and (problem := _trajectory_problem(res.arrays, run, data)):
             status, reason = "error", f"{run.backend} returned a bad trajectory: {problem}"
         if status == "ok":

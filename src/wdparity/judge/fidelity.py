@@ -21,6 +21,7 @@ from wdparity.run import harness, registry
 from wdparity.run.backend import Inexpressible
 from wdparity.run.cases import load_run
 from wdparity.spec.models import Semantics, Task
+from wdparity.spec.network import tensor_scope
 
 BATTERY_TASK = {"num_inputs": 12, "n_train": 16, "n_test": 8, "batch_size": 4, "epochs": 3, "seed": 3}
 SCHEDULES = [{"kind": "constant"}, {"kind": "step", "every": 4, "factor": 0.5}, {"kind": "cosine", "total": 10, "floor": 0.1}]
@@ -166,7 +167,8 @@ def round_trip(name: str, dtype: Optional[str] = None) -> tuple[dict[str, dict],
         except Inexpressible as exc:
             reasons[case] = str(exc)
             continue
-        back = backend.describe(backend.parse(run), t).neutral()
+        with tensor_scope(t.tensors):
+            back = backend.describe(backend.parse(run), t).neutral()
         assert back == native.neutral(), f"{name}: describe(realize(s)) != s for {case}: {run} means {back}"
         expressed[case] = run
     return expressed, reasons

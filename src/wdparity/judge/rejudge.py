@@ -13,20 +13,29 @@ from __future__ import annotations
 
 import dataclasses
 
+from pydantic import ValidationError
+
 from wdparity.engine import recording
 from wdparity.judge import compare, diagnose, envelope, fidelity
 from wdparity.run import harness, registry
+from wdparity.spec.errors import InputError
+from wdparity.spec.network import tensor_scope
 
 KEPT = ("verdict", "max_abs_err", "max_rel_err", "first_divergent_step", "tensor", "compared_steps",
         "decidable_steps", "tol", "causes", "reason")
 
 
 def float64_run(run):
-    """The same run at float64: re-described (a framework may round differently there) with its worker env."""
+    """The same run at float64: re-described (a framework may round differently there) with its worker env;
+    (None, why) where the framework does not train this setting in float64 (the adapter refuses it)."""
     backend = registry.get(run.backend)
     task = run.task.model_copy(update={"dtype": "float64"})
-    return dataclasses.replace(run, task=task, semantics=backend.describe(run.config, task),
-                               env=backend.worker_env(run.config, task))
+    try:
+        with tensor_scope(task.tensors):
+            semantics = backend.describe(run.config, task)
+    except (InputError, ValidationError) as exc:
+        return None, f"{run.name} cannot be trained in float64: {str(exc).splitlines()[0]}"
+    return dataclasses.replace(run, task=task, semantics=semantics, env=backend.worker_env(run.config, task)), None
 
 
 def rejudge(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> list:
@@ -39,10 +48,20 @@ def rejudge(results: list, timeout: float = harness.DEFAULT_TIMEOUT) -> list:
             continue
         key = f"d{ci}"
         data[key] = res.data
+        refused = {}
         for name in sorted({p[s] for p in pairs for s in ("a", "b")}):
-            runs64[(ci, name)] = run64 = float64_run(res.case.runs[name])
+            run64, why = float64_run(res.case.runs[name])
+            if run64 is None:
+                refused[name] = why
+                continue
+            runs64[(ci, name)] = run64
             items.append(run64.work_item(f"{key}-{name}", key))
-        todo += [(ci, res, pair, key) for pair in pairs]
+        for pair in pairs:
+            why = [refused[pair[s]] for s in ("a", "b") if pair[s] in refused]
+            if why:   # stays undecidable, saying why it could not be judged in float64
+                pair["float64"] = {"why": "the float32 envelope exceeds the ceiling", "reason": "; ".join(why)}
+            else:
+                todo.append((ci, res, pair, key))
     if not todo:
         return []
     out = harness.run_items(items, data, timeout=timeout)
