@@ -10,7 +10,8 @@ decayed w, its clipping (clipnorm, clipvalue, global_clipnorm) acts on the loss'
 included, never on weight_decay, and which backend runs Keras decides sign(0) of the L1 term and several
 precision findings. The vocabulary is in keras_vocab.py, what each optimizer means in
 keras_optimizers.py; every statement about Keras 3.15.1, with its source and the test that measures it, is
-in docs/adapters/keras.md.
+in docs/adapters/keras.md. A `[task] model` network is a Sequential of Dense / LayerNormalization / Activation layers
+named as Keras names them (keras_network.py).
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from typing import Optional
 
 import numpy as np
 
+from wdparity.engine import network as net_mod
 from wdparity.run.adapter import Adapter, refuse_frozen, refuse_l1, refuse_optimizer
 from wdparity.run.backend import Inexpressible, load_battery
 from wdparity.spec.models import TENSORS, DecayRule, Semantics, Task
+from wdparity.spec.network import in_scope, tensor_scope
 from wdparity.spec.rules import coefficients
 
+from . import keras_network
 from .keras_adafactor import realize_adafactor
 from .keras_optimizers import MODELLED, describe_clip, describe_optimizer, realize_clip, realize_optimizer
 from .keras_vocab import (
@@ -41,7 +45,6 @@ from .keras_vocab import (
     f32,
     float32_inherent,
     precision_findings,
-    regularizer_rules,
 )
 from .optax_jax import require_x64, x64_env  # JAX's x64 flag, shared with the optax adapter
 
@@ -51,6 +54,7 @@ class KerasBackend(Adapter):
     install_hint = "pip install 'wdparity[keras]' (and 'wdparity[jax]' or 'wdparity[torch]' for those Keras backends)"
     Config = KerasRun
     live_roots, live_label = ("keras",), "keras.optimizers"
+    models_networks = True   # keras_network.py: Dense / LayerNormalization / Activation in a Sequential
 
     def read_live(self, obj, model, params):
         from .keras_live import read_live
@@ -118,10 +122,10 @@ class KerasBackend(Adapter):
         regularizer factors are the float32-rounded values Keras's tf.cast produces (module docstring)."""
         optimizer = describe_optimizer(config, task)
         r = f32 if (config.keras_backend == "tensorflow" and task.dtype == "float64") else float
-        decay = regularizer_rules(config.kernel_regularizer, config.bias_regularizer, L1_AT_ZERO[config.keras_backend], r)
+        decay, tensors, excluded = keras_network.describe_layers(config, task, L1_AT_ZERO[config.keras_backend], r, "keras")
         wd = r(config.get("weight_decay") or 0.0)   # decoupled, lr_t-scaled on every optimizer; `decay` ignored
         if wd > 0:
-            params = [k for k in TENSORS if k not in (config.exclude_from_weight_decay or [])]
+            params = [k for k in tensors if k not in excluded]
             decay.append(DecayRule(norm="l2", coupling="decoupled", coefficient=wd, scale="lr", params=params))
         return Semantics(optimizer=optimizer, decay=decay, loss=task.loss, schedule=task.schedule,
                          clip=describe_clip(config))
@@ -137,7 +141,8 @@ class KerasBackend(Adapter):
         else:
             run = {**realize_optimizer(opt), **realize_clip(semantics)}
         coupled_l1, coupled_l2 = coefficients(semantics.decay, "l1"), coefficients(semantics.decay, "l2")
-        regs = {k: {"l1": coupled_l1[k], "l2": coupled_l2[k] / 2.0} for k in TENSORS}   # L1L2(l2) is a 2*l2 gradient
+        tensors = in_scope()
+        regs = {k: {"l1": coupled_l1[k], "l2": coupled_l2[k] / 2.0} for k in tensors}   # L1L2(l2) is a 2*l2 gradient
         l1 = {r.effective_l1_at_zero for r in semantics.decay if r.norm == "l1"}
         refuse_l1(decoupled, None, "Keras")   # the L1 sign at zero picks the Keras backend below
         for rule in decoupled:
@@ -157,9 +162,11 @@ class KerasBackend(Adapter):
             rule = decoupled[0]
             run["optimizer"] = "AdamW" if run["optimizer"] == "Adam" else run["optimizer"]
             run["weight_decay"] = rule.coefficient
-            if len(rule.params) < len(TENSORS):
-                run["exclude_from_weight_decay"] = [k for k in TENSORS if k not in rule.params]
-        for k, key in (("weight", "kernel_regularizer"), ("bias", "bias_regularizer")):
+            if len(rule.params) < len(tensors):
+                run["exclude_from_weight_decay"] = keras_network.realize_exclusion(rule.params, tensors, "keras")
+        if tensors != TENSORS:
+            run.update(keras_network.realize_regularizers(coupled_l1, coupled_l2, tensors))
+        for k, key in (("weight", "kernel_regularizer"), ("bias", "bias_regularizer")) if tensors == TENSORS else ():
             if regs[k]["l1"] or regs[k]["l2"]:
                 run[key] = {n: v for n, v in regs[k].items() if v}
         # The Keras backend: one whose d|w|/dw at 0 is the asked one and whose describe() is exactly the asked
@@ -184,7 +191,10 @@ class KerasBackend(Adapter):
     record_checks = False   # the compiled loops (TF, JAX) record without the per-step test; torch checks in read()
 
     def build(self, job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
-        run, task, dtype = KerasRun.model_validate(job["run"]), job["task"], job["dtype"]
+        tensors = tuple(net_mod.names_of(data))
+        with tensor_scope(tensors):   # a network's exclude_from_weight_decay holds Keras patterns
+            run = KerasRun.model_validate(job["run"])
+        task, dtype = job["task"], job["dtype"]
         active = os.environ.get("KERAS_BACKEND", "tensorflow")
         if active != run.keras_backend:
             raise RuntimeError(f"worker runs KERAS_BACKEND={active!r}, the run asks keras_backend={run.keras_backend!r}")
@@ -204,10 +214,17 @@ class KerasBackend(Adapter):
         def regularizer(r: Optional[L1L2]):
             return None if r is None else keras.regularizers.L1L2(l1=float(r.l1), l2=float(r.l2))
 
-        dense = keras.layers.Dense(1, kernel_regularizer=regularizer(run.kernel_regularizer),
-                                   bias_regularizer=regularizer(run.bias_regularizer))
-        model = keras.Sequential([keras.Input(shape=(d,), dtype=dtype), dense])
-        dense.set_weights([np.asarray(data["w0"], dtype).reshape(d, 1), np.asarray(data["b0"], dtype).reshape(1)])
+        if "model_json" in data:   # a network (keras_network.py); its run's names are Keras's
+            regs = keras_network.regularizers(run.layers, run.kernel_regularizer, run.bias_regularizer, tensors)
+            model, variables = keras_network.build_network(keras, data, dtype, regs, "keras")
+            var_names = run.exclude_from_weight_decay
+        else:
+            dense = keras.layers.Dense(1, kernel_regularizer=regularizer(run.kernel_regularizer),
+                                       bias_regularizer=regularizer(run.bias_regularizer))
+            model = keras.Sequential([keras.Input(shape=(d,), dtype=dtype), dense])
+            dense.set_weights([np.asarray(data["w0"], dtype).reshape(d, 1), np.asarray(data["b0"], dtype).reshape(1)])
+            variables = [dense.kernel, dense.bias]
+            var_names = [KERAS_NAME[k] for k in run.exclude_from_weight_decay or []]
 
         lr0 = float(run.learning_rate if run.learning_rate is not None else DEFAULT_LR[run.optimizer])
         sched = task.get("schedule") or {"kind": "constant"}
@@ -223,13 +240,14 @@ class KerasBackend(Adapter):
                  if getattr(run, k) is not None}
         given = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in given.items()}
         optimizer = getattr(keras.optimizers, run.optimizer)(learning_rate=lr, **given)
-        if run.exclude_from_weight_decay:
-            optimizer.exclude_from_weight_decay(var_names=[KERAS_NAME[k] for k in run.exclude_from_weight_decay])
+        if var_names:
+            optimizer.exclude_from_weight_decay(var_names=var_names)
         model.compile(optimizer=optimizer, loss=keras.losses.MeanSquaredError(),
                       loss_weights=0.5 if task["loss"] == "half_mse" else None)
-        s = SimpleNamespace(keras=keras, active=active, model=model, dense=dense, optimizer=optimizer, dtype=dtype,
-                            X=np.asarray(data["X_train"], dtype), y=np.asarray(data["y_train"], dtype).reshape(-1, 1))
-        s.params = tuple(keras.ops.convert_to_numpy(v) for v in (dense.kernel, dense.bias))
+        s = SimpleNamespace(keras=keras, active=active, model=model, vars=variables, optimizer=optimizer, dtype=dtype,
+                            X=np.asarray(data["X_train"], dtype), y=np.asarray(data["y_train"], dtype).reshape(-1, 1),
+                            tensors=tensors if "model_json" in data else None)
+        s.params = tuple(keras.ops.convert_to_numpy(v) for v in variables)
         # TensorFlow and JAX: the model's own compiled train step, called for every batch. train_on_batch runs
         # this same Model.train_step (compiled loss and loss_weights, regularization losses, optimizer) under
         # tf.function(reduce_retracing=True, jit_compile=model.jit_compile) / jax.jit (keras/src/backend/
@@ -245,7 +263,7 @@ class KerasBackend(Adapter):
             @tf.autograph.experimental.do_not_convert
             def train_step(x, y):
                 model.train_step((x, y))
-                return dense.kernel.value.read_value(), dense.bias.value.read_value()   # after the update
+                return tuple(v.value.read_value() for v in variables)   # after the update
 
             s.train_step = tf.function(train_step, reduce_retracing=True, jit_compile=model.jit_compile)
         elif active == "jax":
@@ -254,7 +272,7 @@ class KerasBackend(Adapter):
             s.groups = (model.trainable_variables, model.non_trainable_variables, optimizer.variables,
                         model.metrics_variables)
             s.state = tuple([v.value for v in group] for group in s.groups)
-            s.kernel, s.bias = (next(i for i, v in enumerate(s.groups[0]) if v is w) for w in (dense.kernel, dense.bias))
+            s.index = [next(i for i, v in enumerate(s.groups[0]) if v is w) for w in variables]
             # donate_argnums=0 as Keras's make_train_function: the state is updated in place (the rows are
             # copied by the Recorder before the next step donates them; the variables get the state back in finish)
             s.train_step = jax.jit(model.train_step, donate_argnums=0)
@@ -265,20 +283,20 @@ class KerasBackend(Adapter):
             s.params = tuple(v.numpy() for v in s.train_step(s.X[rows], s.y[rows]))
         elif s.active == "jax":
             _, s.state = s.train_step(s.state, (s.X[rows], s.y[rows]))
-            s.params = (s.state[0][s.kernel], s.state[0][s.bias])
+            s.params = tuple(s.state[0][i] for i in s.index)
         else:
             s.model.train_on_batch(s.X[rows], s.y[rows])
-            s.params = tuple(s.keras.ops.convert_to_numpy(v) for v in (s.dense.kernel, s.dense.bias))
+            s.params = tuple(s.keras.ops.convert_to_numpy(v) for v in s.vars)
 
-    def read(self, s: SimpleNamespace) -> tuple:
-        return s.params
+    def read(self, s: SimpleNamespace):
+        return s.params if s.tensors is None else keras_network.read(s.tensors, s.params)
 
     def finish(self, s: SimpleNamespace) -> None:
         if s.active == "jax":
             for group, values in zip(s.groups, s.state):
                 for v, value in zip(group, values):
                     v.assign(value)
-        trained = s.keras.ops.convert_to_numpy(s.dense.kernel).dtype
+        trained = s.keras.ops.convert_to_numpy(s.vars[0]).dtype
         if trained != np.dtype(s.dtype):
             raise RuntimeError(f"Keras trained in {trained}, not {s.dtype}")
 

@@ -15,6 +15,7 @@ from pydantic import model_validator
 
 from wdparity.run.adapter import check_keywords
 from wdparity.spec.models import TENSORS, Finite, NonNeg, Positive, Semantics, Strict, Task, Unit, check_tensors, fail
+from wdparity.spec.network import LINEAR, in_scope
 from wdparity.spec.rules import rules_from_coefficients
 
 from .keras_adafactor import KEYWORDS as ADAFACTOR
@@ -90,6 +91,20 @@ class L1L2(Strict):
     l2: NonNeg = 0.0
 
 
+class LayerRegularizers(Strict):
+    """One layer's regularizer keywords (a network's `layers.NAME`): Dense's kernel_/bias_regularizer,
+    LayerNormalization's gamma_/beta_regularizer (keras_network.regularizers checks which layer takes which)."""
+
+    kernel_regularizer: Optional[L1L2] = None
+    bias_regularizer: Optional[L1L2] = None
+    gamma_regularizer: Optional[L1L2] = None
+    beta_regularizer: Optional[L1L2] = None
+
+    def given(self) -> list[str]:
+        return [k for k in ("kernel_regularizer", "bias_regularizer", "gamma_regularizer", "beta_regularizer")
+                if getattr(self, k) is not None]
+
+
 class KerasRun(Strict):
     """keras.optimizers keywords (DEFAULTS), the Dense layer's regularizers, the Keras backend."""
 
@@ -119,6 +134,7 @@ class KerasRun(Strict):
     global_clipnorm: Optional[Positive] = None
     kernel_regularizer: Optional[L1L2] = None
     bias_regularizer: Optional[L1L2] = None
+    layers: Optional[dict[str, LayerRegularizers]] = None   # a network's per-layer regularizers (keras_network.py)
 
     @model_validator(mode="before")
     @classmethod
@@ -159,7 +175,11 @@ def check_run(c, own: dict, spelled: str, weight_decay, why: dict[str, str]) -> 
         raise fail("nesterov", True, f"needs momentum > 0 ({why['nesterov']})")
     if c.optimizer == "Lion" and c.beta_1 == 0:
         raise fail("beta_1", 0.0, why["lion"])
-    if c.exclude_from_weight_decay is not None:
+    if c.exclude_from_weight_decay is not None and network_scope():
+        if not weight_decay:
+            raise fail("exclude_from_weight_decay", c.exclude_from_weight_decay,
+                       "needs weight_decay > 0 (otherwise it excludes from nothing)")
+    elif c.exclude_from_weight_decay is not None:   # the linear model: neutral names, "weight" -> kernel
         check_tensors("exclude_from_weight_decay", c.exclude_from_weight_decay)
         if len(c.exclude_from_weight_decay) == len(TENSORS):
             raise fail("exclude_from_weight_decay", c.exclude_from_weight_decay,
@@ -167,6 +187,12 @@ def check_run(c, own: dict, spelled: str, weight_decay, why: dict[str, str]) -> 
         if not weight_decay:
             raise fail("exclude_from_weight_decay", c.exclude_from_weight_decay,
                        "needs weight_decay > 0 (otherwise it excludes from nothing)")
+
+
+def network_scope() -> bool:
+    """A network is being described (or trained: the worker validates its run in the data's scope): then
+    exclude_from_weight_decay holds Keras var_names patterns, matched in describe() (keras_network.excluded)."""
+    return in_scope() != LINEAR
 
 
 def float32_inherent(semantics: Semantics, task: Task) -> Semantics:
@@ -187,10 +213,25 @@ def regularizer_rules(kernel: Optional[L1L2], bias: Optional[L1L2], l1_at_zero: 
     """Coupled rules of the Dense layer's regularizers, canonical order: l2 (merged when equal), then l1.
     d/dw l2*w^2 = 2*l2*w: the L2 coefficient is twice the regularizer's factor. They are loss terms (via_loss),
     clipped with the loss's gradient."""
-    regs = {"weight": kernel or L1L2(), "bias": bias or L1L2()}
+    return per_tensor_rules({"weight": kernel or L1L2(), "bias": bias or L1L2()}, l1_at_zero, r)
+
+
+def per_tensor_rules(regs: dict[str, L1L2], l1_at_zero: float, r=float) -> list:
+    """regularizer_rules for {tensor: L1L2} (a network's Dense and LayerNormalization regularizers)."""
+    regs = {k: regs.get(k) or L1L2() for k in in_scope()}
     return (rules_from_coefficients({k: 2.0 * r(g.l2) for k, g in regs.items()}, via_loss=True) +
             rules_from_coefficients({k: r(g.l1) for k, g in regs.items()}, norm="l1", l1_at_zero=l1_at_zero,
                                     via_loss=True))
+
+
+GELU_FLOAT32 = ("gelu-constants-float32: tf.nn.gelu takes its constants through math_ops.cast of a Python float, "
+                "float32-rounded in a float64 run: 0.044715 of the tanh form, 1/sqrt(2) of the erfc form 0.5*x*erfc(-x*c) "
+                "(tensorflow/python/ops/nn_ops.py:3747-3757); the neutral gelu has no field for it")
+
+
+def gelu_on_tf(task: Task) -> bool:
+    """A network whose activation is a gelu: on TensorFlow in float64 it carries GELU_FLOAT32."""
+    return not task.model.linear and task.model.activation in ("gelu", "gelu_tanh")
 
 
 def precision_findings(config: KerasRun, task: Task) -> list[str]:
@@ -230,6 +271,12 @@ def precision_findings(config: KerasRun, task: Task) -> list[str]:
                    "float64 tensor and a Python float return float32 on torch, so the clip scale is float32-rounded "
                    "(keras/src/optimizers/base_optimizer.py:1116-1118,1193, keras/src/backend/torch/numpy.py:1252-1263,"
                    "1320-1331)")
+    if task.dtype == "float64" and kb == "tensorflow" and gelu_on_tf(task):
+        out.append(GELU_FLOAT32)
+    if task.dtype == "float64" and kb in ("jax", "torch") and not task.model.linear and task.model.norm == "layer":
+        out.append("layer-norm-float32: ops.layer_normalization computes in result_type(x.dtype, float32), float32 "
+                   "off TensorFlow, and casts back: a float64 LayerNormalization is float32-rounded on JAX and torch "
+                   "(keras/src/ops/nn.py:3145-3147,3196, keras/src/backend/common/dtypes.py:235-242)")
     if task.dtype == "float64" and kb == "torch":
         out.append("matmul-float32: ops.matmul(float64, float64) computes in float32 on torch (keras/src/backend/"
                    "common/dtypes.py:235-242, keras/src/backend/torch/numpy.py:100-158)")

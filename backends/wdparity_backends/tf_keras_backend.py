@@ -7,6 +7,7 @@ loss (a coupled L2 of coefficient 2c); the new optimizers' `weight_decay` is dec
 update; the legacy optimizers' `decay` is no weight decay at all but the learning-rate schedule lr/(1 + decay*t)
 (the neutral inverse_time schedule), which the new optimizers reject with a ValueError. Vocabulary:
 tf_keras_vocab.py; what each optimizer computes: tf_keras_optimizers.py; sources: docs/adapters/tf_keras.md.
+Networks (`[task] model`): keras_network.py, shared with the Keras 3 adapter.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from wdparity.engine import network as net_mod
 from wdparity.run.adapter import Adapter, refuse_clip, refuse_frozen, refuse_l1, refuse_no_bias_correction, refuse_optimizer
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import TENSORS, DecayRule, InverseTimeSchedule, Semantics, Task, fail
+from wdparity.spec.network import in_scope, tensor_scope
 from wdparity.spec.rules import coefficients
 
+from . import keras_network
 from .keras_optimizers import describe_clip
-from .keras_vocab import CLIP, f32, float32_inherent, regularizer_rules
+from .keras_vocab import CLIP, GELU_FLOAT32, f32, float32_inherent, gelu_on_tf
 from .tf_keras_optimizers import MODELLED, candidates, describe_optimizer
 from .tf_keras_vocab import DEFAULTS, OWN, TfKerasRun
 
@@ -35,6 +39,7 @@ class TfKerasBackend(Adapter):
     install_hint = "pip install 'wdparity[tf_keras]'"
     Config = TfKerasRun
     schedules = ("constant", "step", "cosine", "inverse_time")
+    models_networks = True   # keras_network.py: Dense / LayerNormalization / Activation in a Sequential
 
     def findings(self, config: TfKerasRun, task: Task) -> list[dict]:
         out = []
@@ -53,6 +58,9 @@ class TfKerasBackend(Adapter):
                                 "correction, Nadam's and Lion's betas, Adafactor's epsilon_2 and weight_decay are "
                                 "float32-rounded",
                         "source": "tf_keras/src/optimizers/sgd.py, adam.py, nadam.py, lion.py, adafactor.py update_step"})
+        if task.dtype == "float64" and gelu_on_tf(task):
+            out.append({"id": GELU_FLOAT32.split(":")[0], "text": GELU_FLOAT32.split(":", 1)[1].strip(),
+                        "source": "tensorflow/python/ops/nn_ops.py:3747-3757", "modelled": False})
         return out
 
     def inherent(self, semantics: Semantics, task: Task) -> Semantics:
@@ -66,10 +74,10 @@ class TfKerasBackend(Adapter):
         243-252)."""
         optimizer = describe_optimizer(config, task)
         r = f32 if task.dtype == "float64" else float
-        decay = regularizer_rules(config.kernel_regularizer, config.bias_regularizer, L1_AT_ZERO)
+        decay, tensors, excluded = keras_network.describe_layers(config, task, L1_AT_ZERO, float, "tf_keras")
         wd = 0.0 if config.legacy else r(config.get("weight_decay") or 0.0)
         if wd > 0:
-            params = [k for k in TENSORS if k not in (config.exclude_from_weight_decay or [])]
+            params = [k for k in tensors if k not in excluded]
             decay.append(DecayRule(norm="l2", coupling="decoupled", coefficient=wd, scale="lr", params=params))
         schedule = task.schedule
         if config.optimizer == "legacy.Nadam" and schedule.kind != "constant":
@@ -106,7 +114,10 @@ class TfKerasBackend(Adapter):
                                 f"{decoupled[0].coefficient} on {decoupled[0].params}")
         extra: dict = {k: clip.threshold for k in CLIP if clip is not None and CLIP[k] == clip.kind}
         l1, l2 = coefficients(semantics.decay, "l1"), coefficients(semantics.decay, "l2")
-        for k, key in (("weight", "kernel_regularizer"), ("bias", "bias_regularizer")):
+        tensors = in_scope()
+        if tensors != TENSORS:
+            extra.update(keras_network.realize_regularizers(l1, l2, tensors))
+        for k, key in (("weight", "kernel_regularizer"), ("bias", "bias_regularizer")) if tensors == TENSORS else ():
             reg = {n: v for n, v in (("l1", l1[k]), ("l2", l2[k] / 2.0)) if v}   # L2(c) is a 2c gradient
             if reg:
                 extra[key] = reg
@@ -118,8 +129,8 @@ class TfKerasBackend(Adapter):
                 rule = decoupled[0]
                 run = {**run, "optimizer": "AdamW" if run["optimizer"] == "Adam" else run["optimizer"],
                        "weight_decay": rule.coefficient}
-                if len(rule.params) < len(TENSORS):
-                    run["exclude_from_weight_decay"] = [k for k in TENSORS if k not in rule.params]
+                if len(rule.params) < len(tensors):
+                    run["exclude_from_weight_decay"] = keras_network.realize_exclusion(rule.params, tensors, "tf_keras")
             runs.append({**run, **extra})
         wanted = semantics.neutral()
         nearest = None
@@ -143,7 +154,10 @@ class TfKerasBackend(Adapter):
     record_checks = False   # a compiled step: the Recorder's stop rule is applied after
 
     def build(self, job: dict, data: dict[str, np.ndarray]) -> SimpleNamespace:
-        run, task, dtype = TfKerasRun.model_validate(job["run"]), job["task"], job["dtype"]
+        tensors = tuple(net_mod.names_of(data))
+        with tensor_scope(tensors):   # a network's exclude_from_weight_decay holds tf_keras patterns
+            run = TfKerasRun.model_validate(job["run"])
+        task, dtype = job["task"], job["dtype"]
         import tensorflow as tf
         import tf_keras
 
@@ -154,10 +168,17 @@ class TfKerasBackend(Adapter):
         def regularizer(r):
             return None if r is None else tf_keras.regularizers.L1L2(l1=float(r.l1), l2=float(r.l2))
 
-        dense = tf_keras.layers.Dense(1, kernel_regularizer=regularizer(run.kernel_regularizer),
-                                      bias_regularizer=regularizer(run.bias_regularizer))
-        model = tf_keras.Sequential([tf_keras.Input(shape=(d,), dtype=dtype), dense])
-        dense.set_weights([np.asarray(data["w0"], dtype).reshape(d, 1), np.asarray(data["b0"], dtype).reshape(1)])
+        if "model_json" in data:   # a network (keras_network.py); its run's names are tf_keras's
+            regs = keras_network.regularizers(run.layers, run.kernel_regularizer, run.bias_regularizer, tensors)
+            model, variables = keras_network.build_network(tf_keras, data, dtype, regs, "tf_keras")
+            var_names = run.exclude_from_weight_decay
+        else:
+            dense = tf_keras.layers.Dense(1, kernel_regularizer=regularizer(run.kernel_regularizer),
+                                          bias_regularizer=regularizer(run.bias_regularizer))
+            model = tf_keras.Sequential([tf_keras.Input(shape=(d,), dtype=dtype), dense])
+            dense.set_weights([np.asarray(data["w0"], dtype).reshape(d, 1), np.asarray(data["b0"], dtype).reshape(1)])
+            variables = [dense.kernel, dense.bias]
+            var_names = [TF_NAME[k] for k in run.exclude_from_weight_decay or []]
         lr0 = float(run.get("learning_rate"))
         sched = task.get("schedule") or {"kind": "constant"}
         # A schedule computes in its initial_learning_rate's dtype (learning_rate_schedule.py:184-187): a Python
@@ -179,13 +200,14 @@ class TfKerasBackend(Adapter):
         given = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in given.items()}
         module = tf_keras.optimizers.legacy if run.legacy else tf_keras.optimizers
         optimizer = getattr(module, run.optimizer.removeprefix("legacy."))(learning_rate=lr, **given)
-        if run.exclude_from_weight_decay:
-            optimizer.exclude_from_weight_decay(var_names=[TF_NAME[k] for k in run.exclude_from_weight_decay])
+        if var_names:
+            optimizer.exclude_from_weight_decay(var_names=var_names)
         model.compile(optimizer=optimizer, loss=tf_keras.losses.MeanSquaredError(),
                       loss_weights=[0.5] if task["loss"] == "half_mse" else None)
-        s = SimpleNamespace(model=model, dense=dense, dtype=dtype, X=np.asarray(data["X_train"], dtype),
-                            y=np.asarray(data["y_train"], dtype).reshape(-1, 1))
-        s.params = (dense.kernel.numpy(), dense.bias.numpy())
+        s = SimpleNamespace(model=model, vars=variables, dtype=dtype, X=np.asarray(data["X_train"], dtype),
+                            y=np.asarray(data["y_train"], dtype).reshape(-1, 1),
+                            tensors=tensors if "model_json" in data else None)
+        s.params = tuple(v.numpy() for v in variables)
 
         # The model's own train_step (compiled loss, loss_weights, regularization losses, optimizer.minimize) in one
         # tf.function, what Model.make_train_function wraps for fit() and train_on_batch (tf_keras/src/engine/
@@ -193,7 +215,7 @@ class TfKerasBackend(Adapter):
         @tf.autograph.experimental.do_not_convert
         def train_step(x, y):
             model.train_step((x, y))
-            return dense.kernel.read_value(), dense.bias.read_value()
+            return tuple(v.read_value() for v in variables)
 
         s.train_step = tf.function(train_step, reduce_retracing=True)
         return s
@@ -201,11 +223,11 @@ class TfKerasBackend(Adapter):
     def step(self, s: SimpleNamespace, rows: np.ndarray, t: int) -> None:
         s.params = tuple(v.numpy() for v in s.train_step(s.X[rows], s.y[rows]))
 
-    def read(self, s: SimpleNamespace) -> tuple:
-        return s.params
+    def read(self, s: SimpleNamespace):
+        return s.params if s.tensors is None else keras_network.read(s.tensors, s.params)
 
     def finish(self, s: SimpleNamespace) -> None:
-        trained = s.dense.kernel.dtype.name
+        trained = s.vars[0].dtype.name
         if trained != s.dtype:
             raise RuntimeError(f"tf_keras trained in {trained}, not {s.dtype}")
 

@@ -14,7 +14,7 @@ from pydantic import model_validator
 from wdparity.spec.models import Finite, NonNeg, Positive, Strict, Unit, fail
 
 from .keras_adafactor import KEYWORDS as ADAFACTOR
-from .keras_vocab import CLIP, L1L2, check_run  # noqa: F401  (the same clipping keywords and regularizer as Keras 3)
+from .keras_vocab import CLIP, L1L2, LayerRegularizers, check_run  # noqa: F401  (the same clipping keywords and regularizer as Keras 3)
 
 # The defaults of each modelled class (optimizers/sgd.py, adam.py, adamw.py, rmsprop.py, adagrad.py, adadelta.py,
 # adamax.py, nadam.py, lion.py and optimizers/legacy/*.py at 2.21.0; tests/test_tf_keras_facts.py compares this
@@ -107,6 +107,7 @@ class TfKerasRun(Strict):
     global_clipnorm: Optional[Positive] = None
     kernel_regularizer: Optional[L1L2] = None
     bias_regularizer: Optional[L1L2] = None
+    layers: Optional[dict[str, LayerRegularizers]] = None   # a network's per-layer regularizers (keras_network.py)
 
     @model_validator(mode="before")
     @classmethod
