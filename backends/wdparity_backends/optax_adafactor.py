@@ -16,6 +16,7 @@ from wdparity.run.backend import Inexpressible
 from wdparity.spec.errors import InputError
 from wdparity.spec.models import TENSORS, DecayRule, Semantics, Task, fail
 
+from .optax_network import resolve
 from .optax_schedules import check_alias, native, neutral
 
 MIN_SCALE = 1e-3   # scale_by_param_block_rms's min_scale, which optax.adafactor leaves at its default (transform.py:540)
@@ -70,8 +71,15 @@ def momentum_dtype(run, dtype: str) -> str:
     return given if dtype == "float64" else "float32"
 
 
+NETWORK_REASON = ("optax.adafactor on a network is not modelled by this adapter yet: its factored second moment of "
+                  "a kernel of at least min_dim_size_to_factor rows and columns (optax/_src/factorized.py) is not "
+                  "read against the neutral Adafactor's")
+
+
 def describe(run, task: Task) -> tuple[dict, list[DecayRule]]:
-    """(neutral optimizer dict, decay rules) of an optax.adafactor run."""
+    """(neutral optimizer dict, decay rules) of an optax.adafactor run (the linear model only)."""
+    if not task.model.linear:
+        raise InputError("", "optimizer", NETWORK_REASON, "adafactor")
     if run.learning_rate is None and task.schedule.kind != "constant":
         raise InputError("", "learning_rate", f"must be given under a {task.schedule.kind} schedule: with "
                          "learning_rate None optax.adafactor has no scale_by_learning_rate (optax/_src/alias.py:"
@@ -90,7 +98,7 @@ def describe(run, task: Task) -> tuple[dict, list[DecayRule]]:
     if run.weight_decay_rate is not None:
         wd, sched = neutral(run.weight_decay_rate)
         if wd != 0.0:   # a constant 0 is skipped (transforms/_adding.py:68); a schedule from 0 adds 0*w
-            params = list(run.weight_decay_mask) if run.weight_decay_mask else list(TENSORS)
+            params = resolve("weight_decay_mask", run.weight_decay_mask)
             rules.append(DecayRule(norm="l2", coupling="decoupled", coefficient=wd, scale="none", params=params,
                                    schedule=sched))
     return opt, rules
@@ -100,6 +108,8 @@ def realize(semantics: Semantics, task: Task, penalty: Any) -> dict:
     """An AdafactorSpec as optax.adafactor, or Inexpressible naming optax's nearest setting. `penalty(rules)`:
     the adapter's loss penalty of the L1 / loss-borne L2 rules."""
     opt, rules = semantics.optimizer, list(semantics.decay)
+    if not task.model.linear:
+        raise Inexpressible(NETWORK_REASON + "; nearest: the same optimizer on the linear model")
     if opt.relative_step:
         raise Inexpressible("optax.adafactor has no relative step min(lr_t, 1/sqrt(k)) (optax/_src/alias.py:224-236, "
                             "303-326: the step size is learning_rate or 1); nearest: relative_step = false")

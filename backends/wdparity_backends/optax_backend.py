@@ -7,8 +7,10 @@ scalings that follow. Gradient clipping is an ordering too: clip_by_global_norm 
 add_decayed_weights clips the loss's gradient, after it g + lambda*w; LAMB's decay stands inside or after
 scale_by_trust_ratio; a weight_decay may be a schedule (optax_schedules.py). The vocabulary is optax_vocab.py;
 describe() expands an alias into its chain and reads it (optax_describe.py); realize() writes an alias where one
-is exact, else a chain (optax_realize.py); optax_jax.py runs inside the worker. Every statement about optax 0.2.8 and JAX 0.10.2, with its source and the test that
-measures it: docs/adapters/optax.md.
+is exact, else a chain (optax_realize.py); optax_jax.py runs inside the worker. A network (`[task] model`) is a
+Flax-style params tree with a pure apply, its masks as optax takes them (optax_network.py), trained serially.
+Every statement about optax 0.2.8 and JAX 0.10.2, with its source and the test that measures it:
+docs/adapters/optax.md.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from wdparity.run.adapter import Adapter
 from wdparity.spec.models import OPTIMIZER_SPECS, Semantics, Task
 
 from . import optax_adafactor as adafactor
+from . import optax_network as onet
 from .optax_describe import alias_chain, describe_chain
 from .optax_jax import dense_loss, dense_params, require_x64, transformation, x64_env
 from .optax_realize import JAX_L1_AT_ZERO, RADAM_FLOAT32, bias_correction_dtype, realize
@@ -54,6 +57,7 @@ class OptaxBackend(Adapter):
     install_hint = "pip install 'wdparity[jax]'"
     Config = OptaxRun
     live_roots, live_label = ("optax",), "optax"
+    models_networks = True   # the task's MLP as a Flax-style params tree with a pure apply (optax_network.py)
 
     def reads_live(self, obj) -> bool:
         from .optax_live import is_optax
@@ -171,7 +175,14 @@ class OptaxBackend(Adapter):
         import jax.numpy as jnp
         import optax
 
-        task, run, dtype = job["task"], OptaxRun.model_validate(job["run"]), np.dtype(job["dtype"])
+        from wdparity.engine import network as net_mod
+        from wdparity.spec.network import tensor_scope
+
+        model = net_mod.model_of(data)   # None: the linear model
+        tensors = tuple(net_mod.names_of(data))
+        with tensor_scope(tensors):      # a network's masks and penalty name its tensors
+            run = OptaxRun.model_validate(job["run"])
+        task, dtype = job["task"], np.dtype(job["dtype"])
         require_x64(jax, dtype)   # fixed at start-up by worker_env, never flipped here
         sched = task.get("schedule") or {"kind": "constant"}
 
@@ -185,9 +196,11 @@ class OptaxBackend(Adapter):
                                                    alpha=float(sched.get("floor", 0.0)))
             return None
 
-        tx = transformation(optax, run, schedule, dtype)
-
-        loss_fn = dense_loss(jnp, loss_factor(task["loss"]), run.penalty)
+        tx = transformation(optax, run, schedule, dtype, tensors)
+        if model is None:
+            loss_fn = dense_loss(jnp, loss_factor(task["loss"]), run.penalty)
+        else:   # the Flax-style params tree and a pure apply (optax_network.py), trained one run at a time
+            loss_fn = onet.network_loss(jax, jnp, model, loss_factor(task["loss"]), run.penalty, tensors)
 
         @jax.jit   # traced once per batch shape (the last batch of an epoch may be short)
         def step(params, opt_state, X, y):
@@ -198,18 +211,22 @@ class OptaxBackend(Adapter):
         # Batches are cut on the host and handed to the jitted step, as from a numpy data loader: an eager
         # jnp gather X[idx] dispatches ~6 primitives op by op, ~1 ms per step on CPU (10x the step itself).
         X, y = np.asarray(data["X_train"], dtype), np.asarray(data["y_train"], dtype).reshape(-1, 1)
-        params = dense_params(jnp, data, dtype)
-        return SimpleNamespace(step=step, params=params, opt_state=tx.init(params), X=X, y=y, dtype=dtype)
+        params = dense_params(jnp, data, dtype) if model is None else onet.init_params(jnp, data, dtype)
+        return SimpleNamespace(step=step, params=params, opt_state=tx.init(params), X=X, y=y, dtype=dtype,
+                               network=model is not None, tensors=tensors)
 
     def step(self, s: SimpleNamespace, rows: np.ndarray, t: int) -> None:
         s.params, s.opt_state = s.step(s.params, s.opt_state, s.X[rows], s.y[rows])
 
-    def read(self, s: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, s: SimpleNamespace):
+        if s.network:   # {neutral name: array}, by path in the params tree
+            return onet.read(s.params, s.tensors)
         return np.asarray(s.params["weight"]), np.asarray(s.params["bias"])   # recorded flat: (d,) and a scalar
 
     def finish(self, s: SimpleNamespace) -> None:
-        if s.params["weight"].dtype != s.dtype:
-            raise RuntimeError(f"optax trained in {s.params['weight'].dtype}, not {s.dtype}")
+        have = onet.leaf_dtype(s.params)
+        if have != s.dtype:
+            raise RuntimeError(f"optax trained in {have}, not {s.dtype}")
 
     # ---- grids: runs differing only in learning rates, decay and penalty values train as one jit(vmap) with the
     # chain built from traced scalars (optax_batch.py)

@@ -56,7 +56,9 @@ def _put(tree: Any, path: tuple, value: Any) -> None:
 
 
 def batch_key(job: dict) -> Optional[str]:
-    """Equal keys train together; None: this job trains alone."""
+    """Equal keys train together; None: this job trains alone (every network run: they train serially)."""
+    if (job["task"].get("model") or {}).get("hidden"):
+        return None
     if (job["task"].get("schedule") or {}).get("kind", "constant") == "cosine":
         return None
     skeleton = copy.deepcopy(job["run"])

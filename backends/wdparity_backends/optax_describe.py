@@ -12,8 +12,9 @@ from typing import Optional
 import numpy as np
 
 from wdparity.spec.errors import InputError
-from wdparity.spec.models import TENSORS, Clip, DecayRule
+from wdparity.spec.models import Clip, DecayRule
 
+from .optax_network import resolve
 from .optax_schedules import neutral as decay_value
 from .optax_vocab import CARRIERS, CLIP_TRANSFORMS, LAMB_SCHEDULED, SCALINGS, OptaxRun, item
 
@@ -214,7 +215,7 @@ def describe_chain(chain: list, schedule_kind: str) -> tuple[dict, list[DecayRul
         wd, sched = decay_value(t.weight_decay)
         if wd == 0.0:   # a constant 0 is skipped (_adding.py:68); a schedule from 0 adds 0*w
             continue
-        params = list(t.mask) if t.mask else list(TENSORS)
+        params = resolve(f"chain[{i}].mask", t.mask)
         if c < i < end:
             raise bad(i, "transform", t.transform, f"must not sit between {core.transform} and trace: the decay "
                       "would accumulate in RMSprop's momentum, outside the neutral model")

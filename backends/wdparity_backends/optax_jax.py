@@ -1,4 +1,5 @@
-"""What runs inside an optax worker: JAX's x64 flag, the Dense(1) parameters and loss, the optax chain.
+"""What runs inside an optax worker: JAX's x64 flag, the Dense(1) parameters and loss, the optax chain (a
+network's params, loss and masks: optax_network.py).
 
 Shared by the adapter's train() and the vmapped grid (optax_batch.py), so both train exactly one model
 with one transformation builder. JAX itself is passed in (imported by the caller inside the worker).
@@ -11,6 +12,7 @@ import numpy as np
 from wdparity.spec.models import TENSORS
 
 from .optax_adafactor import clip_threshold
+from .optax_network import optax_mask
 from .optax_schedules import build as weight_decay_value
 from .optax_vocab import OptaxRun
 
@@ -62,14 +64,14 @@ def dense_loss(jnp, factor: float, pen):
     return loss_fn
 
 
-def transformation(optax, run: OptaxRun, schedule, dtype=np.float64):
+def transformation(optax, run: OptaxRun, schedule, dtype=np.float64, tensors: tuple[str, ...] = TENSORS):
     """The run's optax GradientTransformation; `schedule(init_value)` gives the optax schedule or None for a
     constant (train() and the vmapped grid, whose fields may be tracers, share this one builder); a scheduled
-    weight_decay is built for a run of `dtype`. Every keyword the run model holds is passed to optax by its own
-    name."""
+    weight_decay is built for a run of `dtype`; masks as optax takes them for the model of `tensors`
+    (optax_network.optax_mask). Every keyword the run model holds is passed to optax by its own name."""
 
-    def mask(names):
-        return None if names is None else {k: k in names for k in TENSORS}
+    def mask(value):
+        return optax_mask(value, tensors)
 
     special = {  # the transforms whose data stands for something else (a mask, a schedule)
         "add_decayed_weights": lambda t: optax.add_decayed_weights(

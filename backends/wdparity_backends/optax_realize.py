@@ -8,9 +8,11 @@ from typing import Optional
 
 from wdparity.run.adapter import refuse_clip, refuse_frozen, refuse_l1, refuse_no_bias_correction
 from wdparity.run.backend import Inexpressible
-from wdparity.spec.models import TENSORS, Semantics, Task
+from wdparity.spec.models import Semantics, Task
+from wdparity.spec.network import in_scope
 
 from . import optax_adafactor as adafactor
+from .optax_network import spelled
 from .optax_schedules import native as weight_decay
 
 JAX_L1_AT_ZERO = 1.0   # jax.grad(jnp.abs)(0.0) == 1.0 (lax.py:4715); tests/test_optax_backend.py measures it
@@ -108,7 +110,8 @@ def _rms(opt) -> dict:
 
 
 def _mask(key: str, params: list[str]) -> dict:
-    return {key: list(params)} if len(params) < len(TENSORS) else {}
+    """optax's mask for these tensors (none where they are every tensor): optax_network.spelled."""
+    return {key: spelled(params)} if len(params) < len(in_scope()) else {}
 
 
 def _alias(opt, coupled: list, dec: dict) -> Optional[dict]:

@@ -12,9 +12,10 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Discriminator, Tag, model_validator
 
 from wdparity.run.adapter import check_keywords
-from wdparity.spec.models import Finite, NonNeg, Penalty, Positive, Strict, Unit, check_tensors, fail
+from wdparity.spec.models import Finite, NonNeg, Penalty, Positive, Strict, Unit, fail
 
 from . import optax_adafactor as adafactor
+from . import optax_network as network
 from .optax_schedules import AliasWeightDecay, WeightDecay, check_alias, check_name
 
 B, ADAM = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}, {"eps_root": 0.0, "mu_dtype": None}
@@ -56,6 +57,8 @@ CLIPS_NOT_MODELLED = {
 }
 LAMB_SCHEDULED = ("must be a number with LAMB's trust ratio after it: a scheduled decay inside LAMB's ratio is outside the "
                   "neutral model (its inside term is lambda*w with a constant lambda)")
+# optax's `mask=`, as data (optax_network.py): a list of parameter paths, a boolean tree, or a callable's table
+Mask = Union[list[str], dict[str, Any]]
 SCALINGS = ("scale", "scale_by_learning_rate", "scale_by_schedule")
 CARRIERS = ("scale_by_learning_rate", "scale_by_schedule")   # the transforms that carry the run's schedule
 
@@ -79,12 +82,11 @@ def refuse_knobs(values: dict[str, Any]) -> None:
 class AddDecayedWeights(Strict):
     transform: Literal["add_decayed_weights"]
     weight_decay: WeightDecay = 0.0   # a number or a schedule (optax_schedules.py)
-    mask: Optional[list[str]] = None
+    mask: Optional[Mask] = None
 
     @model_validator(mode="after")
     def _mask(self):
-        if self.mask is not None:
-            check_tensors("mask", self.mask)
+        network.check("mask", self.mask)
         return self
 
 
@@ -282,7 +284,7 @@ class OptaxRun(Strict):
     eps_root: Optional[NonNeg] = None
     mu_dtype: Optional[str] = None
     weight_decay: Optional[AliasWeightDecay] = None   # a number or a schedule (optax_schedules.py)
-    mask: Optional[list[str]] = None
+    mask: Optional[Mask] = None
     bias_correction_mu: Optional[bool] = None
     bias_correction_nu: Optional[bool] = None
     decay: Optional[Unit] = None
@@ -292,7 +294,7 @@ class OptaxRun(Strict):
     bias_correction: Optional[bool] = None
     initial_accumulator_value: Optional[NonNeg] = None
     rho: Optional[Unit] = None
-    weight_decay_mask: Optional[list[str]] = None
+    weight_decay_mask: Optional[Mask] = None
     threshold: Optional[Positive] = None
     # optax.adafactor's own (optax_adafactor.py); clipping_threshold false: None (no clip; TOML has no null)
     min_dim_size_to_factor: Optional[int] = None
@@ -361,8 +363,7 @@ class OptaxRun(Strict):
             raise fail("learning_rate", None, f"is required by optax.{self.optimizer}{why}")
         check_keywords(self, self.optimizer, ALIAS_KEYS, "optax.{optimizer}")
         for key in ("mask", "weight_decay_mask"):
-            if getattr(self, key) is not None:
-                check_tensors(key, getattr(self, key))
+            network.check(key, getattr(self, key))
         refuse_knobs(self.given())
         check_alias("weight_decay", self.weight_decay)
         if self.optimizer == "adafactor":
