@@ -114,8 +114,9 @@ def _decay_edits(a: dict, b: dict) -> list[Edit]:
         other = tensors_b if key in ca else tensors_a
         others = cb if key in ca else ca
         if name not in other:
-            # decayed here, not there: a mask if the other run decays some tensor this way, else 0 vs lambda
-            label = "mask" if any(k[1:] == (norm, coupling) for k in others) else "coefficient"
+            # decayed here, not there: a mask if the other run decays some tensor by this norm (its coupling, if it
+            # differs, is an edit of its own), else 0 vs lambda
+            label = "mask" if any(k[1] == norm for k in others) else "coefficient"
         elif any(k[0] == name and k[1] == norm for k in others):
             label = "coupling"
         else:
