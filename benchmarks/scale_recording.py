@@ -8,7 +8,10 @@ The script runs the same case in both modes (the baseline is `record = "full"`, 
 same run) and prints wall time, every worker's peak RSS, the judging process's peak RSS, and
 whether the verdicts and first divergent steps agree.
 
-    python benchmarks/scale_recording.py [--modes auto full] [--inputs 100000]
+    python benchmarks/scale_recording.py [--modes auto full] [--inputs 100000] [--hidden 64 16]
+
+`--hidden` trains the same case on a multi-layer perceptron (`[task] model`, issue 19): e.g. --inputs 1530
+--hidden 64 16 has 99 041 parameters, recorded per tensor name in either mode.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ batch_size = 1
 epochs = 10
 dtype = "float32"
 record = "{record}"
+{model}
 [runs.reference]          # the coupled reading, in float64
 backend = "numpy"
 dtype = "float64"
@@ -79,9 +83,10 @@ print(json.dumps(doc, default=str))
 """
 
 
-def measure(record: str, inputs: int, tmp: Path) -> dict:
+def measure(record: str, inputs: int, tmp: Path, hidden=None) -> dict:
     path = tmp / f"scale_{record}.toml"
-    path.write_text(CASE.format(inputs=inputs, record=record))
+    model = f"model = {{ hidden = [{', '.join(map(str, hidden))}] }}" if hidden else ""
+    path.write_text(CASE.format(inputs=inputs, record=record, model=model))
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", JUDGE, str(path)], capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
@@ -96,11 +101,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modes", nargs="+", default=["auto", "full"], choices=["auto", "full", "checkpoints"])
     ap.add_argument("--inputs", type=int, default=100_000)
+    ap.add_argument("--hidden", type=int, nargs="*", default=None, help="hidden layer widths: an MLP")
     args = ap.parse_args()
     docs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes:
-            docs[mode] = measure(mode, args.inputs, Path(tmp))
+            docs[mode] = measure(mode, args.inputs, Path(tmp), args.hidden)
     for mode, doc in docs.items():
         print(f"\nrecord = {mode!r}: recording {doc['recording']}")
         print(f"  wall {doc['_total']:.1f} s (check_cases {doc['_wall']:.1f} s), judging process peak RSS "
