@@ -48,6 +48,19 @@ def bad_run(write_case):
     return load
 
 
+def _green(cases: dict, dtype: str) -> dict:
+    """Train every battery case natively: each holds against its own describe() (1e-9 relative in float64)."""
+    from wdparity.judge import fidelity
+
+    report = fidelity.run_battery(cases, dtype)
+    failed = {k: (v["status"], v.get("reason"), v.get("max_rel_err"), v.get("tol")) for k, v in report.items()
+              if v["status"] != "ok" or not v["holds"]}
+    assert not failed
+    if dtype == "float64":
+        assert max(v["max_rel_err"] for v in report.values()) <= 1e-9
+    return report
+
+
 def assert_battery_green(name: str, dtype: str, realized: int, inexpressible: int) -> dict:
     """The whole fidelity battery of backend `name`: every case runs and meets the reference of its own
     describe() (1e-9 relative in float64); the counts pin how much of the neutral battery it expresses."""
@@ -56,29 +69,17 @@ def assert_battery_green(name: str, dtype: str, realized: int, inexpressible: in
     cases, refused = fidelity.native_battery(name)
     extras = len(fidelity.registry.get(name).battery_extras())
     assert (len(cases), len(refused)) == (realized + extras, inexpressible)
-    report = fidelity.run_battery(cases, dtype)
-    failed = {k: (v["status"], v.get("reason"), v.get("max_rel_err"), v.get("tol")) for k, v in report.items()
-              if v["status"] != "ok" or not v["holds"]}
-    assert not failed
-    if dtype == "float64":
-        assert max(v["max_rel_err"] for v in report.values()) <= 1e-9
-    return report
+    return _green(cases, dtype)
 
 
 def assert_network_battery_green(name: str, dtype: str, realized: int, inexpressible: int) -> dict:
     """The network battery (judge/network_battery.py) of backend `name`: every case meets the reference of its own
     describe() tensor by tensor (1e-9 relative in float64); the counts pin how much of it the backend expresses."""
-    from wdparity.judge import fidelity, network_battery
+    from wdparity.judge import network_battery
 
     cases, refused = network_battery.network_battery(name)
     assert (len(cases), len(refused)) == (realized, inexpressible), sorted(refused.items())[:3]
-    report = fidelity.run_battery(cases, dtype)
-    failed = {k: (v["status"], v.get("reason"), v.get("max_rel_err"), v.get("tol")) for k, v in report.items()
-              if v["status"] != "ok" or not v["holds"]}
-    assert not failed
-    if dtype == "float64":
-        assert max(v["max_rel_err"] for v in report.values()) <= 1e-9
-    return report
+    return _green(cases, dtype)
 
 
 def detects_a_wrong_model(backend, case: str, mutate) -> None:

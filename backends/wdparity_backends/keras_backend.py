@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from types import SimpleNamespace
-from typing import Optional
 
 import numpy as np
 
@@ -39,7 +38,6 @@ from .keras_vocab import (
     KERAS_BACKENDS,
     KERAS_NAME,
     L1_AT_ZERO,
-    L1L2,
     OWN,
     KerasRun,
     f32,
@@ -209,22 +207,8 @@ class KerasBackend(Adapter):
         # gc.collect() of free_memory=True costs 0.1-0.15 s per run in a worker holding TF/JAX (profile,
         # benchmarks/RESULTS.md section 2) and frees nothing refcounting would not: skipped.
         keras.utils.clear_session(free_memory=False)
-        d = int(task["num_inputs"])
 
-        def regularizer(r: Optional[L1L2]):
-            return None if r is None else keras.regularizers.L1L2(l1=float(r.l1), l2=float(r.l2))
-
-        if "model_json" in data:   # a network (keras_network.py); its run's names are Keras's
-            regs = keras_network.regularizers(run.layers, run.kernel_regularizer, run.bias_regularizer, tensors)
-            model, variables = keras_network.build_network(keras, data, dtype, regs, "keras")
-            var_names = run.exclude_from_weight_decay
-        else:
-            dense = keras.layers.Dense(1, kernel_regularizer=regularizer(run.kernel_regularizer),
-                                       bias_regularizer=regularizer(run.bias_regularizer))
-            model = keras.Sequential([keras.Input(shape=(d,), dtype=dtype), dense])
-            dense.set_weights([np.asarray(data["w0"], dtype).reshape(d, 1), np.asarray(data["b0"], dtype).reshape(1)])
-            variables = [dense.kernel, dense.bias]
-            var_names = [KERAS_NAME[k] for k in run.exclude_from_weight_decay or []]
+        model, variables, var_names = keras_network.build_model(keras, data, dtype, run, tensors, "keras", KERAS_NAME)
 
         lr0 = float(run.learning_rate if run.learning_rate is not None else DEFAULT_LR[run.optimizer])
         sched = task.get("schedule") or {"kind": "constant"}

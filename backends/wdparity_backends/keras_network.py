@@ -206,6 +206,25 @@ def build_network(keras, data: dict, dtype: str, regs: dict[str, L1L2], flavour:
     return model, variables
 
 
+def build_model(keras, data: dict, dtype: str, run, tensors: tuple[str, ...], flavour: str, linear_names: dict):
+    """(model, variables, var_names to exclude) for a run: the network, or the linear model's Dense(1) with the
+    task's w0 and b0 (Keras 3 and tf_keras alike; `keras` is the module, `linear_names` maps weight/bias)."""
+    if "model_json" in data:   # its run's names are the framework's
+        regs = regularizers(run.layers, run.kernel_regularizer, run.bias_regularizer, tensors)
+        model, variables = build_network(keras, data, dtype, regs, flavour)
+        return model, variables, run.exclude_from_weight_decay
+
+    def regularizer(r: Optional[L1L2]):
+        return None if r is None else keras.regularizers.L1L2(l1=float(r.l1), l2=float(r.l2))
+
+    d = int(np.asarray(data["w0"]).size)
+    dense = keras.layers.Dense(1, kernel_regularizer=regularizer(run.kernel_regularizer),
+                               bias_regularizer=regularizer(run.bias_regularizer))
+    model = keras.Sequential([keras.Input(shape=(d,), dtype=dtype), dense])
+    dense.set_weights([np.asarray(data["w0"], dtype).reshape(d, 1), np.asarray(data["b0"], dtype).reshape(1)])
+    return model, [dense.kernel, dense.bias], [linear_names[k] for k in run.exclude_from_weight_decay or []]
+
+
 def read(tensors: tuple[str, ...], values) -> dict[str, np.ndarray]:
     """{neutral name: array}: Keras's kernels are already (in, out), its biases and LayerNorm vectors 1-D."""
     return {t: np.array(v) for t, v in zip(tensors, values)}

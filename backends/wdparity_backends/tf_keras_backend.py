@@ -163,22 +163,9 @@ class TfKerasBackend(Adapter):
 
         tf_keras.backend.clear_session()
         tf_keras.backend.set_floatx(dtype)   # the layer, the loss and the optimizers' floatx variables
-        d = int(task["num_inputs"])
 
-        def regularizer(r):
-            return None if r is None else tf_keras.regularizers.L1L2(l1=float(r.l1), l2=float(r.l2))
-
-        if "model_json" in data:   # a network (keras_network.py); its run's names are tf_keras's
-            regs = keras_network.regularizers(run.layers, run.kernel_regularizer, run.bias_regularizer, tensors)
-            model, variables = keras_network.build_network(tf_keras, data, dtype, regs, "tf_keras")
-            var_names = run.exclude_from_weight_decay
-        else:
-            dense = tf_keras.layers.Dense(1, kernel_regularizer=regularizer(run.kernel_regularizer),
-                                          bias_regularizer=regularizer(run.bias_regularizer))
-            model = tf_keras.Sequential([tf_keras.Input(shape=(d,), dtype=dtype), dense])
-            dense.set_weights([np.asarray(data["w0"], dtype).reshape(d, 1), np.asarray(data["b0"], dtype).reshape(1)])
-            variables = [dense.kernel, dense.bias]
-            var_names = [TF_NAME[k] for k in run.exclude_from_weight_decay or []]
+        model, variables, var_names = keras_network.build_model(tf_keras, data, dtype, run, tensors, "tf_keras",
+                                                                 TF_NAME)
         lr0 = float(run.get("learning_rate"))
         sched = task.get("schedule") or {"kind": "constant"}
         # A schedule computes in its initial_learning_rate's dtype (learning_rate_schedule.py:184-187): a Python

@@ -190,21 +190,26 @@ def trajectory(semantics: Semantics, data: dict, batch_size: int, dtype: str = "
     with np.errstate(all="ignore"):
         for t, rows in enumerate(batches(data["order"], batch_size)):
             grads = gradients(params, X[rows], y[rows], factor, hyper_dtype, rounding)
-            set_current(rounding)     # set only while this step computes (the generator may be suspended)
-            try:
-                updates, state = opt.update(grads, state, params, t)
-            finally:
-                set_current(None)
-            if rounding is None:
-                params = {k: params[k] + updates[k] for k in params}
-            else:
-                params = {k: rounding(params[k] + updates[k], np.abs(params[k]) + np.abs(updates[k])).astype(dt)
-                          for k in params}
+            params, state = _apply(opt, grads, state, params, t, rounding, dt)
             yield t + 1, params
             if single:
                 big = max(float(np.max(np.abs(params["weight"]), initial=0.0)), abs(float(params["bias"])))
                 if breaks_rule(big, 0.0, limit):
                     return
+
+
+def _apply(opt: tx.Transform, grads: dict, state, params: dict, t: int, rounding, dt) -> tuple[dict, object]:
+    """One optimizer step w <- w + update (each sum rounded under a RandomRounding), the linear model's or a
+    network's alike."""
+    set_current(rounding)     # set only while this step computes (the generator may be suspended)
+    try:
+        updates, state = opt.update(grads, state, params, t)
+    finally:
+        set_current(None)
+    if rounding is None:
+        return {k: params[k] + updates[k] for k in params}, state
+    return {k: rounding(params[k] + updates[k], np.abs(params[k]) + np.abs(updates[k])).astype(dt)
+            for k in params}, state
 
 
 def _network_trajectory(semantics: dict, data: dict, model: dict, batch_size: int, X, y, dt, rounding):
@@ -221,16 +226,7 @@ def _network_trajectory(semantics: dict, data: dict, model: dict, batch_size: in
     with np.errstate(all="ignore"):
         for t, rows in enumerate(batches(data["order"], batch_size)):
             grads = network.gradients(params, X[rows], y[rows], factor, model, hyper_dtype, rounding)
-            set_current(rounding)
-            try:
-                updates, state = opt.update(grads, state, params, t)
-            finally:
-                set_current(None)
-            if rounding is None:
-                params = {k: params[k] + updates[k] for k in params}
-            else:
-                params = {k: rounding(params[k] + updates[k], np.abs(params[k]) + np.abs(updates[k])).astype(dt)
-                          for k in params}
+            params, state = _apply(opt, grads, state, params, t, rounding, dt)
             yield t + 1, params
             big = max(float(np.max(np.abs(v), initial=0.0)) for v in params.values())
             if breaks_rule(big, 0.0, limit):

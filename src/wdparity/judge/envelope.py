@@ -86,12 +86,13 @@ def _measure(semantics: dict, data: dict, batch_size: int, dtype: str) -> dict:
             base = got[0]
             if base is None or not _finite(base):
                 break   # the reference stopped: nothing past it is compared
+            ok = [sample is not None and _finite(sample) for sample in got[1:]]   # once per sample, not per tensor
             for name in TENSORS:
                 b = np.asarray(base[name], dtype=np.float64).reshape(-1)
                 scale[name] = max(scale[name], float(np.abs(b).max(initial=0.0)))
                 worst = 0.0
                 for i, sample in enumerate(got[1:]):
-                    if sample is None or not _finite(sample):
+                    if not ok[i]:
                         worst = np.inf   # a sample stopped where the reference did not: rounding decides
                         break
                     d = float(np.abs(np.asarray(sample[name], dtype=np.float64).reshape(-1) - b).max(initial=0.0))

@@ -150,8 +150,9 @@ def neutral_battery(hyper_dtype: str = "float64") -> dict[str, tuple[dict, Seman
     return out
 
 
-def round_trip(name: str, dtype: Optional[str] = None) -> tuple[dict[str, dict], dict[str, str]]:
-    """The named check every adapter gets: realize() inverts describe() on the neutral battery.
+def round_trip(name: str, dtype: Optional[str] = None, battery: Optional[dict] = None) -> tuple[dict[str, dict], dict[str, str]]:
+    """The named check every adapter gets: realize() inverts describe() on the neutral battery (or `battery`:
+    the network cases), each inside its task's tensor scope.
 
     Returns (case -> realized table, case -> why inexpressible). Each realized table must describe
     back to exactly the semantics asked for (after the framework's inherent precision); an
@@ -159,33 +160,42 @@ def round_trip(name: str, dtype: Optional[str] = None) -> tuple[dict[str, dict],
     """
     backend = registry.get(name)
     expressed, reasons = {}, {}
-    for case, (task, sem) in neutral_battery().items():
+    for case, (task, sem) in (neutral_battery() if battery is None else battery).items():
         t = Task.model_validate({**task, **({"dtype": dtype} if dtype else {})})
-        native = backend.inherent(sem, t)
-        try:
-            run = backend.realize(native, t)
-        except Inexpressible as exc:
-            reasons[case] = str(exc)
-            continue
         with tensor_scope(t.tensors):
+            native = backend.inherent(sem, t)
+            try:
+                run = backend.realize(native, t)
+            except Inexpressible as exc:
+                reasons[case] = str(exc)
+                continue
             back = backend.describe(backend.parse(run), t).neutral()
         assert back == native.neutral(), f"{name}: describe(realize(s)) != s for {case}: {run} means {back}"
         expressed[case] = run
     return expressed, reasons
 
 
+def realized_cases(name: str, battery: dict[str, tuple[dict, Semantics]]) -> tuple[dict, dict[str, str]]:
+    """Each (task, semantics) realized in backend `name`'s vocabulary inside the task's tensor scope: ("realized-"
+    case -> (task, native run table), case -> why it is not expressible)."""
+    backend = registry.get(name)
+    cases, inexpressible = {}, {}
+    for case, (task, sem) in battery.items():
+        t = Task.model_validate(task)
+        with tensor_scope(t.tensors):
+            try:
+                run = backend.realize(backend.inherent(sem, t), t)
+            except Inexpressible as exc:
+                inexpressible[case] = str(exc)
+                continue
+        cases[f"realized-{case}"] = (task, {"backend": name, **{k: v for k, v in run.items() if k != "backend"}})
+    return cases, inexpressible
+
+
 def native_battery(name: str) -> tuple[dict[str, tuple[dict, dict]], dict[str, str]]:
     """(name -> (task, native run table), name -> why a neutral case is not expressible)."""
     backend = registry.get(name)
-    cases, inexpressible = {}, {}
-    for case, (task, sem) in neutral_battery().items():
-        t = Task.model_validate(task)
-        try:
-            run = backend.realize(backend.inherent(sem, t), t)
-        except Inexpressible as exc:
-            inexpressible[case] = str(exc)
-            continue
-        cases[f"realized-{case}"] = (task, {"backend": name, **{k: v for k, v in run.items() if k != "backend"}})
+    cases, inexpressible = realized_cases(name, neutral_battery())
     extras = getattr(backend, "battery_extras", None)
     for case, (task, run) in (extras() if extras else {}).items():
         cases[f"native-{case}"] = ({**BATTERY_TASK, **task}, {"backend": name, **run})

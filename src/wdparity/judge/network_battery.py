@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import itertools
 
-from wdparity.judge.fidelity import CORE_DECAYS, DECAYS, OPTIMIZERS, SCHEDULES
+from wdparity.judge.fidelity import CORE_DECAYS, DECAYS, OPTIMIZERS, SCHEDULES, realized_cases
+from wdparity.judge.fidelity import round_trip as fidelity_round_trip
 from wdparity.run import registry
-from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import Semantics, Task
 from wdparity.spec.network import kernels, tensor_scope
 
@@ -63,36 +63,11 @@ def network_cases(hyper_dtype: str = "float64") -> dict[str, tuple[dict, Semanti
 def network_battery(name: str) -> tuple[dict[str, tuple[dict, dict]], dict[str, str]]:
     """(case -> (task, native run table), case -> why it is not expressible) for backend `name`; the adapter's
     native network extras (batteries/NAME.toml cases whose task has a `model`) are the linear battery's."""
-    backend = registry.get(name)
-    if not backend.models_networks:
+    if not registry.get(name).models_networks:
         raise ValueError(f"backend {name!r} trains the linear model only")
-    cases, inexpressible = {}, {}
-    for case, (task, sem) in network_cases().items():
-        t = Task.model_validate(task)
-        with tensor_scope(t.tensors):
-            try:
-                run = backend.realize(backend.inherent(sem, t), t)
-            except Inexpressible as exc:
-                inexpressible[case] = str(exc)
-                continue
-        cases[f"realized-{case}"] = (task, {"backend": name, **{k: v for k, v in run.items() if k != "backend"}})
-    return cases, inexpressible
+    return realized_cases(name, network_cases())
 
 
 def round_trip(name: str) -> tuple[dict[str, dict], dict[str, str]]:
     """realize() inverts describe() on the network cases (the linear battery's named check, on networks)."""
-    backend = registry.get(name)
-    expressed, reasons = {}, {}
-    for case, (task, sem) in network_cases().items():
-        t = Task.model_validate(task)
-        with tensor_scope(t.tensors):
-            native = backend.inherent(sem, t)
-            try:
-                run = backend.realize(native, t)
-            except Inexpressible as exc:
-                reasons[case] = str(exc)
-                continue
-            back = backend.describe(backend.parse(run), t).neutral()
-        assert back == native.neutral(), f"{name}: describe(realize(s)) != s for {case}: {run} means {back}"
-        expressed[case] = run
-    return expressed, reasons
+    return fidelity_round_trip(name, battery=network_cases())
