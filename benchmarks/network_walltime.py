@@ -44,7 +44,12 @@ def main() -> int:
         files = [f for f in files if f.stem in args.only]
     tmp = Path(tempfile.mkdtemp(prefix="wdparity-net-bench-"))
     linear, network, left_out = [], [], {}
+    import tomllib
+
     for f in files:
+        if tomllib.loads(f.read_text()).get("task", {}).get("model"):
+            left_out[f.stem] = "already a network case"
+            continue
         net = tmp / f.name
         net.write_text(as_network(f.read_text(), args.hidden))
         try:
