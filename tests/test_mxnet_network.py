@@ -18,7 +18,6 @@ from conftest import assert_network_battery_green
 from test_mxnet_backend import needs_venv
 
 from wdparity.judge import fidelity, network_battery
-from wdparity.run.backend import Inexpressible
 from wdparity.run.cases import load_run
 from wdparity.run.registry import get
 from wdparity.spec.errors import InputError
@@ -139,17 +138,9 @@ def test_realize_names_parameters_when_a_group_is_not_whole_kinds():
 
 
 def _realized64():
-    cases, refused = {}, {}
-    for case, (task, sem) in network_battery.network_cases().items():
-        t = Task.model_validate({**task, "dtype": "float64"})
-        with tensor_scope(t.tensors):
-            try:
-                run = backend.realize(backend.inherent(sem, t), t)
-            except Inexpressible as exc:
-                refused[case] = str(exc)
-                continue
-        cases[f"realized-{case}"] = (task, {"backend": "mxnet", **run})
-    return cases, refused
+    """The network cases realized for float64 runs (realize() sees the float64 task: its eps and gelu refusals)."""
+    battery = {case: ({**task, "dtype": "float64"}, sem) for case, (task, sem) in network_battery.network_cases().items()}
+    return fidelity.realized_cases("mxnet", battery)
 
 
 def test_float64_realize_refuses_gelu_norm_eps_and_the_float32_state_optimizers():

@@ -26,7 +26,7 @@ from wdparity.judge.compare import finite, finite_fields
 from wdparity.judge.rejudge import rejudge
 from wdparity.run import harness, registry
 from wdparity.run.cases import Case, Run, load_case
-from wdparity.spec.network import tensor_scope
+from wdparity.spec.network import layout, tensor_scope
 
 TIMING_FIELDS = ("seconds", "peak_rss_mb")  # the only fields of the JSON that vary between identical invocations
 
@@ -155,8 +155,6 @@ def _findings(run: Run) -> list[dict]:
 
 
 def _network_problem(arrays: dict, run: Run, steps: int) -> Optional[str]:
-    from wdparity.spec.network import layout
-
     expected = layout(run.task.model, run.task.num_inputs)
     missing = [name for name, _ in expected if name not in arrays]
     if missing:

@@ -23,7 +23,7 @@ from typing import Optional
 
 import numpy as np
 
-from wdparity.engine import reference
+from wdparity.engine import network, reference
 from wdparity.engine.data import batches
 from wdparity.engine.recording import tensor_names
 
@@ -71,7 +71,7 @@ def _measure(semantics: dict, data: dict, batch_size: int, dtype: str) -> dict:
     gens = [reference.trajectory(semantics, data, batch_size, "float64")] + [
         reference.trajectory(semantics, data, batch_size, dtype if n is None else "float64", n) for n in noises]
     steps = len(batches(data["order"], batch_size))
-    TENSORS = tuple(reference.network.names_of(data))   # the model's tensors (the linear model's weight and bias)
+    TENSORS = tuple(network.names_of(data))   # the model's tensors (the linear model's weight and bias)
     dist = {name: np.full(steps + 1, np.inf) for name in TENSORS}
     scale = {name: 0.0 for name in TENSORS}
     gap = {name: 0.0 for name in TENSORS}
