@@ -77,6 +77,11 @@ class Backend:
         the framework is imported here, in the user's process, never by the core."""
         raise NotImplementedError
 
+    def snippet(self, config: Strict, task: Task) -> str:
+        """Python that builds this run's optimizer natively (tools/snippet.py frames it): imports, `model` (the
+        task's), `optimizer`; Inexpressible naming any key it cannot write."""
+        raise Inexpressible(f"{self.name} cannot write its runs as Python yet")
+
     def default_python(self) -> Optional[str]:
         """The interpreter that runs this backend's worker when no override is given (None: this one)."""
         return None

@@ -1,0 +1,50 @@
+"""A `[runs.…]` table as Python a user pastes: the optimizer built natively, in the framework's own calls.
+
+`python_snippet(table, task)` hands the table to its adapter (`Backend.snippet`, written in the adapter's
+`*_snippet.py`); the core only frames the code. Every snippet is self-contained: it imports the framework,
+builds the task's model as `model` (marked: replace with yours) and the optimizer as `optimizer` (and
+`scheduler`, `penalty`, ... where the table needs them), so a test can run it and describe() what it built.
+A key the adapter cannot write as code is an error naming it (`Inexpressible`), never dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from wdparity.run import registry
+from wdparity.run.backend import Inexpressible
+from wdparity.spec.models import Task
+
+RUN_LEVEL = ("dtype", "loss", "schedule")   # keys a run table may hold that belong to its task (cases.py)
+
+
+def python_snippet(table: dict, task: Optional[Task] = None) -> str:
+    """Python code that builds `table`'s optimizer natively for `task` (default Task())."""
+    name = table.get("backend")
+    backend = registry.get(name, "", "backend")
+    task = task or Task()
+    own = {k: v for k, v in table.items() if k != "backend" and k not in RUN_LEVEL}
+    run_task = Task.model_validate({**task.model_dump(), **{k: table[k] for k in RUN_LEVEL if k in table}})
+    config = backend.parse(own)
+    body = backend.snippet(config, run_task)
+    return f"# {name}: built by wdparity from the [runs.…] table; `model` is the task's, replace it with yours\n" + body
+
+
+def py(value: Any) -> str:
+    """A table value as a Python literal (floats by repr, so the snippet holds the table's exact numbers)."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, (int, float, str)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(py(v) for v in value)
+        return f"({inner},)" if isinstance(value, tuple) and len(value) == 1 else (
+            f"({inner})" if isinstance(value, tuple) else f"[{inner}]")
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{py(k)}: {py(v)}" for k, v in value.items()) + "}"
+    raise Inexpressible(f"cannot write {type(value).__name__} {value!r} as Python")
+
+
+def kwargs(values: dict) -> str:
+    """`k=v, ...` in the table's order."""
+    return ", ".join(f"{k}={py(v)}" for k, v in values.items())
