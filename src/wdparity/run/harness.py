@@ -23,6 +23,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from wdparity.engine.recording import task_steps
+from wdparity.run import pool
 
 # Small regressions run fastest single-threaded, and fixed threads keep results deterministic.
 WORKER_ENV = {
@@ -105,7 +106,8 @@ def run_items(items: list[WorkItem], data: dict[str, dict[str, np.ndarray]], *,
     parallel = parallel or max(1, min(len(groups), os.cpu_count() or 1))
     with tempfile.TemporaryDirectory(prefix="wdparity-") as tmpname:
         tmp = Path(tmpname)
-        stage = _stage_packages(tmp)
+        shared = pool.active()   # inside pool.sharing(): workers outlive this call
+        stage = shared.staged(_stage_packages) if shared else _stage_packages(tmp)
         for key, arrays in data.items():
             np.savez(tmp / f"data_{key}.npz", **arrays)
         lock = threading.Lock()
@@ -127,7 +129,7 @@ def run_items(items: list[WorkItem], data: dict[str, dict[str, np.ndarray]], *,
                         return
                     index, (key, group) = queue.pop(0)
                 out = _run_worker(tmp / f"w{index}", key, group, stage, timeout, by_id, on_done, lock, live,
-                                  deliver if on_result else None)
+                                  deliver if on_result else None, shared)
                 with lock:
                     results.update(out)
                 for ident, res in out.items() if on_result else ():
@@ -149,7 +151,8 @@ def run_items(items: list[WorkItem], data: dict[str, dict[str, np.ndarray]], *,
 
 
 def _run_worker(jobdir: Path, key: tuple, group: list[WorkItem], stage: Path, timeout: float,
-                by_id: dict[str, WorkItem], on_done, lock, live: list, on_result=None) -> dict[str, Result]:
+                by_id: dict[str, WorkItem], on_done, lock, live: list, on_result=None,
+                shared: Optional[pool.WorkerPool] = None) -> dict[str, Result]:
     backend, target, python, env_items = key
     jobdir.mkdir()
     job = {"backend": backend, "target": target,
@@ -162,47 +165,36 @@ def _run_worker(jobdir: Path, key: tuple, group: list[WorkItem], stage: Path, ti
     start = time.monotonic()
     if python != sys.executable and shutil.which(python) is None and not Path(python).exists():
         return {it.id: Result("skipped", f"interpreter {python} for backend {backend} does not exist") for it in group}
-    try:
-        proc = subprocess.Popen([python, "-m", "wdparity.run.worker", str(jobdir)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, text=True, errors="replace")
-    except OSError as exc:
-        return {it.id: Result("error", f"cannot start worker {python}: {exc}") for it in group}
-    live.append(proc)
-
-    stderr_tail: list[str] = []
     collected: dict[str, Result] = {}
 
-    def drain_stderr():
-        for line in proc.stderr:
-            stderr_tail.append(line)
-            del stderr_tail[:-20]
+    def follow(line: str) -> None:
+        ident = line.strip()[5:] if line.startswith("done ") else None
+        if ident not in by_id:
+            return
+        if on_result is not None and ident not in collected:
+            res = _collect(jobdir, backend, _read_json(jobdir / "versions.json") or {}, ident)
+            if res is not None:
+                collected[ident] = res
+                on_result(ident, res)
+        if on_done is not None:
+            with lock:
+                on_done(by_id[ident])
 
-    def follow_stdout():
-        for line in proc.stdout:
-            ident = line.strip()[5:] if line.startswith("done ") else None
-            if ident not in by_id:
-                continue
-            if on_result is not None and ident not in collected:
-                res = _collect(jobdir, backend, _read_json(jobdir / "versions.json") or {}, ident)
-                if res is not None:
-                    collected[ident] = res
-                    on_result(ident, res)
-            if on_done is not None:
-                with lock:
-                    on_done(by_id[ident])
-
-    readers = [threading.Thread(target=drain_stderr, daemon=True), threading.Thread(target=follow_stdout, daemon=True)]
-    for th in readers:
-        th.start()
-    timed_out = False
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        proc.kill()
-        proc.wait()
-    for th in readers:
-        th.join(timeout=5)
+    argv = [python, "-m", "wdparity.run.worker"]
+    if shared is not None:
+        try:
+            timed_out, returncode, stderr_tail = shared.run(key, argv, env, jobdir, timeout, follow)
+        except OSError as exc:
+            return {it.id: Result("error", f"cannot start worker {python}: {exc}") for it in group}
+    else:
+        try:
+            proc = subprocess.Popen(argv + [str(jobdir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                    text=True, errors="replace")
+        except OSError as exc:
+            return {it.id: Result("error", f"cannot start worker {python}: {exc}") for it in group}
+        live.append(proc)
+        timed_out, stderr_tail = _follow(proc, timeout, follow)
+        returncode = proc.returncode
     elapsed = time.monotonic() - start
     versions = _read_json(jobdir / "versions.json") or {}
     out = {}
@@ -216,10 +208,39 @@ def _run_worker(jobdir: Path, key: tuple, group: list[WorkItem], stage: Path, ti
                 reason = f"worker for {backend} timed out after {timeout:.0f} s"
             else:
                 last = "".join(stderr_tail).strip().splitlines()[-1:] or ["no output"]
-                reason = f"worker for {backend} exited with code {proc.returncode} before this run: {last[0][:300]}"
+                reason = f"worker for {backend} exited with code {returncode} before this run: {last[0][:300]}"
             res = Result("error", reason, versions=versions, seconds=elapsed)
         out[it.id] = res
     return out
+
+
+def _follow(proc: subprocess.Popen, timeout: float, follow) -> tuple[bool, list[str]]:
+    """Feed a one-shot worker's output lines to `follow` until it exits, killing it past `timeout`: (timed out,
+    the last lines of its stderr, for the reasons of runs it never finished)."""
+    tail: list[str] = []
+
+    def drain_stderr():
+        for line in proc.stderr:
+            tail.append(line)
+            del tail[:-20]
+
+    def follow_stdout():
+        for line in proc.stdout:
+            follow(line)
+
+    readers = [threading.Thread(target=drain_stderr, daemon=True), threading.Thread(target=follow_stdout, daemon=True)]
+    for th in readers:
+        th.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()
+        proc.wait()
+    for th in readers:
+        th.join(timeout=5)
+    return timed_out, tail
 
 
 def _collect(jobdir: Path, backend: str, versions: dict, ident: str) -> Optional[Result]:

@@ -1,6 +1,7 @@
 """The worker process: one per backend (and interpreter) per invocation, all its runs batched.
 
     python -m wdparity.run.worker JOBDIR
+    python -m wdparity.run.worker --serve      (job folders on stdin, one per line: run/pool.py)
 
 JOBDIR/job.json names the backend ("module:attr") and its items; the shared task data lie in
 JOBDIR/../data_*.npz. For each item the worker writes ITEM.npz (the trajectory) and ITEM.json
@@ -43,21 +44,20 @@ def _train_batch(backend, jobs: list, data: dict) -> dict:
     return {f"{i}.{name}": value for i, out in enumerate(outs) for name, value in out.items()}
 
 
-def main(jobdir: str) -> int:
+def load(target: str) -> tuple:
+    """(backend, ok, reason, info) for the adapter "module:attr": imported once per worker process."""
+    import importlib
+
     import numpy as np
 
-    root = Path(jobdir)
-    job = json.loads((root / "job.json").read_text())
     info = {"python": sys.version.split()[0], "executable": sys.executable, "numpy": np.__version__}
     try:
-        module, _, attr = job["target"].partition(":")
-        import importlib
-
+        module, _, attr = target.partition(":")
         backend = getattr(importlib.import_module(module), attr or "backend")
         backend_ok, backend_reason = True, None
     except Exception as exc:  # a broken adapter costs only its own runs
         backend, backend_ok = None, False
-        backend_reason = f"cannot load adapter {job['target']}: {type(exc).__name__}: {exc}"
+        backend_reason = f"cannot load adapter {target}: {type(exc).__name__}: {exc}"
     if backend is not None:
         missing = []
         for mod in getattr(backend, "modules", ()):
@@ -72,6 +72,15 @@ def main(jobdir: str) -> int:
             info["skipped"] = True
         else:
             info.update(backend.versions())
+    return backend, backend_ok, backend_reason, info
+
+
+def main(jobdir: str, loaded: tuple | None = None) -> int:
+    import numpy as np
+
+    root = Path(jobdir)
+    job = json.loads((root / "job.json").read_text())
+    backend, backend_ok, backend_reason, info = loaded or load(job["target"])
     _write_json(root / "versions.json", info)
 
     data_cache: dict[str, dict] = {}
@@ -104,5 +113,21 @@ def main(jobdir: str) -> int:
     return 0
 
 
+def serve() -> int:
+    """`--serve`: one job folder per stdin line, the adapter loaded once (run/pool.py keeps this process across
+    calls, so a test session pays the framework's import once); "end JOBDIR" after each; exit at end of input."""
+    loaded: dict[str, tuple] = {}
+    for line in sys.stdin:
+        jobdir = line.strip()
+        if not jobdir:
+            continue
+        target = json.loads((Path(jobdir) / "job.json").read_text())["target"]
+        if target not in loaded:
+            loaded[target] = load(target)
+        main(jobdir, loaded[target])
+        print(f"end {jobdir}", flush=True)
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(serve() if sys.argv[1:] == ["--serve"] else main(sys.argv[1]))

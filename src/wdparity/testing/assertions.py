@@ -5,6 +5,8 @@ Runs are dicts in the case-file vocabulary (what a `[runs.NAME]` table holds, `b
 `wdparity check` (native training in the workers, fidelity, calibrated tolerance, causes); when the verdict
 is not the asserted one, AssertionError carries the divergence table. A run whose framework is not installed
 skips the test (pytest's skip, with the install command). Bad input raises wdparity's InputError (one line).
+Workers are shared by every assertion of the process (run/pool.py: one start per backend, interpreter and
+environment), so a suite of many assertions pays each framework's import once; they exit with the process.
 """
 
 from __future__ import annotations
@@ -12,6 +14,21 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 from typing import Optional
+
+_POOL = None
+
+
+def shared_pool():
+    """The process's worker pool (started on first use, closed at exit)."""
+    global _POOL
+    if _POOL is None:
+        import atexit
+
+        from wdparity.run.pool import WorkerPool
+
+        _POOL = WorkerPool()
+        atexit.register(_POOL.close)
+    return _POOL
 
 
 def _toml(claim: Optional[str], causes: list[str], task: Optional[dict], runs: dict[str, dict]) -> str:
@@ -37,12 +54,13 @@ def check_runs(run_a: dict, run_b: dict, *, task: Optional[dict] = None, claim: 
                causes: Optional[list[str]] = None, timeout: Optional[float] = None) -> dict:
     """The contract JSON of the case {a: run_a, b: run_b} (what `wdparity check --json` prints)."""
     from wdparity.judge.check import check_cases
-    from wdparity.run import harness
+    from wdparity.run import harness, pool
 
     with tempfile.TemporaryDirectory(prefix="wdparity-assert-") as tmp:
         path = Path(tmp) / "assertion.toml"
         path.write_text(_toml(claim, list(causes or []), task, {"a": run_a, "b": run_b}), encoding="utf-8")
-        results = check_cases([str(path)], timeout=timeout or harness.DEFAULT_TIMEOUT)
+        with pool.sharing(shared_pool()):
+            results = check_cases([str(path)], timeout=timeout or harness.DEFAULT_TIMEOUT)
     return results[0].json
 
 

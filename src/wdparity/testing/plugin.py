@@ -95,8 +95,10 @@ class CaseItem(pytest.Item):
 def _check(paths: list[str], timeout: float) -> dict:
     """path -> the case's contract JSON, or the InputError that keeps it from running."""
     from wdparity.judge.check import check_cases
+    from wdparity.run import pool
     from wdparity.run.cases import load_case
     from wdparity.spec.errors import InputError
+    from wdparity.testing.assertions import shared_pool
 
     out, good = {}, []
     for path in paths:
@@ -106,8 +108,9 @@ def _check(paths: list[str], timeout: float) -> dict:
         except InputError as exc:
             out[path] = exc
     if good:
-        for path, res in zip(good, check_cases(good, timeout=timeout)):
-            out[path] = res.json
+        with pool.sharing(shared_pool()):   # the same workers as the session's assert_equivalent calls
+            for path, res in zip(good, check_cases(good, timeout=timeout)):
+                out[path] = res.json
     return out
 
 
