@@ -147,5 +147,5 @@ def test_import_wdparity_imports_no_framework():
 
 
 def test_unknown_objects_are_refused():
-    with pytest.raises(TypeError, match="torch.optim, keras.optimizers and optax"):
+    with pytest.raises(TypeError, match="torch.optim, keras.optimizers, optax, paddle.optimizer and mlx.optimizers"):
         wdparity.describe(object())

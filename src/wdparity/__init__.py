@@ -9,9 +9,14 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """`wdparity.describe` on first use: importing wdparity still loads no framework and no higher layer."""
+    """`wdparity.describe` / `wdparity.translate` on first use: importing wdparity still loads no framework and no
+    higher layer."""
     if name == "describe":
         from wdparity.tools.live import describe
 
         return describe
+    if name == "translate":
+        from wdparity.tools.translate_all import translate
+
+        return translate
     raise AttributeError(f"module 'wdparity' has no attribute {name!r}")

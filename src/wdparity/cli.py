@@ -1,4 +1,5 @@
-"""The `wdparity` command (contract): run, check, sweep, explain, translate, setup. Exit 0 all good, 1 a claim failed or a run
+"""The `wdparity` command (contract): run, check, sweep, explain, describe, translate, setup (cli_translate.py has
+explain/describe/translate). Exit 0 all good, 1 a claim failed or a run
 errored, 2 bad input or usage — one line on stderr naming the file, the key and the value. An internal error (a bug) is
 one line too, naming the case being processed, exit 1; `--debug` adds the traceback.
 
@@ -80,6 +81,11 @@ def build_parser() -> Parser:
     run.add_argument("paths", nargs="*", help=f"case files or folders (default {DEFAULT_CATALOGUE}/)")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT}/)")
     run.add_argument("--no-plots", action="store_true", help="skip the HTML plots (faster)")
+    run.add_argument("--releases", nargs="+", metavar="FRAMEWORK=VERSION[,VERSION...]",
+                     help="run the catalogue once per release of each framework (each in its release venv, set up "
+                     "first when absent; every other framework at its default) and write releases.json and releases.md")
+    run.add_argument("--no-setup", action="store_true", help="with --releases: exit 2 naming `wdparity setup` for a "
+                     "release not set up, instead of setting it up")
     machine(run)
 
     sweep = add("sweep", (common,), help="train a lambda x lr grid per convention (vectorized) "
@@ -96,25 +102,21 @@ def build_parser() -> Parser:
     check.add_argument("--json", action="store_true", help="print the contract JSON instead of a table")
     machine(check)
 
-    explain = add("explain", help="what a framework setting means, in words and as neutral semantics")
-    explain.add_argument("backend", help="a registered backend: numpy, torch, keras, optax, mxnet, paddle, mlx, tf_keras, fastai")
-    explain.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="values are TOML literals, e.g. weight_decay=0.01")
-    explain.add_argument("--json", action="store_true", help="print the neutral semantics as JSON")
+    from wdparity.cli_translate import add_commands
 
-    translate = add("translate", help="the run table that realizes a run's semantics in another framework")
-    translate.add_argument("case", help="the case file (TOML)")
-    translate.add_argument("--run", required=True, help="the run to translate")
-    translate.add_argument("--to", required=True, help="the target backend")
-    translate.add_argument("--json", action="store_true", help="print the table, exactness, residual, differences "
-                           "and notes as JSON")
+    add_commands(add)   # explain, describe, translate
 
     conv = add("conventions", help="regenerate the table of what weight_decay = lambda means, measured")
     conv.add_argument("--settings", default="docs/conventions.toml", help="the settings (default docs/conventions.toml)")
     conv.add_argument("--out", default="docs/conventions.md", help="where to write the table (default docs/conventions.md)")
 
-    setup = add("setup", help="create the separate environment a backend needs (mxnet)")
-    setup.add_argument("target", help="what to set up: mxnet")
-    setup.add_argument("--path", help="where to create the venv (default: $WDPARITY_MXNET_VENV or ~/.cache/wdparity/mxnet-venv)")
+    setup = add("setup", help="create the separate environment a backend needs (mxnet) or a framework release needs "
+                "(FRAMEWORK==VERSION: one venv per release, cached)")
+    setup.add_argument("targets", nargs="+", metavar="TARGET",
+                       help="mxnet, or FRAMEWORK==VERSION ... (optax, jax, keras, tf_keras, mlx, paddle; torch==2.13.0)")
+    setup.add_argument("--path", help="mxnet only: where to create the venv (default: $WDPARITY_MXNET_VENV or "
+                       "~/.cache/wdparity/mxnet-venv); releases go to $WDPARITY_RELEASES_DIR or ~/.cache/wdparity/releases")
+    setup.add_argument("--force", action="store_true", help="releases: build the venv again even when it is cached")
     return p
 
 
@@ -175,6 +177,8 @@ def cmd_run(args) -> int:
     files = [f for f in files if f not in sweeps]
     out = _out_dir(args.out)
     timeout, overrides = _timeout(args.timeout), _python_overrides(args.python)
+    if args.releases:
+        return _run_releases(args, files, sweeps, out, timeout, overrides)
     for path in files:    # every file validated (and its memory estimated) before any data is made
         load_case(path, overrides)
     for path in sweeps:
@@ -190,6 +194,40 @@ def cmd_run(args) -> int:
 
     print_summary(results, written)
     return exit_code(results)
+
+
+def _run_releases(args, files: list[str], sweeps: list[str], out: Path, timeout: float, overrides: dict) -> int:
+    """`run --releases`: the case files (sweeps are not run per release) once per release; releases.json/.md.
+    Exit 0 when the matrix ran (a claim failing on an older release is a finding, not an error), 1 when a release
+    cannot be set up, 2 for bad input."""
+    from wdparity.report.writer import atomic_write
+    from wdparity.run.cases import load_case
+    from wdparity.tools import release_report, releases
+
+    requested = releases.parse_releases(args.releases)
+    if args.junit or args.trajectories:
+        raise InputError("", "--releases", "writes releases.json and releases.md only (drop --junit/--trajectories)",
+                         None, has_value=False)
+    for path in files:    # every file validated before anything is set up or run
+        load_case(path, overrides)
+    if sweeps:
+        print(f"wdparity: {len(sweeps)} sweep files are not run per release")
+    try:
+        plans = releases.plan(requested, files, setup=not args.no_setup)
+    except RuntimeError as exc:
+        print(f"wdparity: setting up a release failed: {exc}", file=sys.stderr)
+        return 1
+    results = releases.run_matrix(plans, overrides, timeout)
+    doc = release_report.build(plans, results)
+    atomic_write(out / "releases.json", json.dumps(doc, indent=2))
+    atomic_write(out / "releases.md", release_report.render(doc))
+    for name, fw in doc["frameworks"].items():
+        counts = "; ".join(f"{r['version']}: " + ", ".join(f"{n} {o}" for o, n in r["outcomes"].items() if n)
+                           for r in fw["releases"])
+        print(f"{name}: {fw['cases']} case files ({fw['skipped_cases']} skipped), {fw['changed_claims']} changed "
+              f"between releases — {counts}")
+    print(f"wrote {out / 'releases.json'}, {out / 'releases.md'}")
+    return 0
 
 
 def cmd_sweep(args) -> int:
@@ -221,38 +259,6 @@ def cmd_sweep(args) -> int:
     return 1 if any(r.errored for r in results) else 0
 
 
-def cmd_explain(args) -> int:
-    from wdparity.tools.translate import explain
-
-    semantics, text = explain(args.backend, args.settings)
-    if args.json:
-        print(json.dumps(semantics.neutral(), indent=2))
-    else:
-        print(text)
-    return 0
-
-
-def cmd_translate(args) -> int:
-    from wdparity.run.backend import Inexpressible
-    from wdparity.tools.translate import to_json, to_toml, translate
-
-    try:
-        result = translate(args.case, args.run, args.to)
-    except Inexpressible as exc:
-        print(f"wdparity: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(to_json(result, args.run, args.to), indent=2))
-    else:
-        print(to_toml(result), end="")
-    if not result.exact and result.residual is not None and result.residual > result.tolerance:
-        print(f"wdparity: {args.to} cannot express run {args.run!r} exactly; the nearest setting above differs in "
-              f"{', '.join(result.differences)} (max rel err {result.residual:.3e} > tolerance {result.tolerance:.3e})",
-              file=sys.stderr)
-        return 1
-    return 0
-
-
 def cmd_conventions(args) -> int:
     from wdparity.report.writer import atomic_write
     from wdparity.tools.conventions import build
@@ -266,8 +272,46 @@ def cmd_conventions(args) -> int:
 
 
 def cmd_setup(args) -> int:
-    if args.target != "mxnet":
-        raise InputError("", "setup TARGET", "must be one of ['mxnet']", args.target)
+    """`setup mxnet` (MXNet's own venv) or `setup FRAMEWORK==VERSION ...` (a cached venv per release). Every spec
+    is checked before anything is installed (exit 2, one line); a failed install is exit 1 naming the release."""
+    import subprocess
+
+    if args.targets == ["mxnet"]:
+        return _setup_mxnet(args)
+    from wdparity_backends import release_setup as rs
+
+    if "mxnet" in args.targets:
+        raise InputError("", "setup TARGET", "mxnet is set up alone (`wdparity setup mxnet`)", args.targets)
+    if args.path:
+        raise InputError("", "--path", "is for mxnet only: releases go to $WDPARITY_RELEASES_DIR or "
+                         "~/.cache/wdparity/releases", args.path)
+    try:
+        specs = [rs.parse_spec(target, "setup TARGET") for target in args.targets]
+    except rs.SpecError as exc:
+        print(f"wdparity: error: {exc} (or `mxnet` alone, for MXNet's venv)", file=sys.stderr)
+        return 2
+    installer = rs.find_uv()
+    print(f"installer: {'uv (' + installer + ')' if installer else 'python -m venv + pip (uv not found)'}; "
+          f"releases in {rs.releases_root()}")
+    status = 0
+    for fw, version in specs:
+        try:
+            made = rs.create(fw, version, force=args.force)
+        except rs.SpecError as exc:
+            print(f"wdparity: error: {exc}", file=sys.stderr)
+            return 2
+        except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+            print(f"wdparity: setting up {fw.name}=={version} failed: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+            status = 1
+            continue
+        from wdparity.tools.releases import describe_manifest
+
+        print(f"{fw.name}=={version} ready: {made['python']}")
+        print(f"  {describe_manifest(made)}; {rs.release_dir(fw.name, version) / 'freeze.txt'}")
+    return status
+
+
+def _setup_mxnet(args) -> int:
     import subprocess
 
     from wdparity_backends import mxnet_setup
@@ -310,7 +354,7 @@ def _subject(exc: BaseException, args) -> str:
     named = {"check": [getattr(args, "case", "")], "translate": [getattr(args, "case", "")],
              "run": getattr(args, "paths", None) or [DEFAULT_CATALOGUE], "sweep": getattr(args, "paths", []),
              "explain": [getattr(args, "backend", "")], "conventions": [getattr(args, "settings", "")],
-             "setup": [getattr(args, "target", "")]}.get(command, [])
+             "setup": getattr(args, "targets", None) or []}.get(command, [])
     return " ".join([VERBS.get(command, command), *[str(n) for n in named if n]])
 
 
@@ -336,8 +380,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        from wdparity.cli_translate import cmd_describe, cmd_explain, cmd_translate
+
         commands = {"check": cmd_check, "run": cmd_run, "sweep": cmd_sweep, "explain": cmd_explain,
-                    "translate": cmd_translate, "conventions": cmd_conventions, "setup": cmd_setup}
+                    "describe": cmd_describe, "translate": cmd_translate, "conventions": cmd_conventions,
+                    "setup": cmd_setup}
         return commands[args.command](args)
     except UsageError as exc:
         print(f"wdparity: error: {exc}", file=sys.stderr)
@@ -345,6 +392,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except InputError as exc:
         print(f"wdparity: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:   # the reader went away (`| head`): nothing left to say
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("wdparity: interrupted; reports already written are intact", file=sys.stderr)
         return 130

@@ -14,6 +14,7 @@ from typing import Any, Optional
 from wdparity.run import registry
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import Task
+from wdparity.spec.network import tensor_scope
 
 RUN_LEVEL = ("dtype", "loss", "schedule")   # keys a run table may hold that belong to its task (cases.py)
 
@@ -25,8 +26,9 @@ def python_snippet(table: dict, task: Optional[Task] = None) -> str:
     task = task or Task()
     own = {k: v for k, v in table.items() if k != "backend" and k not in RUN_LEVEL}
     run_task = Task.model_validate({**task.model_dump(), **{k: table[k] for k in RUN_LEVEL if k in table}})
-    config = backend.parse(own)
-    body = backend.snippet(config, run_task)
+    with tensor_scope(run_task.tensors):   # a network's groups and masks name its tensors
+        config = backend.parse(own)
+        body = backend.snippet(config, run_task)
     return f"# {name}: built by wdparity from the [runs.…] table; `model` is the task's, replace it with yours\n" + body
 
 

@@ -110,6 +110,8 @@ class Translation:
     tolerance: Optional[float] = None
     differences: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    python: Optional[str] = None       # the table as Python (tools/snippet.py), or None with python_reason
+    python_reason: Optional[str] = None
 
 
 def _variants(sem: dict) -> list[tuple[list[str], dict, frozenset]]:
@@ -187,11 +189,17 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
     case = load_case(case_path)
     if run_name not in case.runs:
         raise InputError(case_path, "--run", f"must be one of {sorted(case.runs)}", run_name)
+    return translate_run(case.runs[run_name], case.task, to, case_path)
+
+
+def translate_run(run, case_task: Task, to: str, where: str = "") -> Translation:
+    """`run` (a loaded Run of a case whose task is `case_task`) realized in backend `to`; `where` names the source
+    in messages."""
     target = registry.get(to, "", "--to")
-    run = case.runs[run_name]
+    run_name = run.name
     sem = run.semantics.neutral()
     name = f"{run_name}_as_{to}"
-    data = make_data(case.task.model_dump())
+    data = make_data(case_task.model_dump())
     batch = run.task.batch_size
     source_traj = reference.run_cached(sem, data, batch, "float64")
     env32 = envelope.envelope(sem, data, batch, "float32")
@@ -211,7 +219,7 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
         if found is None:
             continue
         table, actual = found
-        table = {**_run_level(run.task, case.task), **table}
+        table = {**_run_level(run.task, case_task), **table}
         if actual == sem:
             return Translation({"backend": to, **table}, name, True, 0.0, tol, [], changed)
         traj = reference.run_cached(actual, data, batch, "float64")
@@ -220,7 +228,7 @@ def translate(case_path: str, run_name: str, to: str) -> Translation:
         if best is None or err < best[0]:
             best = (err, changed, actual, table, traj)
     if best is None:
-        raise Inexpressible(f"{to} cannot express run {run_name!r} of {case_path}, nor any nearby setting "
+        raise Inexpressible(f"{to} cannot express run {run_name!r} of {where or 'the source'}, nor any nearby setting "
                             f"(tried {len(candidates)} variants)")
     err, changed, actual, table, traj = best
     labels = sorted({label for label, _ in semantic_edits(sem, actual)})
@@ -271,7 +279,8 @@ def to_toml(t: Translation) -> str:
     elif t.exact:
         lines.append(f"# exact after rewriting: {'; '.join(t.notes)} (reference residual {t.residual:.2e})")
     else:
-        lines.append(f"# approximate: {'; '.join(t.notes)}")
+        why = "; ".join(t.notes) or "the same setting, computed in the framework's own arithmetic"
+        lines.append(f"# approximate: {why}")
         lines.append(f"# residual (reference, float64, this case's task): max rel err {t.residual:.3e} "
                      f"vs float32 tolerance {t.tolerance:.3e}; differs in: {', '.join(t.differences) or '-'}")
     lines.append(f"[runs.{t.name}]")
