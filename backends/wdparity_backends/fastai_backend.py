@@ -38,6 +38,10 @@ class FastaiBackend(Adapter):
     Config = FastaiRun
     models_networks = True   # torch's MLP (torch_network.py) through the same optimizer / Learner (fastai_network.py)
 
+    def snippet(self, config, task):
+        from .fastai_snippet import snippet
+        return snippet(config, task)
+
     def findings(self, config: FastaiRun, task: Task) -> list[dict]:
         """Documented departures from what a reader of the call may expect: modelled ones are in describe()."""
         out = []

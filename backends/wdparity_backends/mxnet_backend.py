@@ -71,6 +71,10 @@ class MxnetBackend(Adapter):
     hyper_dtype = "float32"
     models_networks = True   # the Gluon MLP of mxnet_network.py
 
+    def snippet(self, config, task):
+        from .mxnet_snippet import snippet
+        return snippet(config, task)
+
     def default_python(self) -> Optional[str]:
         exe = venv_python(default_venv())
         return str(exe) if exe.exists() else None

@@ -56,6 +56,10 @@ class TorchBackend(Adapter):
         from .torch_live import read_live
         return read_live(obj, model, params)
 
+    def snippet(self, config, task):
+        from .torch_snippet import snippet
+        return snippet(config, task)
+
     def findings(self, config: TorchRun, task: Task) -> list[dict]:
         """Documented departures from what a reader of the call may expect, each modelled by describe()."""
         out = []
