@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from wdparity.spec.models import Task
 from wdparity.spec.network import in_scope, tensor_scope
-from wdparity.tools.snippet import kwargs, py
+from wdparity.run.literals import kwargs, py
 
 from .fastai_network import native_table
 from .fastai_vocab import KEYWORDS, FastaiRun

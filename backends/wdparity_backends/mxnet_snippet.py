@@ -17,7 +17,7 @@ import itertools
 from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import Task
 from wdparity.spec.rules import penalty_terms
-from wdparity.tools.snippet import py
+from wdparity.run.literals import py
 
 from .mxnet_network import natives_of, network_refusal
 from .mxnet_vocab import DEFAULT_LR, FLOAT32_DIRECTION, FLOAT32_STATE, KEYWORDS, MxnetRun

@@ -15,7 +15,7 @@ from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import Task
 from wdparity.spec.network import tensor_scope
 from wdparity.spec.rules import penalty_terms
-from wdparity.tools.snippet import kwargs, py
+from wdparity.run.literals import kwargs, py
 
 from . import torch_groups
 from .torch_network import native_names

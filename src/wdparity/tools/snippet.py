@@ -9,10 +9,9 @@ A key the adapter cannot write as code is an error naming it (`Inexpressible`), 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from wdparity.run import registry
-from wdparity.run.backend import Inexpressible
 from wdparity.spec.models import Task
 from wdparity.spec.network import tensor_scope
 
@@ -30,23 +29,3 @@ def python_snippet(table: dict, task: Optional[Task] = None) -> str:
         config = backend.parse(own)
         body = backend.snippet(config, run_task)
     return f"# {name}: built by wdparity from the [runs.…] table; `model` is the task's, replace it with yours\n" + body
-
-
-def py(value: Any) -> str:
-    """A table value as a Python literal (floats by repr, so the snippet holds the table's exact numbers)."""
-    if isinstance(value, bool) or value is None:
-        return repr(value)
-    if isinstance(value, (int, float, str)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        inner = ", ".join(py(v) for v in value)
-        return f"({inner},)" if isinstance(value, tuple) and len(value) == 1 else (
-            f"({inner})" if isinstance(value, tuple) else f"[{inner}]")
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{py(k)}: {py(v)}" for k, v in value.items()) + "}"
-    raise Inexpressible(f"cannot write {type(value).__name__} {value!r} as Python")
-
-
-def kwargs(values: dict) -> str:
-    """`k=v, ...` in the table's order."""
-    return ", ".join(f"{k}={py(v)}" for k, v in values.items())
