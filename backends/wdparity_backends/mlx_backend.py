@@ -33,6 +33,15 @@ class MlxBackend(Adapter):
     install_hint = "pip install mlx mlx-cpu   # Linux CPU; on macOS: pip install mlx"
     Config = MlxRun
     models_networks = True   # the task's nn.Sequential (mlx_network.py)
+    live_roots, live_label = ("mlx",), "mlx.optimizers"
+
+    def read_live(self, obj, model, params):
+        from .mlx_live import read_live
+        return read_live(obj, model, params)
+
+    def snippet(self, config: MlxRun, task: Task) -> str:
+        from .mlx_snippet import snippet
+        return snippet(config, task)
 
     def findings(self, config: MlxRun, task: Task) -> list[dict]:
         """Documented departures from what a reader of the call may expect, each modelled by describe()."""

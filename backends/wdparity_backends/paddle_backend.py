@@ -87,6 +87,15 @@ class PaddleBackend(Adapter):
     modules = ("paddle",)
     install_hint = "pip install paddlepaddle"
     Config = PaddleRun
+    live_roots, live_label = ("paddle",), "paddle.optimizer"
+
+    def read_live(self, obj, model, params):
+        from .paddle_live import read_live
+        return read_live(obj, model, params)
+
+    def snippet(self, config: PaddleRun, task: Task) -> str:
+        from .paddle_snippet import snippet
+        return snippet(config, task)
 
     def worker_env(self, config: PaddleRun, task: Task) -> dict[str, str]:
         return {"OMP_NUM_THREADS": "1", "FLAGS_use_mkldnn": "0"}
