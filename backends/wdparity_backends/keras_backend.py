@@ -58,6 +58,10 @@ class KerasBackend(Adapter):
         from .keras_live import read_live
         return read_live(obj, model, params)
 
+    def snippet(self, config, task):
+        from .keras_snippet import keras_snippet
+        return keras_snippet(config, task, self.describe)
+
     @property
     def modules(self) -> tuple[str, ...]:
         """keras and the framework of this process's KERAS_BACKEND (set per worker by worker_env)."""

@@ -67,6 +67,10 @@ class OptaxBackend(Adapter):
         from .optax_live import read_live
         return read_live(obj, model, params)
 
+    def snippet(self, config, task):
+        from .optax_snippet import optax_snippet
+        return optax_snippet(config, task, self.describe)
+
     def worker_env(self, config: OptaxRun, task: Task) -> dict[str, str]:
         return x64_env(task.dtype)
 

@@ -41,6 +41,10 @@ class TfKerasBackend(Adapter):
     schedules = ("constant", "step", "cosine", "inverse_time")
     models_networks = True   # keras_network.py: Dense / LayerNormalization / Activation in a Sequential
 
+    def snippet(self, config, task):
+        from .keras_snippet import tf_keras_snippet
+        return tf_keras_snippet(config, task, self.describe)
+
     def findings(self, config: TfKerasRun, task: Task) -> list[dict]:
         out = []
         if config.get("weight_decay") if not config.legacy else False:
