@@ -244,10 +244,7 @@ def test_optax_snippets_update_as_the_adapter_and_describe_as_their_tables(dtype
         assert got["same"] and all(all(step) for step in got["same"]), (case, got["same"])
         scheduled_decay = any(isinstance(table.get(k), dict) for k in ("weight_decay", "weight_decay_rate"))
         if "semantics" in got and not scheduled_decay:
-            # (optax.adafactor's default dtype_momentum is jnp.float32, a dtype, which optax_live.py compares with the
-            # vocabulary's "float32" and so lists as unread: a reader limitation, the semantics are still equal)
-            unread = [u for u in got["unsupported"] if not (u[0] == "dtype_momentum" and "dtype_momentum" not in table)]
-            assert unread == [], (case, got["unsupported"])
+            assert got["unsupported"] == [], (case, got["unsupported"])
             bare = {k: v for k, v in table.items() if k != "penalty"}   # the penalty is loss_fn's, not the optimizer's
             # (describe() of a live object reads it for Task(), a float32 task: its dtype is not the optimizer's)
             assert got["semantics"] == load_run("x", bare, Task(), "test", {}).semantics.neutral(), case

@@ -40,6 +40,7 @@ def read_live(tx, model=None, params=None) -> tuple[dict, list[tuple], list[str]
     for key, value in cells["sched_hps"].cell_contents.items():
         skipped.append((key, repr(value), "a schedule injected as a hyperparameter: not read yet"))
     for key, value in cells["other_hps"].cell_contents.items():
+        value = _dtype_name(value)   # adafactor's dtype_momentum=jnp.float32 is the string "float32" in the vocabulary
         default = ALIASES[alias].get(key)
         if value == default:
             continue
@@ -55,3 +56,16 @@ def read_live(tx, model=None, params=None) -> tuple[dict, list[tuple], list[str]
         elif key != "learning_rate" and value == ALIASES[alias][key]:
             table.pop(key)
     return table, skipped, notes
+
+
+def _dtype_name(value):
+    """A dtype given as an object (jnp.float32, np.dtype) as its name; any other value unchanged."""
+    if value is None or isinstance(value, (str, int, float, bool, list, tuple, dict)) or callable(value) and not \
+            isinstance(value, type):
+        return value
+    import numpy as np
+
+    try:
+        return np.dtype(value).name
+    except TypeError:
+        return value
