@@ -113,5 +113,7 @@ def _described(name, prefix, backend, head, generic, own, task, where, overrides
         raise InputError(where, f"{prefix}.optimizer", "is Adafactor on a network, which no framework adapter trains: "
                          "frameworks factor a matrix's second moment into row and column means, the neutral "
                          "Adafactor's is per element (the numpy reference runs it)", semantics.optimizer.name)
-    python = head.python or overrides.get(head.backend) or backend.default_python()
+    from wdparity.run.harness import release_python
+
+    python = release_python(head.python) or overrides.get(head.backend) or backend.default_python()
     return Run(name, head.backend, config, run_task, semantics, python, backend.worker_env(config, run_task))

@@ -61,6 +61,32 @@ class Result:
     peak_rss_mb: Optional[float] = None
 
 
+RELEASE = "release:"   # a run's `python = "release:FRAMEWORK==VERSION"`: the venv of `wdparity setup FRAMEWORK==VERSION`
+
+
+def releases_root() -> Path:
+    """Where `wdparity setup FRAMEWORK==VERSION` keeps its venvs: $WDPARITY_RELEASES_DIR or ~/.cache/wdparity/releases."""
+    given = os.environ.get("WDPARITY_RELEASES_DIR")
+    return Path(given).expanduser() if given else Path.home() / ".cache" / "wdparity" / "releases"
+
+
+def release_python(value: Optional[str]) -> Optional[str]:
+    """A run's `python` key: a path as given, or "release:FRAMEWORK==VERSION" -> that release's venv interpreter."""
+    if not value or not value.startswith(RELEASE):
+        return value
+    framework, _, version = value[len(RELEASE):].partition("==")
+    return str(releases_root() / f"{framework}-{version}" / "venv" / "bin" / "python")
+
+
+def _missing(python: str, backend: str) -> str:
+    folder = Path(python).parent.parent.parent
+    if folder.parent == releases_root() and not (folder / "manifest.json").exists():
+        release = folder.name.replace("-", "==", 1)
+        return (f"release {release} for backend {backend} is not set up ({python} does not exist); run "
+                f"`wdparity setup {release}`")
+    return f"interpreter {python} for backend {backend} does not exist"
+
+
 def _stage_packages(tmp: Path) -> Path:
     """A directory holding only links to wdparity and wdparity_backends, for the worker's PYTHONPATH.
 
@@ -164,7 +190,7 @@ def _run_worker(jobdir: Path, key: tuple, group: list[WorkItem], stage: Path, ti
     env["PYTHONPATH"] = os.pathsep.join([str(stage), *_extra_roots(target)])
     start = time.monotonic()
     if python != sys.executable and shutil.which(python) is None and not Path(python).exists():
-        return {it.id: Result("skipped", f"interpreter {python} for backend {backend} does not exist") for it in group}
+        return {it.id: Result("skipped", _missing(python, backend)) for it in group}
     collected: dict[str, Result] = {}
 
     def follow(line: str) -> None:
