@@ -11,9 +11,9 @@ code or refused by name. Pure: no fastai import here; the code written imports i
 
 from __future__ import annotations
 
+from wdparity.run.literals import kwargs, py
 from wdparity.spec.models import Task
 from wdparity.spec.network import in_scope, tensor_scope
-from wdparity.run.literals import kwargs, py
 
 from .fastai_network import native_table
 from .fastai_vocab import KEYWORDS, FastaiRun

@@ -14,9 +14,9 @@ decay_rate too), as mlx_train.make hands them over. Floats by repr. Pure: no MLX
 from __future__ import annotations
 
 from wdparity.run.backend import Inexpressible
+from wdparity.run.literals import py
 from wdparity.spec.models import Task
 from wdparity.spec.network import tensor_scope
-from wdparity.run.literals import py
 
 from . import mlx_network as network
 from .mlx_vocab import KEYWORDS, MULTI, MlxRun

@@ -15,9 +15,9 @@ from __future__ import annotations
 import itertools
 
 from wdparity.run.backend import Inexpressible
+from wdparity.run.literals import py
 from wdparity.spec.models import Task
 from wdparity.spec.rules import penalty_terms
-from wdparity.run.literals import py
 
 from .mxnet_network import natives_of, network_refusal
 from .mxnet_vocab import DEFAULT_LR, FLOAT32_DIRECTION, FLOAT32_STATE, KEYWORDS, MxnetRun

@@ -16,9 +16,9 @@ repr. Pure: no Paddle import.
 from __future__ import annotations
 
 from wdparity.run.backend import Inexpressible
+from wdparity.run.literals import py
 from wdparity.spec.models import Task
 from wdparity.spec.network import tensor_scope
-from wdparity.run.literals import py
 
 from .paddle_vocab import KEYWORDS, PaddleRun, Regularizer
 

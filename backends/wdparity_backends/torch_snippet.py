@@ -12,10 +12,10 @@ Pure: no torch import here; the code written imports it.
 from __future__ import annotations
 
 from wdparity.run.backend import Inexpressible
+from wdparity.run.literals import kwargs, py
 from wdparity.spec.models import Task
 from wdparity.spec.network import tensor_scope
 from wdparity.spec.rules import penalty_terms
-from wdparity.run.literals import kwargs, py
 
 from . import torch_groups
 from .torch_network import native_names
