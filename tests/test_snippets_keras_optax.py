@@ -43,12 +43,11 @@ def snippets(name: str, dtype: str = "") -> tuple[dict, dict]:
     for case, (task, table) in battery(name).items():
         task = {**task, **({"dtype": dtype} if dtype else {})}
         t = Task.model_validate(task)
-        with tensor_scope(t.tensors):
-            try:
-                code = python_snippet(table, t)
-            except Inexpressible as exc:
-                refused[case] = str(exc)
-                continue
+        try:
+            code = python_snippet(table, t)
+        except Inexpressible as exc:
+            refused[case] = str(exc)
+            continue
         trailer = json.dumps({"task": task, "run": table, "linear": t.model.linear})
         codes[case] = (task, table, code + f"\n__case__ = {trailer!r}\n")
     return codes, refused

@@ -27,7 +27,6 @@ from wdparity.run.backend import Inexpressible
 from wdparity.run.cases import load_run
 from wdparity.spec.errors import InputError
 from wdparity.spec.models import Task
-from wdparity.spec.network import tensor_scope
 from wdparity.tools.snippet import python_snippet
 
 ENV = {"mlx": {}, "paddle": {"OMP_NUM_THREADS": "1", "FLAGS_use_mkldnn": "0"}}   # the adapters' worker_env
@@ -164,12 +163,11 @@ def prepare(name: str, tmp_path) -> tuple[list[str], list[tuple], dict[str, str]
     codes, meta, inexpressible = [], [], {}
     for case, (task_dict, table) in sorted(cases(name).items()):
         task = Task.model_validate(task_dict)
-        with tensor_scope(task.tensors):
-            try:
-                code = python_snippet(table, task)
-            except Inexpressible as exc:
-                inexpressible[case] = str(exc)
-                continue
+        try:
+            code = python_snippet(table, task)
+        except Inexpressible as exc:
+            inexpressible[case] = str(exc)
+            continue
         linear = task.model.linear
         sem, refusal = expected(name, table, task) if linear else (None, None)
         try:

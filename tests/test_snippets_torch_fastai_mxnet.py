@@ -230,12 +230,11 @@ def render(cases: dict, root: Path, dtype_of) -> tuple[dict, dict]:
     codes, refused = {}, {}
     for case, (task_dict, table) in sorted(cases.items()):
         task = Task.model_validate({**task_dict, "dtype": dtype_of(task_dict, table)})
-        with tensor_scope(task.tensors):   # network tables name torch's / Gluon's parameters
-            try:
-                code = python_snippet(table, task)
-            except Inexpressible as exc:
-                refused[case] = str(exc)
-                continue
+        try:
+            code = python_snippet(table, task)
+        except Inexpressible as exc:
+            refused[case] = str(exc)
+            continue
         run = load_run("snippet", dict(table), task, f"battery:{case}", {})
         (root / f"job_{len(codes)}.json").write_text(json.dumps({  # the worker's job (cases.Run.work_item)
             "task": run.task.model_dump(), "run": run.config.model_dump(), "semantics": run.semantics.neutral(),
