@@ -76,7 +76,7 @@ import sys
 from wdparity.judge.check import check_cases
 res = check_cases([{str(ROOT / 'comparisons/penalty_vs_coupled.toml')!r}])
 assert res[0].json["claim"]["holds"] is True
-frameworks = ("torch", "tensorflow", "keras", "jax", "optax", "mxnet", "flax")
+frameworks = ("torch", "tensorflow", "keras", "jax", "optax", "mxnet", "flax", "paddle", "mlx", "ray")
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in frameworks)
 print(",".join(loaded))
 """

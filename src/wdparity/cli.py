@@ -71,6 +71,11 @@ def build_parser() -> Parser:
     common.add_argument("--python", action="append", metavar="BACKEND=PATH",
                         help="run BACKEND's worker with this interpreter (e.g. another venv or release)")
     common.add_argument("--timeout", default="900", help="seconds each backend's worker may take (default 900)")
+    common.add_argument("--executor", default="local", metavar="{local,ray}",
+                        help="where workers run: local processes (default) or Ray tasks, one per worker (pip install "
+                        "\"wdparity[ray]\")")
+    common.add_argument("--ray-address", metavar="ADDRESS", help="with --executor ray: the cluster (default $RAY_ADDRESS, "
+                        "else a local Ray started for this command)")
 
     def machine(cmd: Parser) -> None:
         cmd.add_argument("--junit", metavar="FILE", help="also write JUnit XML: one testcase per case file")
@@ -296,7 +301,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         commands = {"check": cmd_check, "run": cmd_run, "sweep": cmd_sweep, "explain": cmd_explain,
                     "describe": cmd_describe, "translate": cmd_translate, "conventions": cmd_conventions,
                     "setup": cmd_setup}
-        return commands[args.command](args)
+        if args.command not in ("run", "check", "sweep"):
+            return commands[args.command](args)
+        from wdparity.run import executors
+
+        executor = executors.make(args.executor, args.ray_address)
+        if executor.remote:
+            print(f"wdparity: workers run on {executor.describe()}", file=sys.stderr)
+        with executors.using(executor):
+            return commands[args.command](args)
     except UsageError as exc:
         print(f"wdparity: error: {exc}", file=sys.stderr)
         return 2

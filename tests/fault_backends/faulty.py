@@ -32,6 +32,20 @@ class Hangs(NumpyBackend):
         time.sleep(3600)
 
 
+class Slow(NumpyBackend):
+    """Writes its worker's pid to $WDPARITY_TEST_MARKER, then trains for a minute (a node can be killed meanwhile)."""
+
+    name = "slow"
+
+    def train(self, job, data):
+        marker = os.environ.get("WDPARITY_TEST_MARKER")
+        if marker:
+            with open(marker, "w") as fh:
+                fh.write(str(os.getpid()))
+        time.sleep(60)
+        return super().train(job, data)
+
+
 class Garbage(NumpyBackend):
     name = "garbage"
 
@@ -47,4 +61,4 @@ class Missing(NumpyBackend):
     install_hint = "pip install a-framework"
 
 
-raises, crashes, hangs, garbage, missing = Raises(), Crashes(), Hangs(), Garbage(), Missing()
+raises, crashes, hangs, garbage, missing, slow = Raises(), Crashes(), Hangs(), Garbage(), Missing(), Slow()

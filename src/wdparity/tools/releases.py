@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -162,15 +163,26 @@ def run_matrix(plans: list[Plan], overrides: dict[str, str], timeout: float,
     """(framework, version) -> that release's CaseResults: check_cases with the backend's interpreter overridden
     (a run's own `python` key still wins: a claim pinned to a release stays pinned)."""
     from wdparity.judge.check import check_cases
+    from wdparity.run import executors
 
     out = {}
-    for p in plans:
-        for release in p.releases:
-            log(f"{p.framework} {release.version}: {len(p.cases)} case files ({len(p.skipped)} without a {p.backend} "
-                f"run skipped) under {release.python}")
-            start = time.monotonic()
-            given = {**overrides, p.backend: release.python}
-            found = check_cases(p.cases, overrides=given, timeout=timeout) if p.cases else []
-            out[(p.framework, release.version)] = found
-            log(f"  done in {time.monotonic() - start:.0f} s")
-    return out
+    jobs = [(p, release) for p in plans for release in p.releases]
+
+    def one(p: Plan, release: Release) -> None:
+        log(f"{p.framework} {release.version}: {len(p.cases)} case files ({len(p.skipped)} without a {p.backend} "
+            f"run skipped) under {release.python}")
+        start = time.monotonic()
+        given = {**overrides, p.backend: release.python}
+        out[(p.framework, release.version)] = check_cases(p.cases, overrides=given, timeout=timeout) if p.cases else []
+        log(f"  {p.framework} {release.version} done in {time.monotonic() - start:.0f} s")
+
+    chosen = executors.active()
+    if chosen is None or not chosen.remote:
+        for job in jobs:    # local: one release at a time, each already using every core
+            one(*job)
+        return out
+    # A cluster schedules every release's workers at once: submit them all, each release from its own thread.
+    with ThreadPoolExecutor(max_workers=len(jobs) or 1) as threads:
+        for future in [threads.submit(one, *job) for job in jobs]:
+            future.result()
+    return {job_key: out[job_key] for job_key in [(p.framework, r.version) for p, r in jobs]}
