@@ -86,7 +86,8 @@ class WorkerPool:
             except queue.Empty:
                 line = None
             if line is None:   # end of output, or the deadline passed
-                timed_out = w.proc.poll() is None
+                # Not poll(): a worker that just crashed may not be reaped yet, and is no time-out.
+                timed_out = time.monotonic() >= deadline
                 self.drop(key, w)
                 return timed_out, w.proc.returncode, list(w.stderr_tail)
             if line.strip() == end:
