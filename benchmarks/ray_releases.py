@@ -31,16 +31,6 @@ def lpt(times: list[float], slots: int) -> float:
     return max(heap)
 
 
-def plain(doc):
-    from wdparity.judge.check import TIMING_FIELDS
-
-    if isinstance(doc, dict):
-        return {k: plain(v) for k, v in doc.items() if k not in TIMING_FIELDS}
-    if isinstance(doc, list):
-        return [plain(v) for v in doc]
-    return doc
-
-
 def matrix(versions: list[str], executor) -> tuple[float, dict, list[dict]]:
     """(seconds, the release report, the executor's per-worker log) of one run of the matrix."""
     from wdparity.cli import case_files
@@ -84,8 +74,10 @@ def main() -> int:
             modes[f"ray cluster, {n} node(s) x 1 CPU"] = matrix(versions, RayExecutor(c.address))
         finally:
             c.shutdown()
+    from wdparity.judge.check import without_timing
+
     base_seconds, base_doc, _ = modes["local"]
-    same = {name: plain(doc) == plain(base_doc) for name, (_, doc, _) in modes.items()}
+    same = {name: without_timing(doc) == without_timing(base_doc) for name, (_, doc, _) in modes.items()}
     print(f"matrix: optax {', '.join(versions)} (cases with an optax run; every other framework at its default)")
     print("| mode | seconds | ratio to local | workers | report identical to local |")
     print("|---|---|---|---|---|")

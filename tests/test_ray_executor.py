@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, cli
 
-from wdparity.judge.check import TIMING_FIELDS, check_cases
+from wdparity.judge.check import check_cases, without_timing
 
 ray = pytest.importorskip("ray", reason='Ray is an extra: pip install "wdparity[ray]"')
 pytestmark = pytest.mark.slow
@@ -27,15 +27,6 @@ CASES = [str(ROOT / "comparisons" / name) for name in (
 FAULTS = "slow=fault_backends.faulty:slow"
 
 
-def plain(doc):
-    """The document less its timing and memory fields (seconds, peak_rss_mb), wherever they sit."""
-    if isinstance(doc, dict):
-        return {k: plain(v) for k, v in doc.items() if k not in TIMING_FIELDS}
-    if isinstance(doc, list):
-        return [plain(v) for v in doc]
-    return doc
-
-
 def test_run_reports_are_the_local_executors(tmp_path):
     local, remote = tmp_path / "local", tmp_path / "ray"
     a = cli("run", *CASES, "--out", str(local), "--no-plots")
@@ -44,20 +35,20 @@ def test_run_reports_are_the_local_executors(tmp_path):
     assert "workers run on Ray" in b.stderr and "workers run on Ray" not in a.stderr
     doc_a, doc_b = (json.loads((d / "report.json").read_text()) for d in (local, remote))
     assert len(doc_a["cases"]) == 3 and all(c["claim"]["holds"] for c in doc_a["cases"])
-    assert plain(doc_a) == plain(doc_b)
+    assert without_timing(doc_a) == without_timing(doc_b)
     assert (local / "report.md").read_text() != ""   # the human report is written by both
 
 
 def test_check_and_sweep_are_the_local_executors(tmp_path):
     case = str(ROOT / "comparisons/adam_coupled_vs_decoupled.toml")
     a, b = (cli("check", case, "--json", *extra) for extra in ((), ("--executor", "ray")))
-    assert a.returncode == b.returncode and plain(json.loads(a.stdout)) == plain(json.loads(b.stdout))
+    assert a.returncode == b.returncode and without_timing(json.loads(a.stdout)) == without_timing(json.loads(b.stdout))
     sweep = str(next((ROOT / "sweeps").glob("*.toml")))
     for name, extra in (("local", ()), ("ray", ("--executor", "ray"))):
         proc = cli("sweep", sweep, "--out", str(tmp_path / name), "--no-plots", *extra)
         assert proc.returncode == 0, proc.stderr[-2000:]
     sa, sb = (json.loads((tmp_path / n / "sweep.json").read_text()) for n in ("local", "ray"))
-    assert plain(sa) == plain(sb)
+    assert without_timing(sa) == without_timing(sb)
 
 
 def test_the_release_matrix_is_the_local_executors(tmp_path):
@@ -74,7 +65,7 @@ def test_the_release_matrix_is_the_local_executors(tmp_path):
                    *more)
         assert proc.returncode == 0, proc.stderr[-2000:]
         docs.append(json.loads((tmp_path / name / "releases.json").read_text()))
-    assert plain(docs[0]) == plain(docs[1])
+    assert without_timing(docs[0]) == without_timing(docs[1])
     assert docs[0]["frameworks"]["optax"]["releases"][0]["version"] == version
 
 
@@ -131,9 +122,9 @@ def test_two_nodes_share_the_workers_and_report_as_local(two_nodes):
     from wdparity.run.ray_executor import RayExecutor
 
     cluster, _, _ = two_nodes
-    local = [plain(r.json) for r in check_cases(CASES[:2])]
+    local = [without_timing(r.json) for r in check_cases(CASES[:2])]
     with executors.using(RayExecutor(cluster.address)) as ex:   # an address: wdparity shipped as py_modules
-        remote = [plain(r.json) for r in check_cases(CASES[:2])]
+        remote = [without_timing(r.json) for r in check_cases(CASES[:2])]
         wheres = {entry["where"] for entry in ex.log}
         assert "2 nodes" in ex.describe() or "3 nodes" in ex.describe()
     assert remote == local

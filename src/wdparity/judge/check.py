@@ -31,6 +31,15 @@ from wdparity.spec.network import layout, tensor_scope
 TIMING_FIELDS = ("seconds", "peak_rss_mb")  # the only fields of the JSON that vary between identical invocations
 
 
+def without_timing(doc):
+    """A report (or any part of one) less its TIMING_FIELDS wherever they sit: what two executors must agree on."""
+    if isinstance(doc, dict):
+        return {k: without_timing(v) for k, v in doc.items() if k not in TIMING_FIELDS}
+    if isinstance(doc, list):
+        return [without_timing(v) for v in doc]
+    return doc
+
+
 @dataclass
 class CaseResult:
     case: Case

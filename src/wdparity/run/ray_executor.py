@@ -141,19 +141,20 @@ class _Submission:
         ray, ex = self.executor.ray, self.executor
         backend, _, python, env_items = key
         job_text = (jobdir / "job.json").read_text()
-        names = sorted({it["data"] for it in json.loads(job_text)["items"]})
+        items = json.loads(job_text)["items"]
+        names = sorted({it["data"] for it in items})
         ref = ex.task.remote(job_text, python, env_items, extra_roots, timeout, names, *(self.refs[n] for n in names))
         with self.lock:
             self.pending.add(ref)
         try:
             out = ray.get(ref)
         except ray.exceptions.RayError as exc:
-            ex.record(backend, python, 0.0, "lost", len(json.loads(job_text)["items"]))
+            ex.record(backend, python, 0.0, "lost", len(items))
             return Launched(lost=f"{type(exc).__name__} ({_first_line(exc)})")
         finally:
             with self.lock:
                 self.pending.discard(ref)
-        ex.record(backend, python, out.get("seconds", 0.0), out["where"], len(json.loads(job_text)["items"]))
+        ex.record(backend, python, out.get("seconds", 0.0), out["where"], len(items))
         if out.get("skipped"):
             return Launched(skipped=out["skipped"])
         for name, blob in out["files"].items():
