@@ -10,6 +10,7 @@ every step (bitwise in float32, max rel err <= 1e-15 in float64).
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import json
 import re
@@ -281,8 +282,10 @@ print(hashlib.md5(runs[0].tobytes()).hexdigest(), len({r.tobytes() for r in runs
 
 
 def test_mlx_training_is_reproducible_per_process_but_not_within_one():
-    """Why the training comparison above pairs fresh runs: MLX 0.32.4 (CPU) gives the same nn.Linear/SGD training
-    different last bits when it is repeated in one process, while every fresh process gives the first run's."""
+    """Why the training comparison above pairs fresh runs until two meet: MLX 0.32.4 (CPU) gives the same
+    nn.Linear/SGD training different last bits when it is repeated in one process, and a fresh process's first run
+    gives one result most of the time, not always (28 of 30 fresh processes here; the fresh-venv suite saw a
+    300-run process start on the other one)."""
     if importlib.util.find_spec("mlx") is None:
         pytest.skip("mlx is not installed")
 
@@ -292,4 +295,5 @@ def test_mlx_training_is_reproducible_per_process_but_not_within_one():
 
     first, distinct, spread = run(300)
     assert int(distinct) > 1 and 0 < float(spread) < 1e-5, (distinct, spread)   # in-process: last bits differ
-    assert {run(1)[0] for _ in range(3)} == {first}                               # fresh processes: identical
+    fresh = collections.Counter(run(1)[0] for _ in range(5))
+    assert fresh.most_common(1)[0][1] >= 3, fresh                                 # fresh processes: mostly one
