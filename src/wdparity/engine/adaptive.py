@@ -81,13 +81,13 @@ def scale_by_adamax(b1, b2, eps, placement: str, dtype, h=float, bias_correction
         bc1 = dtype(corrections(t)[0]) if bias_correction else dtype(1.0)
         if placement == "in_max":
             u = {k: np.maximum(b2_ * u[k], jitter(rr, np.abs(g[k]) + eps_, lambda: np.abs(g[k]) + eps_)) for k in g}
-            out = {k: (m[k] / bc1) / u[k] for k in g}
+            out = {k: (m[k] / per_config(bc1, m[k])) / u[k] for k in g}
         elif placement == "in_max_decayed":
             u = {k: np.maximum(jitter(rr, b2_ * u[k] + eps_, lambda: b2_ * u[k] + eps_), np.abs(g[k])) for k in g}
-            out = {k: (m[k] / bc1) / u[k] for k in g}
+            out = {k: (m[k] / per_config(bc1, m[k])) / u[k] for k in g}
         else:
             u = {k: np.maximum(b2_ * u[k], np.abs(g[k])) for k in g}
-            out = {k: (m[k] / bc1) / (u[k] + eps_) for k in g}
+            out = {k: (m[k] / per_config(bc1, m[k])) / (u[k] + eps_) for k in g}
         return _rounded(rr, out), (m, u)
 
     return Transform(lambda params: (zeros(params), zeros(params)), update)
@@ -116,7 +116,7 @@ def scale_by_nadam(b1, b2, eps, momentum_decay: Optional[float], dtype, h=float)
         product = product * mu_t
         a, b = dtype((1.0 - mu_t) / (1.0 - product)), dtype(mu_next / (1.0 - product * mu_next))
         bc2 = dtype(corrections(t)[1])
-        out = {k: (a * g[k] + b * m[k]) / (np.sqrt(v[k] / bc2) + eps_) for k in g}
+        out = {k: (a * g[k] + b * m[k]) / (np.sqrt(v[k] / per_config(bc2, v[k])) + eps_) for k in g}
         return _rounded(rr, out, 4), (m, v, product)
 
     return Transform(lambda params: (zeros(params), zeros(params), 1.0), update)
@@ -146,12 +146,12 @@ def scale_by_radam(b1, b2, eps, placement: str, threshold: float, inclusive: boo
         bc1, bc2 = (dtype(c) for c in corrections(t))
         rho_t, r_t = radam_rectification(beta2, t + 1)
         if not (rho_t >= threshold if inclusive else rho_t > threshold):
-            return _rounded(rr, {k: m[k] / bc1 for k in g}, 1), (m, v)
+            return _rounded(rr, {k: m[k] / per_config(bc1, m[k]) for k in g}, 1), (m, v)
         r = dtype(r_t)
         if placement == "corrected":
-            out = {k: r * (m[k] / bc1) / (np.sqrt(v[k] / bc2) + eps_) for k in g}
+            out = {k: r * (m[k] / per_config(bc1, m[k])) / (np.sqrt(v[k] / per_config(bc2, v[k])) + eps_) for k in g}
         else:
-            out = {k: (m[k] / bc1) * r * (np.sqrt(bc2) / (np.sqrt(v[k]) + eps_)) for k in g}
+            out = {k: (m[k] / per_config(bc1, m[k])) * r * (per_config(np.sqrt(bc2), v[k]) / (np.sqrt(v[k]) + eps_)) for k in g}
         return _rounded(rr, out, 4), (m, v)
 
     return Transform(lambda params: (zeros(params), zeros(params)), update)

@@ -107,22 +107,25 @@ def _noisy(rr, x, magnitude):
 
 
 def forward(params: dict, X: np.ndarray, model: dict, rr=None) -> tuple[np.ndarray, list[dict]]:
-    """The network's output (n,) and what the backward pass needs of each hidden layer."""
+    """The network's output (n,) and what the backward pass needs of each hidden layer. Tensors may carry a
+    leading member axis (engine/stacking.py: samples trained as one stack), X never does: every product and
+    reduction is written on the last two axes, so a member computes exactly what it computes alone."""
     dt = X.dtype.type
     eps = dt(model["norm_eps"])
     h, cache = X, []
     for k in range(len(model["hidden"])):
-        W, b = params[f"dense_{k}.weight"], params[f"dense_{k}.bias"]
+        W, b = params[f"dense_{k}.weight"], _row(params[f"dense_{k}.bias"])
         z = _noisy(rr, h @ W + b, np.abs(h) @ np.abs(W) + np.abs(b) if rr is not None else None)
         layer = {"h": h, "W": W}
         if model["norm"] == "layer":
-            mean = z.mean(axis=1, keepdims=True)
+            mean = z.mean(axis=-1, keepdims=True)
             c = z - mean
-            var = (c * c).mean(axis=1, keepdims=True)
+            var = (c * c).mean(axis=-1, keepdims=True)
             inv = dt(1.0) / np.sqrt(var + eps)
             zhat = _noisy(rr, c * inv, np.abs(c * inv) if rr is not None else None)
-            u = zhat * params[f"norm_{k}.scale"] + params[f"norm_{k}.offset"]
-            layer.update(zhat=zhat, inv=inv, scale=params[f"norm_{k}.scale"])
+            scale = _row(params[f"norm_{k}.scale"])
+            u = zhat * scale + _row(params[f"norm_{k}.offset"])
+            layer.update(zhat=zhat, inv=inv, scale=scale)
         else:
             u = z
         a = _noisy(rr, activate(u, model["activation"]), None if rr is None else np.abs(u))
@@ -130,49 +133,61 @@ def forward(params: dict, X: np.ndarray, model: dict, rr=None) -> tuple[np.ndarr
         cache.append(layer)
         h = a
     W, b = params["out.weight"], params["out.bias"]
-    out = (h @ W)[:, 0] + b[0]
+    out = (h @ W)[..., 0] + b[..., :1]
     if rr is not None:
-        out = rr(out, (np.abs(h) @ np.abs(W))[:, 0] + np.abs(b[0]))
+        out = rr(out, (np.abs(h) @ np.abs(W))[..., 0] + np.abs(b[..., :1]))
     return out, cache + [{"h": h, "W": W}]
+
+
+def _row(v: np.ndarray) -> np.ndarray:
+    """A per-unit vector (k,) as a row against the batch's (n, k) (with a member axis: (S, 1, k))."""
+    return v[..., None, :]
+
+
+def _t(x: np.ndarray) -> np.ndarray:
+    return np.swapaxes(x, -1, -2)
 
 
 def gradients(params: dict, X: np.ndarray, y: np.ndarray, factor, model: dict, hyper_dtype: str = "float64",
               rr=None) -> dict[str, np.ndarray]:
-    """Gradient of factor * mean(r^2) / 2, r = net(X) - y, for every tensor (neutral shapes)."""
+    """Gradient of factor * mean(r^2) / 2, r = net(X) - y, for every tensor (neutral shapes; a leading member
+    axis kept, as in forward)."""
     dt = X.dtype.type
     out_, cache = forward(params, X, model, rr)
     r = out_ - y
     if rr is not None:
         r = rr(r, np.abs(out_) + np.abs(y))
-    n = r.shape[0]
+    n = r.shape[-1]
     if hyper_dtype == "float32":
         d_out = dt(np.float32(1.0 / n)) * (factor * r)
     else:
         d_out = factor * r / dt(n)
     grads: dict[str, np.ndarray] = {}
     last = cache[-1]
-    grads["out.weight"] = _noisy(rr, last["h"].T @ d_out[:, None],
-                                 None if rr is None else np.abs(last["h"]).T @ np.abs(d_out)[:, None])
-    grads["out.bias"] = _noisy(rr, np.array([d_out.sum()], dtype=X.dtype), None if rr is None else np.abs(d_out).sum())
-    dh = d_out[:, None] @ last["W"].T
+    grads["out.weight"] = _noisy(rr, _t(last["h"]) @ d_out[..., None],
+                                 None if rr is None else _t(np.abs(last["h"])) @ np.abs(d_out)[..., None])
+    grads["out.bias"] = _noisy(rr, d_out.sum(axis=-1, keepdims=True).astype(X.dtype),
+                               None if rr is None else np.abs(d_out).sum(axis=-1, keepdims=True))
+    dh = d_out[..., None] @ _t(last["W"])
     for k in reversed(range(len(model["hidden"]))):
         layer = cache[k]
         du = dh * activation_grad(layer["u"], layer["a"], model["activation"])
         if model["norm"] == "layer":
             zhat = layer["zhat"]
-            grads[f"norm_{k}.scale"] = (du * zhat).sum(axis=0)
-            grads[f"norm_{k}.offset"] = du.sum(axis=0)
+            grads[f"norm_{k}.scale"] = (du * zhat).sum(axis=-2)
+            grads[f"norm_{k}.offset"] = du.sum(axis=-2)
             dzhat = du * layer["scale"]
-            dz = layer["inv"] * (dzhat - dzhat.mean(axis=1, keepdims=True)
-                                 - zhat * (dzhat * zhat).mean(axis=1, keepdims=True))
+            dz = layer["inv"] * (dzhat - dzhat.mean(axis=-1, keepdims=True)
+                                 - zhat * (dzhat * zhat).mean(axis=-1, keepdims=True))
         else:
             dz = du
         if rr is not None:
             dz = rr(dz, np.abs(dz))
-        grads[f"dense_{k}.weight"] = _noisy(rr, layer["h"].T @ dz, None if rr is None else np.abs(layer["h"]).T @ np.abs(dz))
-        grads[f"dense_{k}.bias"] = _noisy(rr, dz.sum(axis=0), None if rr is None else np.abs(dz).sum(axis=0))
+        grads[f"dense_{k}.weight"] = _noisy(rr, _t(layer["h"]) @ dz,
+                                            None if rr is None else _t(np.abs(layer["h"])) @ np.abs(dz))
+        grads[f"dense_{k}.bias"] = _noisy(rr, dz.sum(axis=-2), None if rr is None else np.abs(dz).sum(axis=-2))
         if k:
-            dh = _noisy(rr, dz @ layer["W"].T, None if rr is None else np.abs(dz) @ np.abs(layer["W"]).T)
+            dh = _noisy(rr, dz @ _t(layer["W"]), None if rr is None else np.abs(dz) @ _t(np.abs(layer["W"])))
     return {name: grads[name] for name in params}
 
 
