@@ -115,13 +115,15 @@ def test_stacked_envelopes_equal_the_lone_ones(model, monkeypatch):
     envelope._MEMO.clear()
 
 
-def test_networks_with_per_tensor_norms_train_each_member_alone():
+def test_networks_with_per_tensor_norms_and_large_tasks_train_each_member_alone(monkeypatch):
     _, net = _task(MODELS["gelu"])
     _, lin = _task(None)
     adam = {"optimizer": {"name": "adam"}, "decay": []}
     for sem in ({"optimizer": {"name": "lamb"}}, {"optimizer": {"name": "adafactor"}}, {**adam, "clip": {"kind": "global_norm"}}):
         assert not stacking.stackable(sem, net) and stacking.stackable(sem, lin)
     assert stacking.stackable(adam, net)
+    monkeypatch.setattr(stacking, "MAX_PARAMETERS", 6)   # the linear task has 7: members alone past the bound
+    assert not stacking.stackable(adam, lin)
 
 
 def test_a_quantity_without_the_member_axis_is_refused():

@@ -23,6 +23,7 @@ from wdparity.engine.recording import breaks_rule, stop_limit
 from wdparity.engine.rounding import RandomRounding
 
 PER_TENSOR_NORMS = ("lamb", "adafactor")   # optimizers whose update reads a tensor's norm
+MAX_PARAMETERS = 200_000   # beyond it a stack gains nothing (2 hidden layers at 200 inputs: 6 977 parameters)
 
 
 class StackedRounding:
@@ -53,10 +54,20 @@ class StackedRounding:
 
 
 def stackable(semantics: dict, data: dict) -> bool:
-    """Whether these semantics' members may train as one stack (see the module docstring)."""
+    """Whether these semantics' members may train as one stack (see the module docstring). Past
+    MAX_PARAMETERS a step is bound by its elements, not by overhead: the members then train alone, so that a
+    stack's temporaries (members x parameters) never multiply the judge's memory for nothing."""
+    if _parameters(data) > MAX_PARAMETERS:
+        return False
     if network.model_of(data) is None:
         return True
     return semantics["optimizer"]["name"] not in PER_TENSOR_NORMS and semantics.get("clip") is None
+
+
+def _parameters(data: dict) -> int:
+    if network.model_of(data) is None:
+        return int(np.asarray(data["w0"]).size) + 1
+    return sum(int(v.size) for v in network.start(data).values())
 
 
 def trajectory(semantics: dict, data: dict, batch_size: int,
