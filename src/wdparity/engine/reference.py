@@ -186,19 +186,33 @@ def trajectory(semantics: Semantics, data: dict, batch_size: int, dtype: str = "
     state = opt.init(params)
 
     yield 0, params
-    limit = stop_limit(params["weight"], float(params["bias"])) if single else None
+    limit = stop_threshold(params) if single else None
     with np.errstate(all="ignore"):
         for t, rows in enumerate(batches(data["order"], batch_size)):
             grads = gradients(params, X[rows], y[rows], factor, hyper_dtype, rounding)
-            params, state = _apply(opt, grads, state, params, t, rounding, dt)
+            params, state = apply_update(opt, grads, state, params, t, rounding, dt)
             yield t + 1, params
-            if single:
-                big = max(float(np.max(np.abs(params["weight"]), initial=0.0)), abs(float(params["bias"])))
-                if breaks_rule(big, 0.0, limit):
-                    return
+            if single and stops(params, limit):
+                return
 
 
-def _apply(opt: tx.Transform, grads: dict, state, params: dict, t: int, rounding, dt) -> tuple[dict, object]:
+def stop_threshold(params: dict) -> float:
+    """The stop rule's threshold for a single run starting at params (the linear model's or a network's)."""
+    if "weight" in params:
+        return stop_limit(params["weight"], float(params["bias"]))
+    return stop_limit(np.concatenate([v.reshape(-1) for v in params.values()]).astype(np.float64), 0.0)
+
+
+def stops(params: dict, limit: float) -> bool:
+    """Whether a single run's params break the stop rule (recording.breaks_rule on their largest |value|)."""
+    if "weight" in params:
+        big = max(float(np.max(np.abs(params["weight"]), initial=0.0)), abs(float(params["bias"])))
+    else:
+        big = max(float(np.max(np.abs(v), initial=0.0)) for v in params.values())
+    return breaks_rule(big, 0.0, limit)
+
+
+def apply_update(opt: tx.Transform, grads: dict, state, params: dict, t: int, rounding, dt) -> tuple[dict, object]:
     """One optimizer step w <- w + update (each sum rounded under a RandomRounding), the linear model's or a
     network's alike."""
     set_current(rounding)     # set only while this step computes (the generator may be suspended)
@@ -222,14 +236,13 @@ def _network_trajectory(semantics: dict, data: dict, model: dict, batch_size: in
     opt = build(semantics, dt)
     state = opt.init(params)
     yield 0, params
-    limit = stop_limit(np.concatenate([v.reshape(-1) for v in params.values()]).astype(np.float64), 0.0)
+    limit = stop_threshold(params)
     with np.errstate(all="ignore"):
         for t, rows in enumerate(batches(data["order"], batch_size)):
             grads = network.gradients(params, X[rows], y[rows], factor, model, hyper_dtype, rounding)
-            params, state = _apply(opt, grads, state, params, t, rounding, dt)
+            params, state = apply_update(opt, grads, state, params, t, rounding, dt)
             yield t + 1, params
-            big = max(float(np.max(np.abs(v), initial=0.0)) for v in params.values())
-            if breaks_rule(big, 0.0, limit):
+            if stops(params, limit):
                 return
 
 

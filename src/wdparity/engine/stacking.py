@@ -19,7 +19,6 @@ import numpy as np
 
 from wdparity.engine import network, reference
 from wdparity.engine.data import batches, loss_factor
-from wdparity.engine.recording import breaks_rule, stop_limit
 from wdparity.engine.rounding import RandomRounding
 
 PER_TENSOR_NORMS = ("lamb", "adafactor")   # optimizers whose update reads a tensor's norm
@@ -64,6 +63,11 @@ def stackable(semantics: dict, data: dict) -> bool:
     return semantics["optimizer"]["name"] not in PER_TENSOR_NORMS and semantics.get("clip") is None
 
 
+def member(params: dict, i: int) -> dict:
+    """Member i's params (views into the stack), as its lone run holds them."""
+    return {k: v[i] for k, v in params.items()}
+
+
 def _parameters(data: dict) -> int:
     if network.model_of(data) is None:
         return int(np.asarray(data["w0"]).size) + 1
@@ -90,7 +94,7 @@ def trajectory(semantics: dict, data: dict, batch_size: int,
     hyper_dtype = semantics.get("hyper_dtype", "float64")
     opt = reference.build(semantics, dt)
     state = opt.init(params)
-    limits = [_limit(params, i, model) for i in range(S)]
+    limits = [reference.stop_threshold(member(params, i)) for i in range(S)]
     alive = [True] * S
     yield 0, params, list(alive)
     with np.errstate(all="ignore"):
@@ -99,25 +103,10 @@ def trajectory(semantics: dict, data: dict, batch_size: int,
                 grads = reference.gradients(params, X[rows], y[rows], factor, hyper_dtype, rr)
             else:
                 grads = network.gradients(params, X[rows], y[rows], factor, model, hyper_dtype, rr)
-            params, state = reference._apply(opt, grads, state, params, t, rr, dt)
+            params, state = reference.apply_update(opt, grads, state, params, t, rr, dt)
             yield t + 1, params, list(alive)
             for i in range(S):
-                if alive[i] and _breaks(params, i, model, limits[i]):
+                if alive[i] and reference.stops(member(params, i), limits[i]):
                     alive[i] = False
             if not any(alive):
                 return
-
-
-def _limit(params: dict, i: int, model) -> float:
-    if model is None:
-        return stop_limit(params["weight"][i], float(params["bias"][i]))
-    return stop_limit(np.concatenate([v[i].reshape(-1) for v in params.values()]).astype(np.float64), 0.0)
-
-
-def _breaks(params: dict, i: int, model, limit: float) -> bool:
-    """The lone trajectory's stop test for member i (reference.trajectory's, on its slice)."""
-    if model is None:
-        big = max(float(np.max(np.abs(params["weight"][i]), initial=0.0)), abs(float(params["bias"][i])))
-    else:
-        big = max(float(np.max(np.abs(v[i]), initial=0.0)) for v in params.values())
-    return breaks_rule(big, 0.0, limit)

@@ -80,8 +80,8 @@ def _measure(semantics: dict, data: dict, batch_size: int, dtype: str) -> dict:
     noisy = [(d, (seed, UNIT_ROUNDOFF[d])) for d in dtypes for seed in range(1, SAMPLES + 1)]
     with np.errstate(all="ignore"):
         for t, base, f32, samples in _lockstep(semantics, data, batch_size, dtype, [n for _, n in noisy]):
-            if base is None or not _finite(base):
-                break   # the reference stopped: nothing past it is compared
+            if not _finite(base):
+                break   # the reference left the finite numbers: nothing past it is compared
             ok = [sample is not None and _finite(sample) for sample in samples]   # once per sample, not per tensor
             f32_ok = f32 is not None and _finite(f32)
             for name in TENSORS:
@@ -127,8 +127,7 @@ def _lockstep(semantics: dict, data: dict, batch_size: int, dtype: str, noises: 
         for t in itertools.count():
             got = next(members, None)
             if got is None or got[0] is None:
-                yield t, None, None, []
-                return
+                return   # the reference stopped
             lone = next(f32, None) if f32 is not None else None
             yield t, got[0], (lone[1] if lone is not None else None), got[1:]
     finally:
@@ -138,8 +137,8 @@ def _lockstep(semantics: dict, data: dict, batch_size: int, dtype: str, noises: 
 
 
 def _members(item) -> list:
-    t, params, alive = item
-    return [{k: v[i] for k, v in params.items()} if live else None for i, live in enumerate(alive)]
+    _, params, alive = item
+    return [stacking.member(params, i) if live else None for i, live in enumerate(alive)]
 
 
 def _lone_step(gens: list) -> list:
