@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from wdparity.engine import network, reference
+from wdparity.engine import network, reference, rounding
 from wdparity.engine.data import make_data, network_losses
 from wdparity.engine.network_recording import NetworkRecorder
 from wdparity.judge import compare, envelope
@@ -205,6 +205,45 @@ def test_float32_reference_stays_inside_its_envelope_of_float64():
     envs = [envelope.envelope(sem, data, 4, "float32"), envelope.envelope(sem, data, 4, "float64")]
     out = compare.judge(a, b, envs, "float32")
     assert out["verdict"] == "equivalent" and 0 < out["max_rel_err"] < 1e-5
+
+
+def test_random_rounding_leaves_exact_operations_exact():
+    """relu is max(u, 0): exact in IEEE arithmetic, so a sample's dead unit outputs exactly 0, as float32 does, and
+    the weights out of it get exactly no gradient; tanh's rounding is relative to its result, not its argument."""
+    model = {"hidden": [6], "activation": "relu", "norm": "none", "norm_eps": 1e-5}
+    rng = np.random.default_rng(3)
+    params = {"dense_0.weight": rng.standard_normal((4, 6)), "dense_0.bias": rng.standard_normal(6),
+              "out.weight": rng.standard_normal((6, 1)), "out.bias": np.zeros(1)}
+    params["dense_0.bias"][:2] = -10.0   # two units dead on every row
+    X, y = rng.standard_normal((5, 4)), rng.standard_normal(5)
+    rr = rounding.RandomRounding(1, 2.0 ** -24)
+    _, cache = network.forward(params, X, model, rr)
+    dead = cache[0]["u"] <= 0
+    assert dead.any() and (cache[0]["a"][dead] == 0.0).all()
+    grads = network.gradients(params, X, y, 1.0, model, rr=rr)
+    _, exact = network.forward(params, X, model)
+    never = (exact[0]["a"] == 0.0).all(axis=0)   # units dead on every row of the batch
+    assert never.any() and (grads["out.weight"][never] == 0.0).all()
+    u = np.array([[8.0, -9.0, 0.5]])
+    tanh = {"hidden": [3], "activation": "tanh", "norm": "none", "norm_eps": 1e-5}
+    sample = network.forward({"dense_0.weight": np.eye(3), "dense_0.bias": np.zeros(3), "out.weight": np.ones((3, 1)),
+                              "out.bias": np.zeros(1)}, u, tanh, rounding.RandomRounding(2, 2.0 ** -24))[1][0]["a"]
+    assert (np.abs(sample - np.tanh(u)) <= 2.0 ** -24 * np.abs(np.tanh(u))).all()
+
+
+def test_a_relu_network_in_float32_is_decidable_under_adam():
+    """Adam divides a gradient by its own size: a spurious 1e-8 gradient on a dead unit's weights would move them
+    by lr and make every float32 step undecidable (found on a user's relu case, 2026-12-02)."""
+    model = {"hidden": [8, 4], "activation": "relu", "norm": "none"}
+    data = _data(model)
+    sem = {"optimizer": {"name": "adam", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8, "eps_placement": "corrected",
+                         "bias_correction": True},
+           "decay": [{"norm": "l2", "coupling": "decoupled", "coefficient": 0.01, "scale": "lr",
+                      "params": network.names_of(data), "l1_at_zero": None}]}
+    env = envelope.envelope(sem, data, 4, "float32")
+    ref = reference.run(sem, data, 4)
+    worst = max(float(env[k][3] / np.abs(ref[k]).max()) for k in env)
+    assert worst < 1e-4
 
 
 def test_network_losses_are_the_forward_pass():

@@ -102,6 +102,13 @@ def activation_grad(u: np.ndarray, a: np.ndarray, kind: str) -> np.ndarray:
     return 0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * u * u)
 
 
+def _activation_magnitude(u: np.ndarray, a: np.ndarray, kind: str) -> np.ndarray:
+    """The size an activation's rounding error scales with: tanh's own result (an elementary function, rounded
+    relative to what it returns, which saturates at 1 while u grows); gelu's |u|, since u * (1 + erf) or
+    u * (1 + tanh) cancels in the bracket where erf or tanh is near -1 and the bracket's error is relative to 1."""
+    return np.abs(a) if kind == "tanh" else np.abs(u)
+
+
 def _noisy(rr, x, magnitude):
     return x if rr is None else rr(x, magnitude)
 
@@ -128,7 +135,9 @@ def forward(params: dict, X: np.ndarray, model: dict, rr=None) -> tuple[np.ndarr
             layer.update(zhat=zhat, inv=inv, scale=scale)
         else:
             u = z
-        a = _noisy(rr, activate(u, model["activation"]), None if rr is None else np.abs(u))
+        a = activate(u, model["activation"])
+        if rr is not None and model["activation"] != "relu":   # max(u, 0) is exact: a dead unit stays exactly 0
+            a = rr(a, _activation_magnitude(u, a, model["activation"]))
         layer.update(u=u, a=a)
         cache.append(layer)
         h = a
