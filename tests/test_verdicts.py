@@ -154,6 +154,37 @@ def test_label_that_changes_nothing_is_inert():
     assert found["causes"] == ["coefficient"] and found["inert"] == ["momentum"]
 
 
+def decoupled(c, params=("weight", "bias")) -> dict:
+    return {**l2(c, params), "coupling": "decoupled", "scale": "lr"}
+
+
+@pytest.mark.parametrize("forward", [True, False], ids=["coupled-to-decoupled", "decoupled-to-coupled"])
+def test_plain_sgd_coupling_is_inert_and_the_coefficient_is_the_cause(forward):
+    """For plain SGD w -= lr*(g + l*w) is decoupled w -= lr*l*w beside lr*g: a pair that changes both coupling and
+    coefficient differs by the coefficient only (the shape of Keras's decoupled SGD decay with a float32-rounded
+    factor against torch's coupled one)."""
+    data = make_data(Task(epochs=2).model_dump())
+    a, b = sem(decay=[l2(1.0)]), sem(decay=[decoupled(1.2)])
+    a, b = (a, b) if forward else (b, a)
+    edits = diagnose.semantic_edits(a, b)
+    assert sorted(label for label, _ in edits) == ["coefficient"] * 2 + ["coupling"] * 4   # per tensor: remove, add, set
+    assert diagnose.canonical_decay(diagnose.apply(a, edits)) == diagnose.canonical_decay(b)
+    found = diagnose.diagnose(a, reference.run(b, data, 1), b, data, 1, "float64")
+    assert found["causes"] == ["coefficient"] and found["inert"] == ["coupling"]
+
+
+def test_momentum_makes_the_same_coefficient_a_coupling_cause_alone():
+    data = make_data(Task(epochs=2).model_dump())
+    mom = {**SGD, "momentum": 0.9}
+    a, b = sem(opt=mom, decay=[l2(3.0)]), sem(opt=mom, decay=[decoupled(3.0)])
+    assert [label for label, _ in diagnose.semantic_edits(a, b)] == ["coupling"] * 4
+    found = diagnose.diagnose(a, reference.run(b, data, 1), b, data, 1, "float64")
+    assert found["causes"] == ["coupling"]
+    c = sem(opt=mom, decay=[decoupled(6.0)])
+    found = diagnose.diagnose(a, reference.run(c, data, 1), c, data, 1, "float64")
+    assert sorted(found["causes"]) == ["coefficient", "coupling"]
+
+
 def test_recorder_stop_rule_is_the_same_with_and_without_the_per_step_check():
     data = make_data(Task(epochs=3).model_dump())
     steps = 60

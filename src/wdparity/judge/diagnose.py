@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Callable
 
+import numpy as np
+
 from wdparity.engine import reference
 from wdparity.judge import compare, envelope
 
@@ -119,10 +121,53 @@ def _decay_edits(a: dict, b: dict) -> list[Edit]:
             label = "mask" if any(k[1] == norm for k in others) else "coefficient"
         elif any(k[0] == name and k[1] == norm for k in others):
             label = "coupling"
+            if key in cb:
+                split = _coupling_split(a, ca, cb, key)
+                if split is not None:
+                    edits += split
+                    continue
         else:
             label = "norm"
         edits.append((label, set_term(key, cb.get(key))))
     return edits
+
+
+def _as_coupling(coefficient: float, lr: float, coupling: str) -> float:
+    """A term's coefficient in the other coupling, as plain SGD makes them one update: w -= lr*(g + lambda*w) is
+    w -= lr*g - (lr*lambda)*w, a decoupled amplitude lr*lambda that follows the schedule as lr does."""
+    return coefficient * lr if coupling == "decoupled" else coefficient / lr
+
+
+def _coupling_split(a: dict, ca: dict, cb: dict, key: tuple) -> "list[Edit] | None":
+    """Where one tensor's term changes coupling and coefficient at once, two edits instead of one: `coupling`
+    (b's coupling, a's coefficient carried over as plain SGD equates them) and `coefficient` (b's own), so that
+    each is a cause only if it is measured to be one (Keras's decoupled SGD decay with a float32-rounded factor
+    against torch's coupled one differs by the factor, not by the coupling). None where the terms do not convert
+    (a decay that ignores the schedule) or a has several terms on the tensor."""
+    name, norm, coupling = key
+    mine = [k for k in ca if k[:2] == (name, norm) and k not in cb]
+    if len(mine) != 1 or "none" in (ca[mine[0]]["scale"], cb[key]["scale"]):
+        return None
+    lr = a["optimizer"]["lr"]
+    carried = _as_coupling(ca[mine[0]]["coefficient"], lr, coupling)
+    wanted = cb[key]["coefficient"]
+    if abs(carried - wanted) <= 4 * np.finfo(float).eps * abs(wanted):   # the conversion's own rounding
+        carried = wanted
+
+    def recouple(sem):
+        canon = canonical_decay(sem)
+        canon[key] = {**cb[key], "coefficient": carried}
+        sem["decay"] = decay_rules(canon)
+
+    def recoefficient(sem):   # whichever form the tensor's term has: b's coupling, or a's where that edit is left out
+        canon = canonical_decay(sem)
+        if key in canon:
+            canon[key]["coefficient"] = wanted
+        elif mine[0] in canon:
+            canon[mine[0]]["coefficient"] = _as_coupling(wanted, lr, mine[0][2])
+        sem["decay"] = decay_rules(canon)
+
+    return [("coupling", recouple)] + ([("coefficient", recoefficient)] if carried != wanted else [])
 
 
 def semantic_edits(a: dict, b: dict) -> list[Edit]:
