@@ -6,7 +6,9 @@
   1 % and by 0.1 % in that side's own framework keys (trained natively again): the fraction judged
   `diverges` on decidable steps. Goal: 100 % at 1 %, >= 95 % at 0.1 %. A change whose own effect (the
   float64 reference of the changed side against the unchanged one) stays within the pair's tolerance is
-  below what float arithmetic in these dtypes can resolve: listed apart, not counted either way.
+  below what float arithmetic in these dtypes can resolve: listed apart, not counted either way. A pair that
+  `check` judged in float64 (float32 could not decide it) is perturbed and judged in float64 too, both sides
+  trained again there, as `check` would.
 
     python benchmarks/verdict_audit.py [PATH ...] [--json FILE]
 
@@ -55,8 +57,10 @@ def main(argv=None) -> int:
     sys.path[:0] = [str(ROOT / "src"), str(ROOT / "backends")]
     from wdparity.cli import case_files
     from wdparity.engine import reference
+    from wdparity.engine.recording import as_trajectory
     from wdparity.judge import compare, envelope
     from wdparity.judge.check import check_cases
+    from wdparity.judge.rejudge import float64_run
     from wdparity.run import harness
     from wdparity.run.cases import load_run
     from wdparity.spec.casefile import read_toml
@@ -103,23 +107,29 @@ def main(argv=None) -> int:
                         continue   # the knob does not reach the semantics (e.g. a coefficient of a frozen part)
                     ident = f"a{len(todo)}"
                     data[f"c{ci}"] = res.data
+                    side_a = None
+                    if pr.get("judged_in") == "float64":   # as check does: both sides again in float64
+                        new = float64_run(new)[0]
+                        side_a = (float64_run(res.case.runs[pr["a"]])[0], f"c{ci}-{pr['a']}-f64")
+                        if side_a[1] not in {it.id for it in items}:
+                            items.append(side_a[0].work_item(side_a[1], f"c{ci}"))
                     items.append(new.work_item(ident, f"c{ci}"))
-                    todo.append((res, pr, knob, factor, new, ident))
+                    todo.append((res, pr, knob, factor, new, ident, side_a))
     out = harness.run_items(items, data)
     power = {(knob, f): [0, 0] for knob in KNOBS for f in CHANGES}
     misses, below = [], []
-    for res, pr, knob, factor, new, ident in todo:
+    for res, pr, knob, factor, new, ident, side_a in todo:
         r = out[ident]
-        if r.status != "ok":
-            misses.append((knob, factor, res.json["case"], pr["b"], f"{r.status}: {r.reason}"))
+        if r.status != "ok" or (side_a is not None and out[side_a[1]].status != "ok"):
+            bad = r if r.status != "ok" else out[side_a[1]]
+            misses.append((knob, factor, res.json["case"], pr["b"], f"{bad.status}: {bad.reason}"))
             continue
         bs = res.case.task.batch_size
-        run_a = res.case.runs[pr["a"]]
+        run_a = res.case.runs[pr["a"]] if side_a is None else side_a[0]
+        traj_a = res.trajectories[pr["a"]] if side_a is None else as_trajectory(out[side_a[1]].arrays)
         envs = [envelope.envelope(run_a.semantics.neutral(), res.data, bs, run_a.dtype),
                 envelope.envelope(new.semantics.neutral(), res.data, bs, new.dtype)]
-        from wdparity.engine.recording import as_trajectory
-        verdict = compare.judge(res.trajectories[pr["a"]], as_trajectory(r.arrays), envs,
-                                compare.pair_dtype((run_a.dtype, new.dtype)))
+        verdict = compare.judge(traj_a, as_trajectory(r.arrays), envs, compare.pair_dtype((run_a.dtype, new.dtype)))
         # how far the change moves the run in exact-ish arithmetic: below the pair's own tolerance no judge
         # working in these dtypes could see it (float arithmetic cannot decide), so it is counted apart
         ref = reference.run_cached(run_b_sem := res.case.runs[pr["b"]].semantics.neutral(), res.data, bs, "float64")
