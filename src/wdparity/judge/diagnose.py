@@ -132,10 +132,10 @@ def _decay_edits(a: dict, b: dict) -> list[Edit]:
     return edits
 
 
-def _as_coupling(coefficient: float, lr: float, coupling: str) -> float:
-    """A term's coefficient in the other coupling, as plain SGD makes them one update: w -= lr*(g + lambda*w) is
-    w -= lr*g - (lr*lambda)*w, a decoupled amplitude lr*lambda that follows the schedule as lr does."""
-    return coefficient * lr if coupling == "decoupled" else coefficient / lr
+def _as_coupling(coefficient: float, lr: float, into: str) -> float:
+    """A term's coefficient written in the coupling `into`, as plain SGD makes the two one update: w -= lr*(g +
+    lambda*w) is w -= lr*g - (lr*lambda)*w, a decoupled amplitude lr*lambda that follows the schedule as lr does."""
+    return coefficient * lr if into == "decoupled" else coefficient / lr
 
 
 def _coupling_split(a: dict, ca: dict, cb: dict, key: tuple) -> "list[Edit] | None":
