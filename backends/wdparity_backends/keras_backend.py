@@ -84,6 +84,13 @@ class KerasBackend(Adapter):
                         "text": "SGD's momentum, Adagrad's initial accumulator, Lion's betas, weight_decay and "
                                 "regularizer factors are rounded to float32 by tf.cast",
                         "source": "keras/src/backend/tensorflow/core.py:210-218; tensorflow/tensorflow#35938"})
+        if config.weight_decay and task.dtype == "float32":
+            out.append({"id": "weight-decay-rounded-apart-float32", "modelled": False,
+                        "text": "weight_decay is an assignment of its own, w - w*wd*lr before the update step, so a "
+                                "float32 run rounds w twice a step; where lr*wd is small that rounding keeps its "
+                                "direction step after step (300 steps at lr*wd = 2.5e-6: 24x the drift of one "
+                                "combined update), which the neutral update, rounded once, does not state",
+                        "source": "keras/src/optimizers/base_optimizer.py:952-959 (_apply_weight_decay)"})
         if config.weight_decay and config.optimizer != "AdamW":
             out.append({"id": "weight-decay-decoupled", "modelled": True,
                         "text": f"{config.optimizer}(weight_decay) is decoupled decay w -= lr*wd*w, not L2",
