@@ -121,8 +121,8 @@ def main(argv=None) -> int:
     for res, pr, knob, factor, new, ident, side_a in todo:
         r = out[ident]
         if r.status != "ok" or (side_a is not None and out[side_a[1]].status != "ok"):
-            bad = r if r.status != "ok" else out[side_a[1]]
-            misses.append((knob, factor, res.json["case"], pr["b"], f"{bad.status}: {bad.reason}"))
+            side, bad = (pr["b"], r) if r.status != "ok" else (f"{pr['a']} in float64", out[side_a[1]])
+            misses.append((knob, factor, res.json["case"], side, f"{bad.status}: {bad.reason}"))
             continue
         bs = res.case.task.batch_size
         run_a = res.case.runs[pr["a"]] if side_a is None else side_a[0]
